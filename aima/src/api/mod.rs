@@ -1,0 +1,105 @@
+//! The HTTP API: routes, wire shapes, error mapping and the OpenAPI document.
+//! The only module that speaks HTTP.
+
+pub mod dto;
+mod error;
+mod models;
+mod system;
+
+pub use error::ApiError;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::get;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::daemon::Daemon;
+
+/// Largest request body accepted; every body the API takes is a small JSON object.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// `axum::Json`, but its rejections are reported in the API's error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The OpenAPI document served at `/api/v1/openapi.json`, built from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "AIMA",
+        description = "Run several LLM inference engines on one GPU host"
+    ),
+    paths(
+        system::health,
+        system::status,
+        models::list_models,
+        models::create_model,
+        models::get_model,
+        models::delete_model,
+        models::legacy_list_models,
+    ),
+    components(schemas(
+        dto::ErrorBody,
+        dto::ErrorDetail,
+        dto::ModelDto,
+        dto::CreateModelRequest
+    ))
+)]
+pub struct ApiDoc;
+
+/// All routes, with JSON errors, a body limit, a request timeout and request tracing.
+pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
+    let v1 = Router::new()
+        .route("/health", get(system::health))
+        .route("/status", get(system::status))
+        .route("/openapi.json", get(system::openapi))
+        .route(
+            "/models",
+            get(models::list_models).post(models::create_model),
+        )
+        .route(
+            "/models/{id}",
+            get(models::get_model).delete(models::delete_model),
+        );
+    // The operator scenario scripts use these older routes; same bodies.
+    let legacy = Router::new().route("/model/list", get(models::legacy_list_models));
+
+    let routes = Router::new()
+        .nest("/api/v1", v1)
+        .nest("/api", legacy)
+        .fallback(unknown_route)
+        .with_state(daemon)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    // `Router::layer` wraps each route inside the point where axum adds `Allow` to a 405,
+    // so the JSON error mapping wraps the whole routed service instead.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(error::json_error_bodies))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {method} {}; see /api/v1/openapi.json",
+            uri.path()
+        ),
+    )
+}

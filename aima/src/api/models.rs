@@ -1,0 +1,64 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::dto::{CreateModelRequest, ErrorBody, List, ModelDto};
+use super::{ApiError, ApiJson};
+use crate::daemon::Daemon;
+
+/// All models, oldest first.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, body = inline(List<ModelDto>))))]
+pub async fn list_models(
+    State(daemon): State<Daemon>,
+) -> Result<ApiJson<List<ModelDto>>, ApiError> {
+    let items = daemon
+        .list_models()
+        .await?
+        .into_iter()
+        .map(ModelDto::from)
+        .collect();
+    Ok(ApiJson(List { items }))
+}
+
+/// Same as `GET /api/v1/models`, at the route the operator scripts use.
+#[utoipa::path(get, path = "/api/model/list", tag = "models",
+    responses((status = 200, body = inline(List<ModelDto>))))]
+pub async fn legacy_list_models(state: State<Daemon>) -> Result<ApiJson<List<ModelDto>>, ApiError> {
+    list_models(state).await
+}
+
+/// Registers a model. Nothing is written when validation fails.
+#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = CreateModelRequest,
+    responses(
+        (status = 201, body = ModelDto),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 422, description = "invalid field", body = ErrorBody),
+    ))]
+pub async fn create_model(
+    State(daemon): State<Daemon>,
+    ApiJson(request): ApiJson<CreateModelRequest>,
+) -> Result<(StatusCode, ApiJson<ModelDto>), ApiError> {
+    let model = daemon.create_model(request.into()).await?;
+    Ok((StatusCode::CREATED, ApiJson(model.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "model id, e.g. model-1a2b3c4d")),
+    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody)))]
+pub async fn get_model(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ModelDto>, ApiError> {
+    Ok(ApiJson(daemon.get_model(&id).await?.into()))
+}
+
+/// Deletes a model and answers with it.
+#[utoipa::path(delete, path = "/api/v1/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "model id, e.g. model-1a2b3c4d")),
+    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody)))]
+pub async fn delete_model(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ModelDto>, ApiError> {
+    Ok(ApiJson(daemon.delete_model(&id).await?.into()))
+}

@@ -1,0 +1,181 @@
+//! The `aima` command line: `aima start` runs the daemon; every other command is a thin
+//! HTTP client of it. Exit codes scripts can rely on: 0 success, 1 the daemon refused or
+//! failed the request, 2 bad usage or settings, 3 the daemon is unreachable.
+
+mod client;
+mod model;
+mod output;
+mod start;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use client::Client;
+pub use output::OutputFormat;
+
+use crate::config::{Flags, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aima",
+    version,
+    about = "Run several LLM inference engines on one GPU host"
+)]
+struct Cli {
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// AIMA home: database, config and logs [env: AIMA_HOME] [default: ~/.aima]
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Daemon API address: the daemon binds it, the CLI dials it [env: AIMA_ADDR] [default: 127.0.0.1:9090]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (SIGTERM or Ctrl-C stops it gracefully).
+    Start,
+    /// Show the daemon's version, home, database, Docker and GPUs.
+    Status,
+    /// Register and inspect models.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+}
+
+/// A failure to report as one `error:` line, with the exit code scripts see.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub exit: u8,
+}
+
+impl CliError {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+
+    pub fn new(exit: u8, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            exit,
+        }
+    }
+}
+
+/// Entry point of the `aima` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.exit)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let flags = Flags {
+        home: cli.home,
+        addr: cli.addr,
+    };
+    let settings =
+        Settings::resolve(&flags).map_err(|e| CliError::new(CliError::USAGE, e.to_string()))?;
+    if let Command::Start = cli.command {
+        return start::run(settings);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                CliError::FAILED,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    let client = Client::new(settings.addr);
+    runtime.block_on(async {
+        match cli.command {
+            Command::Start => unreachable!("handled above"),
+            Command::Status => status::run(&client, cli.output).await,
+            Command::Model(command) => model::run(&client, cli.output, command).await,
+        }
+    })
+}
+
+/// clap's errors span several lines; scripts and people get one: the problem, then usage.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            return ExitCode::from(CliError::USAGE);
+        }
+        _ => {}
+    }
+    eprintln!("{}", one_line(&err.render().to_string()));
+    ExitCode::from(CliError::USAGE)
+}
+
+fn one_line(rendered: &str) -> String {
+    let mut problem = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("For more information") {
+            continue;
+        }
+        match line.strip_prefix("Usage: ") {
+            Some(u) => usage = Some(u.to_owned()),
+            None => problem.push(line.to_owned()),
+        }
+    }
+    let mut text = problem.join(" ");
+    if !text.starts_with("error:") {
+        text = format!("error: {text}");
+    }
+    match usage {
+        Some(usage) => format!("{text}; usage: {usage}"),
+        None => format!("{text}; see 'aima --help'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = Cli::try_parse_from(["aima", "model", "create", "--source", "s3"])
+            .expect_err("bad source");
+        let line = one_line(&err.render().to_string());
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("error: invalid value 's3' for '--source <SOURCE>'"),
+            "{line}"
+        );
+        assert!(
+            line.contains("ollama, huggingface, modelscope, local"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

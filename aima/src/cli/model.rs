@@ -1,0 +1,144 @@
+use std::path::PathBuf;
+
+use chrono::Utc;
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::output::{self, OutputFormat, age, columns, fields, or_dash};
+use super::{CliError, Client};
+use crate::api::dto::{CreateModelRequest, List, ModelDto};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Register a model: remote sources take --repo, local takes --path.
+    Create(CreateArgs),
+    /// List models, oldest first.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one model.
+    Get { id: String },
+    /// Delete a model.
+    #[command(visible_alias = "rm")]
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name for people (1-128 characters).
+    #[arg(long)]
+    name: String,
+    /// Where the weights come from.
+    #[arg(long, value_enum)]
+    source: Source,
+    /// Repository for ollama, huggingface and modelscope (e.g. tinyllama, org/name).
+    #[arg(long, conflicts_with = "path")]
+    repo: Option<String>,
+    /// Directory or file of the weights, for --source local.
+    #[arg(long)]
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Source {
+    Ollama,
+    Huggingface,
+    Modelscope,
+    Local,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::Huggingface => "huggingface",
+            Self::Modelscope => "modelscope",
+            Self::Local => "local",
+        }
+    }
+}
+
+pub async fn run(
+    client: &Client,
+    format: OutputFormat,
+    command: ModelCommand,
+) -> Result<(), CliError> {
+    match command {
+        ModelCommand::Create(args) => {
+            let request = CreateModelRequest {
+                name: args.name,
+                source: args.source.as_str().to_owned(),
+                repo: args.repo,
+                // The daemon has its own working directory, so send an absolute path.
+                path: args.path.map(|p| absolute(p).display().to_string()),
+            };
+            let model: ModelDto = client.post("/api/v1/models", &request).await?;
+            output::print(format, &model, || model.id.clone())
+        }
+        ModelCommand::List => {
+            let list: List<ModelDto> = client.get("/api/v1/models").await?;
+            output::print(format, &list, || table(&list.items))
+        }
+        ModelCommand::Get { id } => {
+            let model: ModelDto = client
+                .get(&format!("/api/v1/models/{}", path_segment(&id)))
+                .await?;
+            output::print(format, &model, || describe(&model))
+        }
+        ModelCommand::Delete { id } => {
+            let model: ModelDto = client
+                .delete(&format!("/api/v1/models/{}", path_segment(&id)))
+                .await?;
+            output::print(format, &model, || model.id.clone())
+        }
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// Ids go into the URL path; anything unusual is percent-encoded rather than trusted.
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn table(models: &[ModelDto]) -> String {
+    let now = Utc::now();
+    columns(
+        ["ID", "NAME", "SOURCE", "REPO/PATH", "STATUS", "AGE"],
+        models.iter().map(|m| {
+            [
+                m.id.clone(),
+                m.name.clone(),
+                m.source.clone(),
+                or_dash(m.repo.as_deref().or(m.path.as_deref())),
+                m.status.clone(),
+                age(m.created_at, now),
+            ]
+        }),
+    )
+}
+
+fn describe(m: &ModelDto) -> String {
+    fields(&[
+        ("ID", m.id.clone()),
+        ("Name", m.name.clone()),
+        ("Source", m.source.clone()),
+        ("Repo", or_dash(m.repo.as_deref())),
+        ("Path", or_dash(m.path.as_deref())),
+        ("Status", m.status.clone()),
+        (
+            "Created",
+            format!(
+                "{} ({} ago)",
+                m.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                age(m.created_at, Utc::now())
+            ),
+        ),
+    ])
+}

@@ -1,0 +1,356 @@
+//! Settings: flag > environment > `$AIMA_HOME/config.toml` > default.
+//!
+//! Every bad value is refused with the setting's name, where it came from, and the
+//! accepted form, so an operator can fix it from the one error line.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9090";
+pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
+    first: 8000,
+    last: 8999,
+};
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {setting} '{value}': expected {expected}")]
+    Invalid {
+        setting: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("cannot read {path}: {message}; fix or remove the file")]
+    File { path: PathBuf, message: String },
+    #[error("cannot find a home directory: HOME is not set; pass --home or set AIMA_HOME")]
+    NoHome,
+}
+
+/// Inclusive range of host ports handed to services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    fn parse(s: &str) -> Option<Self> {
+        let (first, last) = s.trim().split_once('-')?;
+        let range = Self {
+            first: first.trim().parse().ok()?,
+            last: last.trim().parse().ok()?,
+        };
+        (range.first >= 1 && range.first <= range.last).then_some(range)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// `$AIMA_HOME/config.toml`. Unknown keys are errors so a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    addr: Option<String>,
+    port_range: Option<String>,
+    shutdown_timeout: Option<String>,
+    #[serde(default)]
+    engines: BTreeMap<String, EngineOverride>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineOverride {
+    image: Option<String>,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub home: Option<PathBuf>,
+    pub addr: Option<String>,
+}
+
+/// Resolved settings for the daemon and the CLI.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub home: PathBuf,
+    pub addr: SocketAddr,
+    pub port_range: PortRange,
+    pub shutdown_timeout: Duration,
+    /// Engine name → image, from `AIMA_ENGINE_IMAGE_<ENGINE>` or `[engines.<engine>] image`.
+    pub engine_images: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Resolves settings from flags, the process environment and the config file.
+    pub fn resolve(flags: &Flags) -> Result<Self, ConfigError> {
+        Self::resolve_with(
+            flags,
+            |key| std::env::var(key).ok(),
+            std::env::vars().collect(),
+        )
+    }
+
+    /// Like [`Settings::resolve`] with an explicit environment, for tests.
+    pub fn resolve_with(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+        all_env: Vec<(String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let home = match (&flags.home, env("AIMA_HOME").filter(|h| !h.is_empty())) {
+            (Some(home), _) => home.clone(),
+            (None, Some(home)) => PathBuf::from(home),
+            (None, None) => PathBuf::from(env("HOME").ok_or(ConfigError::NoHome)?).join(".aima"),
+        };
+        let file_path = home.join("config.toml");
+        let file = read_config_file(&file_path)?;
+        let in_file = |key: &str| format!("{key} in {}", file_path.display());
+
+        let addr = pick(
+            flags.addr.clone().map(|v| ("--addr".to_owned(), v)),
+            env("AIMA_ADDR").map(|v| ("AIMA_ADDR".to_owned(), v)),
+            file.addr.map(|v| (in_file("addr"), v)),
+        );
+        let addr = match addr {
+            Some((setting, value)) => parse_addr(&value).ok_or(ConfigError::Invalid {
+                setting,
+                value,
+                expected: "HOST:PORT such as 127.0.0.1:9090",
+            })?,
+            None => DEFAULT_ADDR.parse().expect("default address parses"),
+        };
+
+        let port_range = match pick(
+            None,
+            env("AIMA_PORT_RANGE").map(|v| ("AIMA_PORT_RANGE".to_owned(), v)),
+            file.port_range.map(|v| (in_file("port_range"), v)),
+        ) {
+            Some((setting, value)) => PortRange::parse(&value).ok_or(ConfigError::Invalid {
+                setting,
+                value,
+                expected: "FIRST-LAST with 1 <= FIRST <= LAST <= 65535, such as 8000-8999",
+            })?,
+            None => DEFAULT_PORT_RANGE,
+        };
+
+        let shutdown_timeout = match pick(
+            None,
+            env("AIMA_SHUTDOWN_TIMEOUT").map(|v| ("AIMA_SHUTDOWN_TIMEOUT".to_owned(), v)),
+            file.shutdown_timeout
+                .map(|v| (in_file("shutdown_timeout"), v)),
+        ) {
+            Some((setting, value)) => parse_duration(&value).ok_or(ConfigError::Invalid {
+                setting,
+                value,
+                expected: "a duration such as 30s, 500ms or 2m",
+            })?,
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+
+        let mut engine_images = BTreeMap::new();
+        for (engine, over) in file.engines {
+            if let Some(image) = over.image {
+                engine_images.insert(engine, image);
+            }
+        }
+        for (key, value) in all_env {
+            if let Some(engine) = key.strip_prefix("AIMA_ENGINE_IMAGE_") {
+                if value.trim().is_empty() || engine.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        setting: key,
+                        value,
+                        expected: "an image reference such as vllm/vllm-openai:latest",
+                    });
+                }
+                engine_images.insert(engine.to_ascii_lowercase(), value);
+            }
+        }
+
+        Ok(Self {
+            home,
+            addr,
+            port_range,
+            shutdown_timeout,
+            engine_images,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.join("data")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir().join("aima.db")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.home.join("daemon.lock")
+    }
+}
+
+/// The first of flag, environment and file that is set, with the setting's name.
+fn pick(
+    flag: Option<(String, String)>,
+    env: Option<(String, String)>,
+    file: Option<(String, String)>,
+) -> Option<(String, String)> {
+    flag.or(env).or(file)
+}
+
+fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+        // A home that is not a directory shows up later as "home not writable", with the fix.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(ConfigFile::default()),
+        Err(e) => Err(ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Some(addr);
+    }
+    // Allow names such as localhost:9090; resolution is local for those.
+    s.to_socket_addrs().ok()?.next()
+}
+
+/// Accepts humantime durations ("30s", "1m 30s", "500ms") and bare seconds ("30").
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(flags: Flags, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = env.clone();
+        Settings::resolve_with(
+            &flags,
+            move |key| {
+                lookup
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+            },
+            env,
+        )
+    }
+
+    fn home_flag(dir: &Path) -> Flags {
+        Flags {
+            home: Some(dir.to_owned()),
+            addr: None,
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = resolve(Flags::default(), &[("HOME", "/home/op")]).expect("resolves");
+        assert_eq!(s.home, PathBuf::from("/home/op/.aima"));
+        assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(s.port_range, DEFAULT_PORT_RANGE);
+        assert_eq!(s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        assert_eq!(
+            s.database_path(),
+            PathBuf::from("/home/op/.aima/data/aima.db")
+        );
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "addr = \"127.0.0.1:7000\"\nshutdown_timeout = \"5s\"\nport_range = \"9000-9100\"\n[engines.vllm]\nimage = \"file-image\"\n",
+        )
+        .expect("write");
+        let from_file = resolve(home_flag(dir.path()), &[]).expect("resolves");
+        assert_eq!(from_file.addr.port(), 7000);
+        assert_eq!(from_file.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(
+            from_file.port_range,
+            PortRange {
+                first: 9000,
+                last: 9100
+            }
+        );
+        assert_eq!(from_file.engine_images["vllm"], "file-image");
+
+        let env = [
+            ("AIMA_ADDR", "127.0.0.1:7001"),
+            ("AIMA_SHUTDOWN_TIMEOUT", "250ms"),
+            ("AIMA_ENGINE_IMAGE_VLLM", "env-image"),
+        ];
+        let from_env = resolve(home_flag(dir.path()), &env).expect("resolves");
+        assert_eq!(from_env.addr.port(), 7001);
+        assert_eq!(from_env.shutdown_timeout, Duration::from_millis(250));
+        assert_eq!(from_env.engine_images["vllm"], "env-image");
+
+        let mut flags = home_flag(dir.path());
+        flags.addr = Some("127.0.0.1:7002".into());
+        assert_eq!(resolve(flags, &env).expect("resolves").addr.port(), 7002);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_form() {
+        let cases = [
+            ("AIMA_ADDR", "nowhere", "HOST:PORT"),
+            ("AIMA_ADDR", "127.0.0.1:99999", "HOST:PORT"),
+            ("AIMA_PORT_RANGE", "9000-8000", "FIRST-LAST"),
+            ("AIMA_PORT_RANGE", "0-10", "FIRST-LAST"),
+            ("AIMA_SHUTDOWN_TIMEOUT", "3x", "duration"),
+            ("AIMA_ENGINE_IMAGE_VLLM", " ", "image"),
+        ];
+        for (key, value, expected) in cases {
+            let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);
+            let msg = err.to_string();
+            assert!(
+                msg.contains(key) && msg.contains(value.trim()) && msg.contains(expected),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("config.toml"), "adr = \"x\"\n").expect("write");
+        let msg = resolve(home_flag(dir.path()), &[])
+            .expect_err("typo")
+            .to_string();
+        assert!(msg.contains("config.toml") && msg.contains("adr"), "{msg}");
+    }
+
+    #[test]
+    fn durations_accept_bare_seconds() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -1,0 +1,63 @@
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Daemon;
+use crate::config::Settings;
+
+/// Timing knobs of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long in-flight requests may run after shutdown begins.
+    pub drain_timeout: Duration,
+    /// How long a request may take to produce its response head.
+    pub request_timeout: Duration,
+}
+
+impl ServeOptions {
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            drain_timeout: settings.shutdown_timeout,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting at once
+/// (the listener is closed, so new connections are refused) and gives in-flight requests
+/// up to `drain_timeout` to finish. Production passes the signal future; tests bind
+/// `127.0.0.1:0` and pass a oneshot.
+pub async fn serve(
+    listener: TcpListener,
+    daemon: Daemon,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    let (draining_tx, mut draining_rx) = watch::channel(false);
+    let app = crate::api::router(daemon, options.request_timeout);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = draining_rx.wait_for(|draining| *draining).await;
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    tracing::info!(drain_timeout = ?options.drain_timeout, "shutting down: no new connections, draining in-flight requests");
+    let _ = draining_tx.send(true);
+    // axum waits for in-flight requests without a limit, so the drain time is ours to enforce.
+    match tokio::time::timeout(options.drain_timeout, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(drain_timeout = ?options.drain_timeout, "drain time is up; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

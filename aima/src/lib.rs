@@ -1,0 +1,16 @@
+//! AIMA: run several LLM inference engines on one GPU host.
+//!
+//! The layers (see ARCHITECTURE.md) point inward: `cli` and `api` speak the wire,
+//! `daemon` runs lifecycles, `store` speaks SQLite, `runtime` speaks Docker, and
+//! `domain` holds the rules with no I/O at all.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod runtime;
+pub mod store;
+
+/// The version printed by `aima --version`, `aima status` and `/api/v1/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
