@@ -86,11 +86,11 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
     // so the JSON error mapping wraps the whole routed service instead.
     Router::new()
         .fallback_service(routes)
-        .layer(axum::middleware::map_response(error::json_error_bodies))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(axum::middleware::map_response(error::json_error_bodies))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::Invalid;
 use super::id::{is_hex8, random_hex8};
@@ -262,8 +262,10 @@ pub struct Model {
 }
 
 impl Model {
-    /// A newly registered model; the clock is the caller's so this stays pure.
+    /// A newly registered model; the clock is the caller's so this stays pure. Times
+    /// keep millisecond precision, as stored, so a create and a later get agree.
     pub fn register(spec: ModelSpec, id: ModelId, now: DateTime<Utc>) -> Self {
+        let now = now.trunc_subsecs(3);
         Self {
             id,
             name: spec.name,
@@ -314,7 +316,8 @@ mod tests {
     #[test]
     fn bad_input_names_the_field() {
         let long = "x".repeat(NAME_MAX_CHARS + 1);
-        let cases: [(&str, &str, Option<&str>, Option<&str>, &str); 10] = [
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: [Case; 10] = [
             ("", "ollama", Some("r"), None, "name"),
             ("   ", "ollama", Some("r"), None, "name"),
             (&long, "ollama", Some("r"), None, "name"),

@@ -1,1 +1,7 @@
+//! Integration tests: the real daemon over real HTTP, the real `aima` binary, real
+//! SQLite files and real signals. One test binary for the crate (see STYLE.md).
 
+mod api;
+mod cli;
+mod process;
+mod support;

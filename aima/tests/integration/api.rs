@@ -1,0 +1,395 @@
+//! The HTTP API of an in-process daemon, driven with a real HTTP client.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use aima::daemon::ServeOptions;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestDaemon;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+async fn post_model(d: &TestDaemon, body: Value) -> (StatusCode, Value) {
+    let res = client()
+        .post(d.url("/api/v1/models"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+async fn get_json(d: &TestDaemon, path: &str) -> (StatusCode, Value) {
+    let res = client().get(d.url(path)).send().await.expect("get");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+/// Asserts the error shape and returns the message.
+fn error_message(body: &Value, code: &str) -> String {
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object in {body}"));
+    assert_eq!(error["code"], code, "{body}");
+    let keys: Vec<_> = error.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["code", "message"], "{body}");
+    error["message"].as_str().expect("message").to_owned()
+}
+
+#[tokio::test]
+async fn created_model_has_exactly_the_contract_fields() {
+    let d = TestDaemon::start();
+    let (status, model) = post_model(
+        &d,
+        json!({"name": "tiny", "source": "ollama", "repo": "tinyllama"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{model}");
+    let mut keys: Vec<_> = model
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "id",
+            "name",
+            "path",
+            "repo",
+            "source",
+            "status"
+        ]
+    );
+    let id = model["id"].as_str().expect("id");
+    assert!(
+        id.starts_with("model-")
+            && id.len() == 14
+            && id[6..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_eq!(model["name"], "tiny");
+    assert_eq!(model["source"], "ollama");
+    assert_eq!(model["repo"], "tinyllama");
+    assert_eq!(model["path"], Value::Null);
+    assert_eq!(model["status"], "registered");
+    chrono::DateTime::parse_from_rfc3339(model["created_at"].as_str().expect("time"))
+        .expect("rfc3339");
+
+    let (status, fetched) = get_json(&d, &format!("/api/v1/models/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fetched, model);
+}
+
+#[tokio::test]
+async fn every_source_registers_and_local_paths_must_exist() {
+    let d = TestDaemon::start();
+    for source in ["ollama", "huggingface", "modelscope"] {
+        let (status, body) = post_model(
+            &d,
+            json!({"name": source, "source": source, "repo": "org/model"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{source}: {body}");
+    }
+    let weights = tempfile::tempdir().expect("weights dir");
+    let path = weights.path().to_str().expect("utf-8 path");
+    let (status, body) = post_model(
+        &d,
+        json!({"name": "local", "source": "local", "path": path}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["path"], path);
+    assert_eq!(body["repo"], Value::Null);
+
+    let missing = weights.path().join("missing");
+    let (status, body) = post_model(
+        &d,
+        json!({"name": "gone", "source": "local", "path": missing}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = error_message(&body, "invalid_argument");
+    assert!(
+        message.contains("does not exist") && message.contains("missing"),
+        "{message}"
+    );
+    assert_eq!(
+        d.store.list_models().expect("list").len(),
+        4,
+        "the refused model was not written"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() {
+    let d = TestDaemon::start();
+    let long = "n".repeat(129);
+    let cases = [
+        (
+            json!({"name": "", "source": "ollama", "repo": "r"}),
+            "name is empty",
+        ),
+        (
+            json!({"name": "  ", "source": "ollama", "repo": "r"}),
+            "name is empty",
+        ),
+        (
+            json!({"name": long, "source": "ollama", "repo": "r"}),
+            "the limit is 128",
+        ),
+        (
+            json!({"name": "m", "source": "s3", "repo": "r"}),
+            "unknown source 's3'",
+        ),
+        (json!({"name": "m", "source": "ollama"}), "pass --repo"),
+        (
+            json!({"name": "m", "source": "ollama", "repo": "r", "path": "/tmp"}),
+            "takes a repo, not a path",
+        ),
+        (
+            json!({"name": "m", "source": "local", "repo": "r"}),
+            "takes a path, not a repo",
+        ),
+        (json!({"name": "m", "source": "local"}), "pass --path"),
+        (
+            json!({"name": "m", "source": "local", "path": "relative"}),
+            "is relative",
+        ),
+        (
+            json!({"source": "ollama", "repo": "r"}),
+            "missing field `name`",
+        ),
+        (
+            json!({"name": 7, "source": "ollama", "repo": "r"}),
+            "invalid type",
+        ),
+        (
+            json!({"name": "m", "source": "ollama", "repo": "r", "repository": "x"}),
+            "unknown field `repository`",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, error) = post_model(&d, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {error}"
+        );
+        let message = error_message(&error, "invalid_argument");
+        assert!(
+            message.contains(expected),
+            "{body}: {message:?} should mention {expected:?}"
+        );
+        assert!(!message.contains('\n'), "one line: {message:?}");
+    }
+
+    let raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut req = client().post(d.url("/api/v1/models")).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req
+    };
+    let res = raw("{\"name\":", Some("application/json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    error_message(&res.json().await.expect("json"), "bad_request");
+    let res = raw("name=x", None).send().await.expect("post");
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = error_message(&res.json().await.expect("json"), "unsupported_media_type");
+    assert!(
+        message.contains("Content-Type: application/json"),
+        "{message}"
+    );
+
+    assert!(
+        d.store.list_models().expect("list").is_empty(),
+        "nothing may be written"
+    );
+}
+
+#[tokio::test]
+async fn list_is_oldest_first_on_both_routes() {
+    let d = TestDaemon::start();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (_, model) = post_model(
+            &d,
+            json!({"name": format!("m{i}"), "source": "ollama", "repo": "r"}),
+        )
+        .await;
+        ids.push(model["id"].as_str().expect("id").to_owned());
+    }
+    for route in ["/api/v1/models", "/api/model/list"] {
+        let (status, list) = get_json(&d, route).await;
+        assert_eq!(status, StatusCode::OK);
+        let keys: Vec<_> = list.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["items"]);
+        let listed: Vec<_> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(listed, ids, "{route}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_404_and_delete_removes() {
+    let d = TestDaemon::start();
+    for id in ["model-00000000", "nonsense", "model-ZZZZZZZZ", "%20"] {
+        let (status, body) = get_json(&d, &format!("/api/v1/models/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}");
+        let message = error_message(&body, "not_found");
+        assert!(message.contains("aima model list"), "{message}");
+    }
+    let (_, model) = post_model(
+        &d,
+        json!({"name": "doomed", "source": "ollama", "repo": "r"}),
+    )
+    .await;
+    let url = d.url(&format!(
+        "/api/v1/models/{}",
+        model["id"].as_str().expect("id")
+    ));
+    let res = client().delete(&url).send().await.expect("delete");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.expect("json"), model);
+    let res = client().delete(&url).send().await.expect("delete again");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(d.store.list_models().expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let d = TestDaemon::start();
+    let (status, body) = get_json(&d, "/api/v1/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_message(&body, "not_found").contains("/api/v1/nope"));
+
+    let res = client()
+        .put(d.url("/api/v1/models"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "GET,HEAD,POST");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let message = error_message(&res.json().await.expect("json"), "method_not_allowed");
+    assert!(message.contains("GET,HEAD,POST"), "{message}");
+
+    let res = client()
+        .post(d.url("/api/v1/models/model-00000000"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "GET,HEAD,DELETE");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let d = TestDaemon::start();
+    let big =
+        json!({"name": "x".repeat(aima::api::BODY_LIMIT_BYTES), "source": "ollama", "repo": "r"});
+    let (status, body) = post_model(&d, big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    error_message(&body, "payload_too_large");
+    assert!(d.store.list_models().expect("list").is_empty());
+}
+
+#[test]
+fn a_request_that_stalls_is_cut_off_by_the_request_timeout() {
+    let d = TestDaemon::start_with(ServeOptions {
+        drain_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_millis(300),
+    });
+    // Headers promise a body that never comes, so the handler waits until the timeout.
+    let mut stream = std::net::TcpStream::connect(d.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /api/v1/models HTTP/1.1\r\nHost: aima\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"name\":"
+    )
+    .expect("write");
+    let mut response = String::new();
+    let mut buf = [0u8; 4096];
+    while !response.contains("}}") {
+        let n = stream.read(&mut buf).expect("read response");
+        assert!(n > 0, "connection closed without a response: {response:?}");
+        response.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("\"code\":\"request_timeout\""),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn health_status_and_openapi_describe_the_daemon() {
+    let d = TestDaemon::start();
+    let (status, health) = get_json(&d, "/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health, json!({"status": "ok", "version": aima::VERSION}));
+
+    let (status, info) = get_json(&d, "/api/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["version"], aima::VERSION);
+    assert_eq!(info["home"], d.home.path().to_str().expect("utf-8"));
+    assert!(
+        info["database"]
+            .as_str()
+            .expect("db")
+            .ends_with("/data/aima.db")
+    );
+    assert!(info["docker"]["reachable"].is_boolean(), "{info}");
+    assert_eq!(info["gpus"], json!([]));
+
+    let (status, doc) = get_json(&d, "/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/api/v1/models",
+        "/api/v1/models/{id}",
+        "/api/v1/health",
+        "/api/v1/status",
+        "/api/model/list",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    let post = &doc["paths"]["/api/v1/models"]["post"];
+    assert!(
+        post["responses"].get("201").is_some() && post["responses"].get("422").is_some(),
+        "{post}"
+    );
+    let schema = &doc["components"]["schemas"]["ModelDto"]["properties"];
+    for field in [
+        "id",
+        "name",
+        "source",
+        "repo",
+        "path",
+        "status",
+        "created_at",
+    ] {
+        assert!(schema.get(field).is_some(), "ModelDto schema lacks {field}");
+    }
+}

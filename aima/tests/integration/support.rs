@@ -1,0 +1,274 @@
+//! Test fixtures: an in-process daemon, the `aima` binary as a child process, and polling.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use aima::config::{Flags, Settings};
+use aima::daemon::{Daemon, ServeOptions};
+use aima::runtime::DockerRuntime;
+use aima::store::Store;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Path of the `aima` binary under test.
+pub fn aima_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_aima")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub fn poll<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Settings for a daemon rooted in `home`, with no environment leaking in.
+pub fn settings_for(home: &Path) -> Settings {
+    Settings::resolve_with(
+        &Flags {
+            home: Some(home.to_owned()),
+            addr: Some("127.0.0.1:0".into()),
+        },
+        |_| None,
+        Vec::new(),
+    )
+    .expect("test settings resolve")
+}
+
+/// The daemon served in-process on `127.0.0.1:0`, on its own runtime thread; stopped
+/// through its shutdown channel on drop.
+pub struct TestDaemon {
+    pub addr: SocketAddr,
+    pub home: tempfile::TempDir,
+    pub store: Store,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub fn start() -> Self {
+        Self::start_with(ServeOptions {
+            drain_timeout: Duration::from_secs(5),
+            request_timeout: ServeOptions::DEFAULT_REQUEST_TIMEOUT,
+        })
+    }
+
+    pub fn start_with(options: ServeOptions) -> Self {
+        let home = tempfile::tempdir().expect("temp home");
+        let settings = settings_for(home.path());
+        std::fs::create_dir_all(settings.data_dir()).expect("data dir");
+        let store = Store::open(&settings.database_path()).expect("store");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = Daemon::new(settings, store.clone(), Arc::new(DockerRuntime::from_env()));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let shutdown = async {
+                    let _ = shutdown_rx.await;
+                };
+                aima::daemon::serve(listener, daemon, shutdown, options)
+                    .await
+                    .expect("serve");
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("daemon bound");
+        Self {
+            addr,
+            home,
+            store,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The `aima` binary pointed at this daemon.
+    pub fn cli(&self) -> assert_cmd::Command {
+        cli_for(self.addr, self.home.path())
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `aima` with a clean environment aimed at `addr` and `home`.
+pub fn cli_for(addr: SocketAddr, home: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(aima_bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AIMA_HOME", home)
+        .env("AIMA_ADDR", addr.to_string())
+        .timeout(Duration::from_secs(30));
+    cmd
+}
+
+/// `aima start` as a real child process, with its stderr collected line by line.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub home: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl DaemonProcess {
+    /// Starts `aima start --addr 127.0.0.1:0` and waits for its "listening" line.
+    pub fn start(home: &Path, env: &[(&str, &str)]) -> Self {
+        let (child, stderr, ready) = Self::spawn(home, "127.0.0.1:0", env);
+        let addr = match ready.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => panic!(
+                "daemon did not report its address; stderr:\n{}",
+                stderr.lock().expect("lock").join("\n")
+            ),
+        };
+        Self {
+            child,
+            addr,
+            home: home.to_owned(),
+            stderr,
+        }
+    }
+
+    /// Runs `aima start` expecting it to refuse: returns its exit status and stderr.
+    pub fn start_expecting_failure(
+        home: &Path,
+        addr: &str,
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, Vec<String>) {
+        let (mut child, stderr, _ready) = Self::spawn(home, addr, env);
+        let status = poll(Duration::from_secs(20), "the daemon to exit", || {
+            child.try_wait().expect("wait")
+        });
+        // The reader thread may still be draining the pipe after exit.
+        let lines = poll(Duration::from_secs(5), "stderr to be read", || {
+            let lines = stderr.lock().expect("lock");
+            lines
+                .iter()
+                .any(|l| l.starts_with("error:"))
+                .then(|| lines.clone())
+        });
+        (status, lines)
+    }
+
+    fn spawn(
+        home: &Path,
+        addr: &str,
+        env: &[(&str, &str)],
+    ) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Receiver<SocketAddr>) {
+        let mut cmd = Command::new(aima_bin());
+        cmd.arg("start")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("AIMA_HOME", home)
+            .env("AIMA_ADDR", addr)
+            .env("RUST_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("spawn aima start");
+        let pipe = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let Ok(addr) = addr.parse() {
+                        let _ = ready_tx.send(addr);
+                    }
+                }
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        (child, stderr, ready_rx)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
+    }
+
+    /// Waits for the process to exit within `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        poll(deadline, "the daemon to exit", || {
+            self.child.try_wait().expect("wait")
+        })
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) {
+        poll(deadline, needle, || {
+            self.stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+                .then_some(())
+        });
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True when nothing accepts TCP connections on `addr`.
+pub fn refuses_connections(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+}
