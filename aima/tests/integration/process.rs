@@ -39,19 +39,21 @@ fn integrity(home: &std::path::Path) -> String {
 }
 
 #[test]
-fn sigterm_exits_zero_and_closes_the_port() {
-    let home = tempfile::tempdir().expect("home");
-    let mut daemon = DaemonProcess::start(home.path(), &[]);
-    assert!(!refuses_connections(daemon.addr), "daemon is listening");
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.wait_exit(EXIT_DEADLINE);
-    assert_eq!(status.code(), Some(0), "stderr: {:#?}", daemon.stderr());
-    assert!(
-        refuses_connections(daemon.addr),
-        "port {} must be closed after exit",
-        daemon.addr
-    );
-    assert_eq!(integrity(home.path()), "ok");
+fn sigterm_and_sigint_exit_zero_and_close_the_port() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let home = tempfile::tempdir().expect("home");
+        let mut daemon = DaemonProcess::start(home.path(), &[]);
+        assert!(!refuses_connections(daemon.addr), "daemon is listening");
+        daemon.signal(signal);
+        let status = daemon.wait_exit(EXIT_DEADLINE);
+        assert_eq!(status.code(), Some(0), "{signal}: {:#?}", daemon.stderr());
+        assert!(
+            refuses_connections(daemon.addr),
+            "port {} closed after {signal}",
+            daemon.addr
+        );
+        assert_eq!(integrity(home.path()), "ok");
+    }
 }
 
 /// Sends the head and half the body of a model create, so the request is in flight.
