@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod engines;
 pub mod runtime;
 pub mod store;
 

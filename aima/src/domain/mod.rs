@@ -1,10 +1,17 @@
-//! Pure rules: models, ids and validation. No I/O, no async runtime.
+//! Pure rules: models, services, ids, statuses, ports and validation. No I/O, no async runtime.
 
+mod event;
 mod id;
 mod model;
+mod service;
 
+pub use event::{EventKind, ServiceEvent, StartPhase};
 pub use id::random_hex8;
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};
+pub use service::{
+    EnvVar, Service, ServiceId, ServiceStatus, is_engine_name, lowest_free_port,
+    validate_gpu_memory_utilization, validate_service_name,
+};
 
 /// Input that breaks a domain rule. `field` is the JSON field / CLI flag at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

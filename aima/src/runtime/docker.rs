@@ -1,11 +1,23 @@
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::{ContainerRuntime, RuntimeError, RuntimeVersion};
+use super::{
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, LogChunk, RuntimeError,
+    RuntimeVersion,
+};
 
 /// How long `ping` waits: long enough for a loaded engine, short enough for a person.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +71,10 @@ impl DockerRuntime {
             reason: plain_reason(err),
         }
     }
+
+    fn error(&self, err: bollard::errors::Error) -> RuntimeError {
+        translate(&self.address, err)
+    }
 }
 
 #[async_trait]
@@ -70,7 +86,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn ping(&self) -> Result<RuntimeVersion, RuntimeError> {
         let attempt = async {
             let docker = self.client().await?;
-            let version = docker.version().await.map_err(|e| self.unreachable(&e))?;
+            let version = docker.version().await.map_err(|e| self.error(e))?;
             Ok(RuntimeVersion {
                 server_version: version.version.unwrap_or_default(),
                 api_version: docker.client_version().to_string(),
@@ -82,6 +98,314 @@ impl ContainerRuntime for DockerRuntime {
                 address: self.address.clone(),
                 timeout_ms: PING_TIMEOUT.as_millis(),
             })?
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self
+            .client()
+            .await?
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(_) => Ok(true),
+            Err(RuntimeError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut stream = docker.create_image(Some(options), None, None);
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(|e| self.error(e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Failed(format!(
+                    "pull of {image} failed: {detail}"
+                )));
+            }
+            let status = info.status.unwrap_or_default();
+            let bytes = info
+                .progress_detail
+                .and_then(|p| Some(format!(" {}/{} bytes", p.current?, p.total?)))
+                .unwrap_or_default();
+            progress(format!(
+                "{}{status}{bytes}",
+                info.id.map(|id| format!("{id}: ")).unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let docker = self.client().await?;
+        let container_port = format!("{}/tcp", spec.container_port);
+        let bindings = HashMap::from([(
+            container_port.clone(),
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: Some(spec.host_port.to_string()),
+            }]),
+        )]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.args.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: Some(vec![container_port]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                // Never a restart policy: AIMA decides what runs, and a crash must be seen.
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn wait_exit(&self, id: &str) -> Result<i64, RuntimeError> {
+        let docker = self.client().await?;
+        let mut waits = docker.wait_container(id, None);
+        match waits.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.error(e)),
+            None => Err(RuntimeError::Failed(format!(
+                "wait on container {id} ended without a status"
+            ))),
+        }
+    }
+
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        match docker
+            .inspect_container(name_or_id, None)
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(response) => Ok(Some(container_info(response))),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label", label_filters(labels))]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            // Inspect for the full picture (exit code, args); a container gone meanwhile is skipped.
+            if let Some(info) = self.inspect(&id).await? {
+                containers.push(info);
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("publish", vec![host_port.to_string()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let summaries = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut containers = Vec::new();
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            if let Some(info) = self.inspect(&id).await? {
+                containers.push(info);
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let stop = StopContainerOptionsBuilder::new()
+            .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
+            .build();
+        match docker
+            .stop_container(id, Some(stop))
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            // 304 "already stopped" and 409s are fine: removal below settles it.
+            Err(RuntimeError::Transient(_)) | Err(RuntimeError::Failed(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let remove = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match docker
+            .remove_container(id, Some(remove))
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
+        let docker = self.client().await?.clone();
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail)
+            .build();
+        let address = self.address.clone();
+        let stream = docker
+            .logs(id, Some(options))
+            .map_ok(|output| {
+                use bollard::container::LogOutput;
+                let (stderr, bytes) = match output {
+                    LogOutput::StdErr { message } => (true, message),
+                    LogOutput::StdOut { message }
+                    | LogOutput::Console { message }
+                    | LogOutput::StdIn { message } => (false, message),
+                };
+                LogChunk {
+                    stderr,
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                }
+            })
+            .map_err(move |e| translate(&address, e));
+        Ok(stream.boxed())
+    }
+
+    async fn events(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError> {
+        let docker = self.client().await?.clone();
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("label", label_filters(labels)),
+        ]);
+        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        let address = self.address.clone();
+        let stream = docker
+            .events(Some(options))
+            .map_err(move |e| translate(&address, e))
+            .try_filter_map(|message| async move {
+                let Some(actor) = message.actor else {
+                    return Ok(None);
+                };
+                let attributes: BTreeMap<String, String> =
+                    actor.attributes.unwrap_or_default().into_iter().collect();
+                Ok(Some(ContainerEvent {
+                    container_id: actor.id.unwrap_or_default(),
+                    action: message.action.unwrap_or_default(),
+                    exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+                    labels: attributes,
+                }))
+            });
+        Ok(stream.boxed())
+    }
+}
+
+fn label_filters(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn container_info(response: ContainerInspectResponse) -> ContainerInfo {
+    let config = response.config.unwrap_or_default();
+    let state = response.state.unwrap_or_default();
+    let host_ports = response
+        .host_config
+        .and_then(|h| h.port_bindings)
+        .unwrap_or_default()
+        .into_values()
+        .flatten()
+        .flatten()
+        .filter_map(|b| b.host_port?.parse().ok())
+        .collect();
+    ContainerInfo {
+        id: response.id.unwrap_or_default(),
+        name: response
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config.image.unwrap_or_default(),
+        args: config.cmd.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        running: state.running.unwrap_or(false),
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        host_ports,
+    }
+}
+
+/// Maps bollard's errors onto ours, keeping Docker's own message where it is clear.
+fn translate(address: &str, err: bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => match status_code {
+            404 => RuntimeError::NotFound(message),
+            409 => RuntimeError::Transient(message),
+            _ if message.contains("port is already allocated")
+                || message.contains("address already in use") =>
+            {
+                RuntimeError::PortAllocated(message)
+            }
+            _ => RuntimeError::Failed(message),
+        },
+        E::RequestTimeoutError => RuntimeError::Timeout {
+            address: address.to_owned(),
+            timeout_ms: 0,
+        },
+        other => RuntimeError::Unreachable {
+            address: address.to_owned(),
+            reason: plain_reason(&other),
+        },
     }
 }
 

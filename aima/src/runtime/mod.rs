@@ -4,7 +4,11 @@ mod docker;
 
 pub use docker::DockerRuntime;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 /// What the engine says about itself when it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +24,67 @@ pub enum RuntimeError {
     Unreachable { address: String, reason: String },
     #[error("docker at {address} did not answer within {timeout_ms} ms")]
     Timeout { address: String, timeout_ms: u128 },
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Docker could not publish the host port: something else holds it.
+    #[error("docker could not publish host port: {0}")]
+    PortAllocated(String),
+    /// The engine refused for a reason that may pass (a name still being released, a 5xx).
+    #[error("docker: {0}")]
+    Transient(String),
+    #[error("docker: {0}")]
+    Failed(String),
+}
+
+impl RuntimeError {
+    /// Worth another attempt: the cause may go away by itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_) | Self::Timeout { .. })
+    }
+}
+
+/// Everything needed to create one engine container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub container_port: u16,
+    pub host_port: u16,
+}
+
+/// A container as the runtime sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Host ports the container publishes.
+    pub host_ports: Vec<u16>,
+}
+
+/// A lifecycle event of a labelled container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    /// Docker's action: `die`, `destroy`, `oom`, `start`…
+    pub action: String,
+    pub labels: BTreeMap<String, String>,
+    pub exit_code: Option<i64>,
+}
+
+/// A chunk of container output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stderr: bool,
+    pub text: String,
 }
 
 /// A place where engine containers run. The daemon is written against this trait so that
@@ -31,4 +96,51 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Checks that the runtime answers, within a short deadline.
     async fn ping(&self) -> Result<RuntimeVersion, RuntimeError>;
+
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
+
+    /// Pulls an image, reporting progress lines as they come.
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), RuntimeError>;
+
+    /// Creates a container and returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Resolves with the exit code once the container stops.
+    async fn wait_exit(&self, id: &str) -> Result<i64, RuntimeError>;
+
+    /// The container named or identified by `name_or_id`, if it exists.
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+
+    /// Containers (running or not) carrying every label in `labels`.
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Containers of anyone that publish `host_port`.
+    async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes the container; a missing
+    /// container is not an error.
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// The last `tail` lines of output, then new output while `follow`.
+    async fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError>;
+
+    /// Container events for containers carrying every label in `labels`.
+    async fn events(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError>;
 }

@@ -18,6 +18,37 @@ const MIGRATIONS: &[&str] = &[
         status     TEXT NOT NULL,
         created_at TEXT NOT NULL
     ) STRICT;",
+    // 2: services, their event history, and facts about this AIMA home.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE services (
+        seq                    INTEGER PRIMARY KEY AUTOINCREMENT,
+        id                     TEXT NOT NULL UNIQUE,
+        name                   TEXT NOT NULL,
+        model_id               TEXT NOT NULL REFERENCES models(id) ON DELETE RESTRICT,
+        engine                 TEXT NOT NULL,
+        port                   INTEGER NOT NULL UNIQUE CHECK (port BETWEEN 1 AND 65535),
+        status                 TEXT NOT NULL,
+        status_reason          TEXT,
+        container_id           TEXT,
+        gpu_memory_utilization REAL,
+        env                    TEXT NOT NULL,
+        last_logs              TEXT,
+        created_at             TEXT NOT NULL,
+        updated_at             TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX services_model ON services(model_id);
+    CREATE TABLE service_events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        service_id TEXT NOT NULL,
+        at         TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        detail     TEXT,
+        message    TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX service_events_by_service ON service_events(service_id, seq);",
 ];
 
 /// The schema version this build writes.

@@ -6,6 +6,9 @@
 
 mod migrations;
 mod models;
+mod services;
+
+pub use services::{EVENTS_KEPT_PER_SERVICE, InsertServiceError};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -64,7 +64,7 @@ pub(super) fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("timestamp '{s}': {e}")))

@@ -1,0 +1,342 @@
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use super::id::{is_hex8, random_hex8};
+use super::{Invalid, ModelId};
+
+/// `svc-{engine}-{8 hex}`. Engine names are `[a-z0-9]+`, so the id parses back unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(String);
+
+impl ServiceId {
+    pub fn random(engine: &str) -> Self {
+        Self(format!("svc-{engine}-{}", random_hex8()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The engine named inside the id.
+    pub fn engine(&self) -> &str {
+        self.0.split('-').nth(1).unwrap_or_default()
+    }
+}
+
+/// True for engine names that fit inside a service id.
+pub fn is_engine_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl FromStr for ServiceId {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split('-');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("svc"), Some(engine), Some(hex), None)
+                if is_engine_name(engine) && is_hex8(hex) =>
+            {
+                Ok(Self(s.to_owned()))
+            }
+            _ => Err(Invalid::new(
+                "id",
+                format!("'{s}' is not a service id; service ids look like svc-vllm-1a2b3c4d"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a service is in its life. Every transition out of `Starting` and `Stopping` is
+/// driven by a task with a deadline, so no status can be stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceStatus {
+    /// Created, never started.
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl ServiceStatus {
+    pub const ALL: [ServiceStatus; 6] = [
+        Self::Creating,
+        Self::Starting,
+        Self::Running,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// A start may begin from here (a running or starting service is already on its way).
+    pub fn can_start(self) -> bool {
+        matches!(self, Self::Creating | Self::Stopped | Self::Failed)
+    }
+
+    /// The status has an owner task working on it.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Starting | Self::Stopping)
+    }
+}
+
+impl FromStr for ServiceStatus {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| Invalid::new("status", format!("unknown service status '{s}'")))
+    }
+}
+
+impl fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `KEY=VALUE` passed to the engine container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for EnvVar {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((key, value)) = s.split_once('=') else {
+            return Err(Invalid::new(
+                "env",
+                format!("env '{s}' has no '='; pass --env KEY=VALUE"),
+            ));
+        };
+        let valid_key = key
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+        if key.is_empty() || !valid_key {
+            return Err(Invalid::new(
+                "env",
+                format!(
+                    "env key '{key}' is not a variable name; use letters, digits and _ (not first)"
+                ),
+            ));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(Invalid::new(
+                "env",
+                format!("env value of {key} contains a newline or NUL"),
+            ));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// Checks a GPU memory fraction: engines take (0, 1].
+pub fn validate_gpu_memory_utilization(value: f64) -> Result<f64, Invalid> {
+    if value.is_finite() && value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(Invalid::new(
+            "gpu_memory_utilization",
+            format!(
+                "gpu memory utilization {value} is out of range; pass a fraction in (0, 1], such as 0.45"
+            ),
+        ))
+    }
+}
+
+/// Checks a service name: like a model name, 1-128 printable characters.
+pub fn validate_service_name(name: &str) -> Result<String, Invalid> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > super::NAME_MAX_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(Invalid::new(
+            "name",
+            format!(
+                "service name must be 1-{} printable characters",
+                super::NAME_MAX_CHARS
+            ),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The lowest port of `range` that no service holds and that `is_free` accepts
+/// (the caller probes the host). `None` when the range is exhausted.
+pub fn lowest_free_port(
+    range: (u16, u16),
+    held: &BTreeSet<u16>,
+    mut is_free: impl FnMut(u16) -> bool,
+) -> Option<u16> {
+    (range.0..=range.1).find(|port| !held.contains(port) && is_free(*port))
+}
+
+/// A service: one engine serving one model on one host port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub id: ServiceId,
+    pub name: String,
+    pub model_id: ModelId,
+    pub engine: String,
+    pub port: u16,
+    pub status: ServiceStatus,
+    pub status_reason: Option<String>,
+    pub container_id: Option<String>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub env: Vec<EnvVar>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Service {
+    /// A new service in `creating`; times keep millisecond precision, as stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        id: ServiceId,
+        name: String,
+        model_id: ModelId,
+        engine: String,
+        port: u16,
+        gpu_memory_utilization: Option<f64>,
+        env: Vec<EnvVar>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let now = now.trunc_subsecs(3);
+        Self {
+            id,
+            name,
+            model_id,
+            engine,
+            port,
+            status: ServiceStatus::Creating,
+            status_reason: None,
+            container_id: None,
+            gpu_memory_utilization,
+            env,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The Docker container name of this service.
+    pub fn container_name(&self) -> String {
+        format!("aima-{}", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ids_carry_their_engine_and_round_trip() {
+        for engine in ["vllm", "sglang", "llamacpp", "ollama"] {
+            let id = ServiceId::random(engine);
+            assert_eq!(id.engine(), engine);
+            assert_eq!(id.as_str().parse::<ServiceId>().expect("parses"), id);
+        }
+        for bad in [
+            "",
+            "svc-vllm",
+            "svc-VLLM-1234abcd",
+            "svc-v-llm-1234abcd",
+            "model-1234abcd",
+            "svc--1234abcd",
+        ] {
+            assert!(bad.parse::<ServiceId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_resting_statuses_can_start() {
+        let startable: Vec<_> = ServiceStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_start())
+            .collect();
+        assert_eq!(
+            startable,
+            [
+                ServiceStatus::Creating,
+                ServiceStatus::Stopped,
+                ServiceStatus::Failed
+            ]
+        );
+        for status in ServiceStatus::ALL {
+            assert_eq!(
+                status.as_str().parse::<ServiceStatus>().expect("parses"),
+                status
+            );
+        }
+    }
+
+    #[test]
+    fn env_vars_parse_and_refuse_garbage() {
+        let var: EnvVar = "STUB_FAIL=oom".parse().expect("valid");
+        assert_eq!((var.key.as_str(), var.value.as_str()), ("STUB_FAIL", "oom"));
+        assert_eq!("A=b=c".parse::<EnvVar>().expect("valid").value, "b=c");
+        assert_eq!("EMPTY=".parse::<EnvVar>().expect("valid").value, "");
+        for bad in ["NOEQUALS", "=x", "1A=x", "A-B=x", "A=line\nbreak"] {
+            assert!(bad.parse::<EnvVar>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gpu_fraction_must_be_in_zero_one() {
+        assert!(validate_gpu_memory_utilization(0.45).is_ok());
+        assert!(validate_gpu_memory_utilization(1.0).is_ok());
+        for bad in [0.0, -0.1, 1.01, f64::NAN, f64::INFINITY] {
+            assert!(validate_gpu_memory_utilization(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lowest_free_port_skips_held_and_busy_ports() {
+        let held: BTreeSet<u16> = [8000, 8002].into();
+        assert_eq!(lowest_free_port((8000, 8010), &held, |_| true), Some(8001));
+        assert_eq!(
+            lowest_free_port((8000, 8010), &held, |p| p != 8001),
+            Some(8003)
+        );
+        assert_eq!(lowest_free_port((8000, 8002), &held, |p| p != 8001), None);
+    }
+}

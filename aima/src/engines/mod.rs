@@ -1,0 +1,273 @@
+//! The engine catalog: what each inference engine needs to run as a container. Data,
+//! not code paths: adding an engine means adding an entry here.
+
+use std::collections::BTreeMap;
+
+/// One inference engine as AIMA runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSpec {
+    /// `[a-z0-9]+`; appears in service ids.
+    pub name: &'static str,
+    pub default_image: &'static str,
+    /// Port the engine listens on inside its container.
+    pub container_port: u16,
+    /// Path that answers 2xx once the engine can serve.
+    pub health_path: &'static str,
+    /// Container arguments; `{model}`, `{port}` and `{gpu_memory_utilization}` are filled in.
+    pub args: &'static [&'static str],
+    /// Extra environment the engine needs.
+    pub env: &'static [(&'static str, &'static str)],
+    pub needs_gpu: bool,
+    /// GPU memory fraction passed when the service does not set one.
+    pub default_gpu_memory_utilization: f64,
+    /// Log lines that explain a failure: (substring, diagnosis). First match wins.
+    pub log_signatures: &'static [(&'static str, &'static str)],
+}
+
+const OOM: &str =
+    "engine ran out of GPU memory; lower --gpu-memory-utilization or stop services sharing the GPU";
+const NO_GPU: &str =
+    "engine found no usable NVIDIA GPU; check the driver and the NVIDIA container toolkit";
+const MODEL_MISSING: &str =
+    "engine could not find or download the model; check the model's repo or path";
+const PORT_TAKEN: &str = "engine could not bind its port inside the container";
+
+/// Failure signatures shared by the Python engines (vLLM, SGLang).
+const PYTHON_ENGINE_SIGNATURES: &[(&str, &str)] = &[
+    ("CUDA out of memory", OOM),
+    ("OutOfMemoryError", OOM),
+    ("No available memory for the cache blocks", OOM),
+    ("No CUDA GPUs are available", NO_GPU),
+    ("Found no NVIDIA driver", NO_GPU),
+    ("CUDA driver version is insufficient", NO_GPU),
+    ("Repository Not Found", MODEL_MISSING),
+    ("does not appear to have a file named", MODEL_MISSING),
+    ("OSError: We couldn't connect", MODEL_MISSING),
+    ("Address already in use", PORT_TAKEN),
+];
+
+pub const CATALOG: &[EngineSpec] = &[
+    EngineSpec {
+        name: "vllm",
+        default_image: "vllm/vllm-openai:latest",
+        container_port: 8000,
+        health_path: "/health",
+        args: &[
+            "--model",
+            "{model}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "{port}",
+            "--gpu-memory-utilization",
+            "{gpu_memory_utilization}",
+        ],
+        env: &[],
+        needs_gpu: true,
+        default_gpu_memory_utilization: 0.9,
+        log_signatures: PYTHON_ENGINE_SIGNATURES,
+    },
+    EngineSpec {
+        name: "sglang",
+        default_image: "lmsysorg/sglang:latest",
+        container_port: 30000,
+        health_path: "/health",
+        args: &[
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            "{model}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "{port}",
+            "--mem-fraction-static",
+            "{gpu_memory_utilization}",
+        ],
+        env: &[],
+        needs_gpu: true,
+        default_gpu_memory_utilization: 0.88,
+        log_signatures: PYTHON_ENGINE_SIGNATURES,
+    },
+    EngineSpec {
+        name: "llamacpp",
+        default_image: "ghcr.io/ggml-org/llama.cpp:server",
+        container_port: 8080,
+        health_path: "/health",
+        args: &["-m", "{model}", "--host", "0.0.0.0", "--port", "{port}"],
+        env: &[],
+        needs_gpu: false,
+        default_gpu_memory_utilization: 0.9,
+        log_signatures: &[
+            ("failed to allocate", OOM),
+            ("out of memory", OOM),
+            ("failed to open", MODEL_MISSING),
+            ("failed to load model", MODEL_MISSING),
+            ("couldn't bind", PORT_TAKEN),
+        ],
+    },
+    EngineSpec {
+        name: "ollama",
+        default_image: "ollama/ollama:latest",
+        container_port: 11434,
+        health_path: "/api/version",
+        args: &["serve"],
+        env: &[("OLLAMA_HOST", "0.0.0.0:{port}")],
+        needs_gpu: false,
+        default_gpu_memory_utilization: 0.9,
+        log_signatures: &[
+            ("out of memory", OOM),
+            ("address already in use", PORT_TAKEN),
+        ],
+    },
+];
+
+/// The catalog with the operator's image overrides applied.
+#[derive(Debug, Clone)]
+pub struct Engines {
+    images: BTreeMap<String, String>,
+}
+
+/// An engine ready to run: its spec and the image to run it from.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub spec: &'static EngineSpec,
+    pub image: String,
+}
+
+impl Engines {
+    /// `overrides` maps engine name → image (from `AIMA_ENGINE_IMAGE_<ENGINE>` or config.toml).
+    pub fn new(overrides: &BTreeMap<String, String>) -> Self {
+        Self {
+            images: overrides.clone(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Engine> {
+        let spec = CATALOG.iter().find(|e| e.name == name)?;
+        let image = self
+            .images
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| spec.default_image.to_owned());
+        Some(Engine { spec, image })
+    }
+
+    /// Engine names, for messages.
+    pub fn names() -> String {
+        CATALOG
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Engine {
+    /// The container's arguments for `model` (a repo or an in-container path).
+    pub fn args(&self, model: &str, gpu_memory_utilization: f64) -> Vec<String> {
+        self.spec
+            .args
+            .iter()
+            .map(|a| self.fill(a, model, gpu_memory_utilization))
+            .collect()
+    }
+
+    /// The container's environment from the catalog (before the service's own `--env`).
+    pub fn env(&self, model: &str, gpu_memory_utilization: f64) -> Vec<String> {
+        self.spec
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", self.fill(v, model, gpu_memory_utilization)))
+            .collect()
+    }
+
+    fn fill(&self, template: &str, model: &str, gpu_memory_utilization: f64) -> String {
+        template
+            .replace("{model}", model)
+            .replace("{port}", &self.spec.container_port.to_string())
+            .replace(
+                "{gpu_memory_utilization}",
+                &format!("{gpu_memory_utilization}"),
+            )
+    }
+
+    /// Explains a failure from the container's last log lines, if a signature matches.
+    pub fn diagnose(&self, logs: &str) -> Option<&'static str> {
+        self.spec
+            .log_signatures
+            .iter()
+            .find(|(needle, _)| logs.contains(needle))
+            .map(|(_, diagnosis)| *diagnosis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::is_engine_name;
+
+    #[test]
+    fn catalog_names_fit_service_ids_and_are_unique() {
+        let mut names: Vec<_> = CATALOG.iter().map(|e| e.name).collect();
+        assert!(names.iter().all(|n| is_engine_name(n)));
+        names.dedup();
+        assert_eq!(names.len(), CATALOG.len());
+    }
+
+    #[test]
+    fn vllm_arguments_follow_the_template() {
+        let vllm = Engines::new(&BTreeMap::new()).get("vllm").expect("vllm");
+        assert_eq!(vllm.image, "vllm/vllm-openai:latest");
+        assert_eq!(
+            vllm.args("org/model", 0.45),
+            [
+                "--model",
+                "org/model",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8000",
+                "--gpu-memory-utilization",
+                "0.45"
+            ]
+        );
+    }
+
+    #[test]
+    fn overrides_replace_the_image() {
+        let overrides = [("vllm".to_owned(), "aima-stub-engine:latest".to_owned())].into();
+        let engines = Engines::new(&overrides);
+        assert_eq!(
+            engines.get("vllm").expect("vllm").image,
+            "aima-stub-engine:latest"
+        );
+        assert_eq!(
+            engines.get("sglang").expect("sglang").image,
+            "lmsysorg/sglang:latest"
+        );
+        assert!(engines.get("tgi").is_none());
+    }
+
+    #[test]
+    fn ollama_gets_its_listen_address_from_env() {
+        let ollama = Engines::new(&BTreeMap::new())
+            .get("ollama")
+            .expect("ollama");
+        assert_eq!(ollama.env("m", 0.9), ["OLLAMA_HOST=0.0.0.0:11434"]);
+    }
+
+    #[test]
+    fn diagnosis_reads_log_signatures() {
+        let vllm = Engines::new(&BTreeMap::new()).get("vllm").expect("vllm");
+        let logs =
+            "Traceback...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB";
+        assert!(
+            vllm.diagnose(logs)
+                .expect("diagnosed")
+                .contains("out of GPU memory")
+        );
+        assert_eq!(vllm.diagnose("all fine"), None);
+    }
+}

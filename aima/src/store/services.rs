@@ -1,0 +1,444 @@
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::models::{format_time, parse_time};
+use super::{Store, StoreError};
+use crate::domain::{EnvVar, EventKind, ModelId, Service, ServiceEvent, ServiceId, StartPhase};
+
+/// Events kept per service; older ones are dropped as new ones arrive.
+pub const EVENTS_KEPT_PER_SERVICE: i64 = 500;
+
+const COLUMNS: &str = "id, name, model_id, engine, port, status, status_reason, container_id, \
+                       gpu_memory_utilization, env, created_at, updated_at";
+
+/// Why a service could not be inserted.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertServiceError {
+    #[error("port {0} is already held by another service")]
+    PortTaken(u16),
+    #[error("model {0} does not exist")]
+    NoSuchModel(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// This AIMA home's instance id, created on first use. Containers carry it as the
+    /// `aima.instance` label, so two homes on one host never touch each other's containers.
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'instance_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let id = format!(
+            "{}{}",
+            crate::domain::random_hex8(),
+            crate::domain::random_hex8()
+        );
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('instance_id', ?1)",
+            [&id],
+        )?;
+        Ok(id)
+    }
+
+    /// Ports held by services; a port stays held across stops until the service is deleted.
+    pub fn held_ports(&self) -> Result<BTreeSet<u16>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT port FROM services")?;
+        let ports = stmt.query_map([], |r| r.get::<_, u16>(0))?;
+        Ok(ports.collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts a service. The UNIQUE port column is the last word on port ownership, so
+    /// two concurrent creates can never both get one port.
+    pub fn insert_service(&self, service: &Service) -> Result<(), InsertServiceError> {
+        let result = self.conn().execute(
+            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            params![
+                service.id.as_str(),
+                service.name,
+                service.model_id.as_str(),
+                service.engine,
+                service.port,
+                service.status.as_str(),
+                service.status_reason,
+                service.container_id,
+                service.gpu_memory_utilization,
+                encode_env(&service.env),
+                format_time(service.created_at),
+                format_time(service.updated_at),
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                if msg.contains("services.port") {
+                    Err(InsertServiceError::PortTaken(service.port))
+                } else if msg.contains("FOREIGN KEY") {
+                    Err(InsertServiceError::NoSuchModel(
+                        service.model_id.to_string(),
+                    ))
+                } else {
+                    Err(StoreError::Duplicate(service.id.to_string()).into())
+                }
+            }
+            Err(e) => Err(StoreError::from(e).into()),
+        }
+    }
+
+    /// Writes a service's mutable fields (status, reason, container).
+    pub fn save_service(&self, service: &Service) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE services SET status = ?2, status_reason = ?3, container_id = ?4, updated_at = ?5 WHERE id = ?1",
+            params![
+                service.id.as_str(),
+                service.status.as_str(),
+                service.status_reason,
+                service.container_id,
+                format_time(service.updated_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// All services, oldest first.
+    pub fn list_services(&self) -> Result<Vec<Service>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM services ORDER BY seq"))?;
+        let rows = stmt.query_map([], RawService::from_row)?;
+        rows.map(|raw| raw?.into_service()).collect()
+    }
+
+    pub fn get_service(&self, id: &ServiceId) -> Result<Option<Service>, StoreError> {
+        let raw = self
+            .conn()
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM services WHERE id = ?1"))?
+            .query_row([id.as_str()], RawService::from_row)
+            .optional()?;
+        raw.map(RawService::into_service).transpose()
+    }
+
+    /// Ids of the services that run `model`.
+    pub fn services_of_model(&self, model: &ModelId) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM services WHERE model_id = ?1 ORDER BY seq")?;
+        let ids = stmt.query_map([model.as_str()], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a service and its history; returns whether it existed.
+    pub fn delete_service(&self, id: &ServiceId) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM service_events WHERE service_id = ?1",
+            [id.as_str()],
+        )?;
+        let deleted = tx.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])? == 1;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    /// Keeps the last log lines of a container that is about to be removed.
+    pub fn save_last_logs(&self, id: &ServiceId, logs: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE services SET last_logs = ?2 WHERE id = ?1",
+            params![id.as_str(), logs],
+        )?;
+        Ok(())
+    }
+
+    pub fn last_logs(&self, id: &ServiceId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_logs FROM services WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Stores an event, assigning its `seq`, and trims the service's history.
+    pub fn insert_event(&self, event: &mut ServiceEvent) -> Result<(), StoreError> {
+        let (kind, detail) = encode_kind(event.kind);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO service_events (service_id, at, kind, detail, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![event.service_id.as_str(), format_time(event.at), kind, detail, event.message],
+        )?;
+        event.seq = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM service_events WHERE service_id = ?1 AND seq <= ?2 - ?3
+             AND seq NOT IN (SELECT seq FROM service_events WHERE service_id = ?1 ORDER BY seq DESC LIMIT ?3)",
+            params![event.service_id.as_str(), event.seq, EVENTS_KEPT_PER_SERVICE],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stored events after `after_seq`, oldest first; for one service or all.
+    pub fn events(
+        &self,
+        service: Option<&ServiceId>,
+        after_seq: i64,
+    ) -> Result<Vec<ServiceEvent>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, service_id, at, kind, detail, message FROM service_events
+             WHERE seq > ?1 AND (?2 IS NULL OR service_id = ?2) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![after_seq, service.map(ServiceId::as_str)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, service_id, at, kind, detail, message) = row?;
+            Ok(ServiceEvent {
+                seq,
+                service_id: service_id
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?,
+                at: parse_time(&at)?,
+                kind: decode_kind(&kind, detail.as_deref())
+                    .ok_or_else(|| StoreError::Corrupt(format!("event {seq}: kind {kind}")))?,
+                message,
+            })
+        })
+        .collect()
+    }
+}
+
+fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
+    match kind {
+        EventKind::Phase(phase) => ("phase", Some(phase.as_str())),
+        EventKind::Status(status) => ("status", Some(status.as_str())),
+        EventKind::Note => ("note", None),
+    }
+}
+
+fn decode_kind(kind: &str, detail: Option<&str>) -> Option<EventKind> {
+    match (kind, detail) {
+        ("phase", Some(p)) => StartPhase::parse(p).map(EventKind::Phase),
+        ("status", Some(s)) => s.parse().ok().map(EventKind::Status),
+        ("note", _) => Some(EventKind::Note),
+        _ => None,
+    }
+}
+
+/// `KEY=VALUE` lines; values cannot hold newlines (the domain refuses them).
+fn encode_env(env: &[EnvVar]) -> String {
+    env.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn decode_env(text: &str) -> Result<Vec<EnvVar>, StoreError> {
+    text.lines()
+        .map(|line| {
+            line.parse()
+                .map_err(|e| StoreError::Corrupt(format!("env: {e}")))
+        })
+        .collect()
+}
+
+struct RawService {
+    id: String,
+    name: String,
+    model_id: String,
+    engine: String,
+    port: u16,
+    status: String,
+    status_reason: Option<String>,
+    container_id: Option<String>,
+    gpu_memory_utilization: Option<f64>,
+    env: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl RawService {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            model_id: row.get(2)?,
+            engine: row.get(3)?,
+            port: row.get(4)?,
+            status: row.get(5)?,
+            status_reason: row.get(6)?,
+            container_id: row.get(7)?,
+            gpu_memory_utilization: row.get(8)?,
+            env: row.get(9)?,
+            created_at: row.get(10)?,
+            updated_at: row.get(11)?,
+        })
+    }
+
+    fn into_service(self) -> Result<Service, StoreError> {
+        let corrupt =
+            |e: crate::domain::Invalid| StoreError::Corrupt(format!("service {}: {e}", self.id));
+        Ok(Service {
+            id: self.id.parse().map_err(corrupt)?,
+            model_id: self.model_id.parse().map_err(corrupt)?,
+            status: self.status.parse().map_err(corrupt)?,
+            env: decode_env(&self.env)?,
+            created_at: parse_time(&self.created_at)?,
+            updated_at: parse_time(&self.updated_at)?,
+            name: self.name,
+            engine: self.engine,
+            port: self.port,
+            status_reason: self.status_reason,
+            container_id: self.container_id,
+            gpu_memory_utilization: self.gpu_memory_utilization,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::{Model, ModelSpec, ServiceStatus};
+    use crate::store::temp_store;
+
+    fn model(store: &Store) -> ModelId {
+        let spec = ModelSpec::new("m", "ollama", Some("r"), None).expect("valid");
+        let model = Model::register(spec, ModelId::random(), Utc::now());
+        store.insert_model(&model).expect("insert model");
+        model.id
+    }
+
+    fn service(model: &ModelId, port: u16) -> Service {
+        let env = vec!["STUB_FAIL=oom".parse().expect("env")];
+        Service::create(
+            ServiceId::random("vllm"),
+            "s".into(),
+            model.clone(),
+            "vllm".into(),
+            port,
+            Some(0.5),
+            env,
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn services_round_trip_and_ports_are_unique() {
+        let (_dir, store) = temp_store();
+        let m = model(&store);
+        let a = service(&m, 8000);
+        store.insert_service(&a).expect("insert");
+        assert!(matches!(
+            store.insert_service(&service(&m, 8000)),
+            Err(InsertServiceError::PortTaken(8000))
+        ));
+        assert_eq!(store.held_ports().expect("ports"), [8000].into());
+        let got = store.get_service(&a.id).expect("get").expect("exists");
+        assert_eq!(got, a);
+        assert_eq!(
+            store.services_of_model(&m).expect("of model"),
+            [a.id.to_string()]
+        );
+    }
+
+    #[test]
+    fn services_need_an_existing_model() {
+        let (_dir, store) = temp_store();
+        let ghost = ModelId::random();
+        assert!(matches!(
+            store.insert_service(&service(&ghost, 8000)),
+            Err(InsertServiceError::NoSuchModel(_))
+        ));
+    }
+
+    #[test]
+    fn status_changes_are_saved() {
+        let (_dir, store) = temp_store();
+        let m = model(&store);
+        let mut s = service(&m, 8001);
+        store.insert_service(&s).expect("insert");
+        s.status = ServiceStatus::Failed;
+        s.status_reason = Some("boom".into());
+        s.container_id = Some("abc".into());
+        store.save_service(&s).expect("save");
+        store.save_last_logs(&s.id, "line 1\nline 2").expect("logs");
+        let got = store.get_service(&s.id).expect("get").expect("exists");
+        assert_eq!(got.status, ServiceStatus::Failed);
+        assert_eq!(got.status_reason.as_deref(), Some("boom"));
+        assert_eq!(
+            store.last_logs(&s.id).expect("logs").as_deref(),
+            Some("line 1\nline 2")
+        );
+        assert!(store.delete_service(&s.id).expect("delete"));
+        assert!(
+            store.held_ports().expect("ports").is_empty(),
+            "delete frees the port"
+        );
+    }
+
+    #[test]
+    fn events_are_numbered_filtered_and_bounded() {
+        let (_dir, store) = temp_store();
+        let a = ServiceId::random("vllm");
+        let b = ServiceId::random("vllm");
+        for i in 0..(EVENTS_KEPT_PER_SERVICE + 20) {
+            let mut e = ServiceEvent::new(
+                a.clone(),
+                EventKind::Phase(StartPhase::Health),
+                format!("a{i}"),
+                Utc::now(),
+            );
+            store.insert_event(&mut e).expect("insert");
+        }
+        let mut e = ServiceEvent::new(
+            b.clone(),
+            EventKind::Status(ServiceStatus::Running),
+            "up",
+            Utc::now(),
+        );
+        store.insert_event(&mut e).expect("insert");
+        let of_a = store.events(Some(&a), 0).expect("events");
+        assert_eq!(of_a.len() as i64, EVENTS_KEPT_PER_SERVICE);
+        assert_eq!(
+            of_a.last().expect("last").message,
+            format!("a{}", EVENTS_KEPT_PER_SERVICE + 19)
+        );
+        let after = store
+            .events(None, of_a.last().expect("last").seq)
+            .expect("events");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].kind, EventKind::Status(ServiceStatus::Running));
+    }
+
+    #[test]
+    fn instance_id_is_stable() {
+        let (_dir, store) = temp_store();
+        let id = store.instance_id().expect("id");
+        assert_eq!(id.len(), 16);
+        assert_eq!(store.instance_id().expect("id again"), id);
+    }
+}
