@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::daemon::{DaemonStatus, ModelRequest};
-use crate::domain::Model;
+use crate::daemon::{DaemonStatus, ModelRequest, ServiceRequest};
+use crate::domain::{EventKind, Model, Service, ServiceEvent};
 
 /// `{"error":{"code","message"}}`, the body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -97,6 +97,8 @@ pub struct StatusDto {
     pub uptime_secs: u64,
     pub home: String,
     pub database: String,
+    /// `aima.instance` label on this home's containers.
+    pub instance: String,
     pub docker: DockerStatus,
     /// Detected GPUs; empty until GPU detection lands.
     pub gpus: Vec<serde_json::Value>,
@@ -135,8 +137,114 @@ impl From<DaemonStatus> for StatusDto {
             uptime_secs: s.uptime_secs,
             home: s.home.display().to_string(),
             database: s.database.display().to_string(),
+            instance: s.instance,
             docker,
             gpus: Vec::new(),
+        }
+    }
+}
+
+/// A service: one engine serving one model on one host port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceDto {
+    /// `svc-{engine}-{8 hex}`.
+    #[schema(example = "svc-vllm-1a2b3c4d")]
+    pub id: String,
+    pub name: String,
+    pub model_id: String,
+    pub engine: String,
+    /// Host port, held from create until delete.
+    pub port: u16,
+    /// `creating`, `starting`, `running`, `stopping`, `stopped` or `failed`.
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub container_id: Option<String>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Service> for ServiceDto {
+    fn from(s: Service) -> Self {
+        Self {
+            id: s.id.to_string(),
+            name: s.name,
+            model_id: s.model_id.to_string(),
+            engine: s.engine,
+            port: s.port,
+            status: s.status.to_string(),
+            status_reason: s.status_reason,
+            container_id: s.container_id,
+            gpu_memory_utilization: s.gpu_memory_utilization,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/services`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceRequest {
+    pub model_id: String,
+    /// `vllm`, `sglang`, `llamacpp` or `ollama`.
+    pub engine_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Host port; the lowest free port of the range when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_utilization: Option<f64>,
+    /// `KEY=VALUE` entries passed to the engine container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+}
+
+impl From<CreateServiceRequest> for ServiceRequest {
+    fn from(r: CreateServiceRequest) -> Self {
+        Self {
+            model_id: r.model_id,
+            engine: r.engine_type,
+            name: r.name,
+            port: r.port,
+            gpu_memory_utilization: r.gpu_memory_utilization,
+            env: r.env,
+        }
+    }
+}
+
+/// One service event, as served by the SSE streams and `aima service events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventDto {
+    pub seq: i64,
+    pub service_id: String,
+    pub time: DateTime<Utc>,
+    /// `phase`, `status` or `note`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub message: String,
+}
+
+impl From<ServiceEvent> for EventDto {
+    fn from(e: ServiceEvent) -> Self {
+        let (kind, phase, status) = match e.kind {
+            EventKind::Phase(p) => ("phase", Some(p.to_string()), None),
+            EventKind::Status(s) => ("status", None, Some(s.to_string())),
+            EventKind::Note => ("note", None, None),
+        };
+        Self {
+            seq: e.seq,
+            service_id: e.service_id.to_string(),
+            time: e.at,
+            kind: kind.to_owned(),
+            phase,
+            status,
+            message: e.message,
         }
     }
 }

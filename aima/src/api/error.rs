@@ -62,6 +62,8 @@ impl From<DaemonError> for ApiError {
         let status = match &err {
             DaemonError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DaemonError::NotFound { .. } => StatusCode::NOT_FOUND,
+            DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             DaemonError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, err.to_string())

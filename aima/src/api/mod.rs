@@ -4,6 +4,7 @@
 pub mod dto;
 mod error;
 mod models;
+mod services;
 mod system;
 
 pub use error::ApiError;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest};
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -73,8 +74,26 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
             "/models/{id}",
             get(models::get_model).delete(models::delete_model),
         );
+    let v1 = v1
+        .route(
+            "/services",
+            get(services::list_services).post(services::create_service),
+        )
+        .route(
+            "/services/{id}",
+            get(services::get_service).delete(services::delete_service),
+        )
+        .route("/services/{id}/start", post(services::start_service))
+        .route("/services/{id}/stop", post(services::stop_service))
+        .route("/services/{id}/logs", get(services::service_logs))
+        .route("/services/{id}/events", get(services::service_events))
+        .route("/events", get(services::all_events));
     // The operator scenario scripts use these older routes; same bodies.
-    let legacy = Router::new().route("/model/list", get(models::legacy_list_models));
+    let legacy = Router::new()
+        .route("/model/list", get(models::legacy_list_models))
+        .route("/service/list", get(services::legacy_list_services))
+        .route("/service/status", get(services::legacy_service_status))
+        .route("/service/logs", get(services::legacy_service_logs));
 
     let routes = Router::new()
         .nest("/api/v1", v1)

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::CliError;
-use crate::api::dto::ErrorBody;
+use futures::StreamExt;
+
+use crate::api::dto::{ErrorBody, EventDto};
 
 /// Connecting to a local daemon takes microseconds; this bounds the wait when nothing
 /// answers, so the CLI reports an unreachable daemon in well under a second.
@@ -19,6 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Client {
     addr: SocketAddr,
     http: reqwest::Client,
+    /// For streams that stay open (logs -f, events): no overall timeout.
+    streaming: reqwest::Client,
 }
 
 impl Client {
@@ -30,7 +34,16 @@ impl Client {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Self { addr, http }
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Self {
+            addr,
+            http,
+            streaming,
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
@@ -47,6 +60,71 @@ impl Client {
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.call(self.request(Method::DELETE, path)).await
+    }
+
+    /// A streaming GET (logs, events): no overall timeout, and the response is handed back
+    /// as soon as its head arrives.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        let response = self
+            .streaming
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(response)
+    }
+
+    /// Server-sent events from `path`, decoded; ends when the daemon ends the stream.
+    pub async fn events(
+        &self,
+        path: &str,
+    ) -> Result<impl futures::Stream<Item = Result<EventDto, CliError>> + use<>, CliError> {
+        let response = self.stream(path).await?;
+        let addr = self.addr;
+        let bytes = response.bytes_stream();
+        Ok(futures::stream::unfold(
+            (bytes, String::new()),
+            move |(mut bytes, mut buffer)| async move {
+                loop {
+                    // One SSE event ends with a blank line; its `data:` line holds our JSON.
+                    if let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        let data = block
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("data:"))
+                            .map(str::trim_start)
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        if data.is_empty() {
+                            continue;
+                        }
+                        let event = serde_json::from_str::<EventDto>(&data).map_err(|e| {
+                            CliError::new(
+                                CliError::FAILED,
+                                format!("the daemon at {addr} sent an unreadable event ({e})"),
+                            )
+                        });
+                        return Some((event, (bytes, buffer)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                        Some(Err(e)) => {
+                            let error = CliError::new(
+                                CliError::FAILED,
+                                format!("event stream from {addr} broke: {e}"),
+                            );
+                            return Some((Err(error), (bytes, String::new())));
+                        }
+                        None => return None,
+                    }
+                }
+            },
+        ))
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {

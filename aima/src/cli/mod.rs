@@ -5,6 +5,7 @@
 mod client;
 mod model;
 mod output;
+mod service;
 mod start;
 mod status;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Register and inspect models.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Create, start, stop and inspect inference services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 /// A failure to report as one `error:` line, with the exit code scripts see.
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Start => unreachable!("handled above"),
             Command::Status => status::run(&client, cli.output).await,
             Command::Model(command) => model::run(&client, cli.output, command).await,
+            Command::Service(command) => service::run(&client, cli.output, command).await,
         }
     })
 }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::output::{self, OutputFormat, age, columns, fields, or_dash};
+use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
 use super::{CliError, Client};
 use crate::api::dto::{CreateModelRequest, List, ModelDto};
 
@@ -94,16 +94,6 @@ pub async fn run(
 
 fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
-}
-
-/// Ids go into the URL path; anything unusual is percent-encoded rather than trusted.
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 fn table(models: &[ModelDto]) -> String {

@@ -1,22 +1,34 @@
-//! The daemon: owns the store and the runtime, runs every operation the API exposes,
-//! and shuts down gracefully.
+//! The daemon: owns the store and the runtime, runs every operation the API exposes
+//! (model registry, service lifecycles, events), watches Docker, and shuts down gracefully.
 
+mod events;
+mod lifecycle;
 mod lock;
 mod models;
+mod ports;
 mod serve;
+mod services;
 mod start;
+mod watch;
 
+pub use events::EventBus;
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
+pub use ports::PortHolder;
 pub use serve::{ServeOptions, serve};
+pub use services::{LogOutput, ServiceRequest};
 pub use start::{StartError, run};
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Settings;
-use crate::domain::Invalid;
+use crate::domain::{Invalid, ServiceId};
+use crate::engines::Engines;
 use crate::runtime::{ContainerRuntime, RuntimeError, RuntimeVersion};
 use crate::store::{Store, StoreError};
 
@@ -27,8 +39,20 @@ pub enum DaemonError {
     Invalid(#[from] Invalid),
     #[error("no {kind} with id '{id}'; list them with 'aima {kind} list'")]
     NotFound { kind: &'static str, id: String },
+    /// The request is valid but clashes with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (Docker) is not available right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RuntimeError> for DaemonError {
+    fn from(e: RuntimeError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
 }
 
 /// The daemon's shared state; cheap to clone into handlers and tasks.
@@ -41,6 +65,16 @@ struct Inner {
     settings: Settings,
     store: Store,
     runtime: Arc<dyn ContainerRuntime>,
+    engines: Engines,
+    /// `aima.instance` label of this home's containers.
+    instance: String,
+    bus: EventBus,
+    /// One lifecycle operation at a time per service (start, stop, delete, watcher).
+    service_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Starts in flight, so a stop can cancel them.
+    starts: Mutex<HashMap<ServiceId, CancellationToken>>,
+    /// Cancelled at shutdown: background tasks end with it.
+    shutdown: CancellationToken,
     started_at: Instant,
 }
 
@@ -60,20 +94,33 @@ pub struct DaemonStatus {
     pub uptime_secs: u64,
     pub home: PathBuf,
     pub database: PathBuf,
+    pub instance: String,
     pub docker_address: String,
     pub docker: Result<RuntimeVersion, RuntimeError>,
 }
 
 impl Daemon {
-    pub fn new(settings: Settings, store: Store, runtime: Arc<dyn ContainerRuntime>) -> Self {
-        Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        runtime: Arc<dyn ContainerRuntime>,
+    ) -> Result<Self, StoreError> {
+        let instance = store.instance_id()?;
+        let engines = Engines::new(&settings.engine_images);
+        Ok(Self {
             inner: Arc::new(Inner {
+                bus: EventBus::new(store.clone()),
                 settings,
                 store,
                 runtime,
+                engines,
+                instance,
+                service_locks: Mutex::default(),
+                starts: Mutex::default(),
+                shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
             }),
-        }
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -84,6 +131,49 @@ impl Daemon {
         &self.inner.store
     }
 
+    pub fn events(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// The `aima.instance` label value of this home.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    fn runtime(&self) -> &dyn ContainerRuntime {
+        self.inner.runtime.as_ref()
+    }
+
+    /// Labels every container of this instance carries.
+    fn instance_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("aima.instance".to_owned(), self.inner.instance.clone())])
+    }
+
+    /// The lock serializing lifecycle operations of one service.
+    fn service_lock(&self, id: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .service_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(id.clone()).or_default())
+    }
+
+    /// Starts the background tasks (the Docker watcher); they end at [`Daemon::shutdown`].
+    pub fn spawn_background(&self) {
+        tokio::spawn(watch::run(self.clone(), self.inner.shutdown.clone()));
+    }
+
+    /// Cancelled when the daemon shuts down; following streams end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Stops background tasks. Engine containers keep running.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
     /// Version, paths and whether Docker answers right now.
     pub async fn status(&self) -> DaemonStatus {
         DaemonStatus {
@@ -92,6 +182,7 @@ impl Daemon {
             uptime_secs: self.inner.started_at.elapsed().as_secs(),
             home: self.inner.settings.home.clone(),
             database: self.inner.store.path().to_owned(),
+            instance: self.inner.instance.clone(),
             docker_address: self.inner.runtime.address().to_owned(),
             docker: self.inner.runtime.ping().await,
         }

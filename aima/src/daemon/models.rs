@@ -57,8 +57,17 @@ impl Daemon {
             .ok_or_else(|| model_not_found(&id))
     }
 
+    /// Deletes a model that no service uses.
     pub async fn delete_model(&self, id: &str) -> Result<Model, DaemonError> {
         let model = self.get_model(id).await?;
+        let target = model.id.clone();
+        let users = self
+            .store()
+            .run(move |store| store.services_of_model(&target))
+            .await?;
+        if !users.is_empty() {
+            return Err(super::services::model_in_use(&model.id, &users));
+        }
         let target = model.id.clone();
         if !self
             .store()

@@ -38,7 +38,8 @@ pub async fn serve(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     let (draining_tx, mut draining_rx) = watch::channel(false);
-    let app = crate::api::router(daemon, options.request_timeout);
+    daemon.spawn_background();
+    let app = crate::api::router(daemon.clone(), options.request_timeout);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = draining_rx.wait_for(|draining| *draining).await;
@@ -52,6 +53,8 @@ pub async fn serve(
     }
     tracing::info!(drain_timeout = ?options.drain_timeout, "shutting down: no new connections, draining in-flight requests");
     let _ = draining_tx.send(true);
+    // Background tasks and following streams end now; engine containers keep running.
+    daemon.shutdown();
     // axum waits for in-flight requests without a limit, so the drain time is ours to enforce.
     match tokio::time::timeout(options.drain_timeout, server).await {
         Ok(result) => result,

@@ -54,7 +54,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
 
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::from_env());
     let options = ServeOptions::from_settings(&settings);
-    let daemon = Daemon::new(settings, store, Arc::clone(&runtime));
+    let daemon = Daemon::new(settings, store, Arc::clone(&runtime))?;
     tokio::spawn(report_docker(runtime));
 
     tracing::info!(

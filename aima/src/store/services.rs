@@ -192,6 +192,15 @@ impl Store {
         Ok(())
     }
 
+    /// The newest event's sequence number, 0 when there is none.
+    pub fn latest_event_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM service_events",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Stored events after `after_seq`, oldest first; for one service or all.
     pub fn events(
         &self,

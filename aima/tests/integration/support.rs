@@ -74,7 +74,8 @@ impl TestDaemon {
         let store = Store::open(&settings.database_path()).expect("store");
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = Daemon::new(settings, store.clone(), Arc::new(DockerRuntime::from_env()));
+        let daemon = Daemon::new(settings, store.clone(), Arc::new(DockerRuntime::from_env()))
+            .expect("daemon");
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -1,0 +1,318 @@
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use super::dto::{CreateServiceRequest, ErrorBody, EventDto, List, ServiceDto};
+use super::{ApiError, ApiJson};
+use crate::daemon::{Daemon, LogOutput};
+use crate::domain::ServiceId;
+
+/// All services, oldest first.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    responses((status = 200, body = inline(List<ServiceDto>))))]
+pub async fn list_services(
+    State(daemon): State<Daemon>,
+) -> Result<ApiJson<List<ServiceDto>>, ApiError> {
+    let items = daemon
+        .list_services()
+        .await?
+        .into_iter()
+        .map(ServiceDto::from)
+        .collect();
+    Ok(ApiJson(List { items }))
+}
+
+/// Same as `GET /api/v1/services`, at the route the operator scripts use.
+#[utoipa::path(get, path = "/api/service/list", tag = "services",
+    responses((status = 200, body = inline(List<ServiceDto>))))]
+pub async fn legacy_list_services(
+    state: State<Daemon>,
+) -> Result<ApiJson<List<ServiceDto>>, ApiError> {
+    list_services(state).await
+}
+
+/// Creates a service in `creating` and assigns its host port.
+#[utoipa::path(post, path = "/api/v1/services", tag = "services", request_body = CreateServiceRequest,
+    responses(
+        (status = 201, body = ServiceDto),
+        (status = 404, description = "unknown model", body = ErrorBody),
+        (status = 409, description = "port unavailable", body = ErrorBody),
+        (status = 422, description = "invalid field", body = ErrorBody),
+    ))]
+pub async fn create_service(
+    State(daemon): State<Daemon>,
+    ApiJson(request): ApiJson<CreateServiceRequest>,
+) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
+    let service = daemon.create_service(request.into()).await?;
+    Ok((StatusCode::CREATED, ApiJson(service.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = String, Path, description = "service id, e.g. svc-vllm-1a2b3c4d")),
+    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody)))]
+pub async fn get_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ServiceDto>, ApiError> {
+    Ok(ApiJson(daemon.get_service(&id).await?.into()))
+}
+
+/// `?service_id=` for the operator scripts' routes.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ServiceIdQuery {
+    pub service_id: String,
+}
+
+/// A service by `?service_id=`, at the route the operator scripts use.
+#[utoipa::path(get, path = "/api/service/status", tag = "services", params(ServiceIdQuery),
+    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody)))]
+pub async fn legacy_service_status(
+    State(daemon): State<Daemon>,
+    Query(query): Query<ServiceIdQuery>,
+) -> Result<ApiJson<ServiceDto>, ApiError> {
+    Ok(ApiJson(daemon.get_service(&query.service_id).await?.into()))
+}
+
+/// Stops the service if needed, deletes it and frees its port.
+#[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = String, Path, description = "service id")),
+    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody)))]
+pub async fn delete_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ServiceDto>, ApiError> {
+    Ok(ApiJson(daemon.delete_service(&id).await?.into()))
+}
+
+/// Begins a start and answers at once (`starting`); follow the events for its phases.
+/// Starting a running or starting service changes nothing.
+#[utoipa::path(post, path = "/api/v1/services/{id}/start", tag = "services",
+    params(("id" = String, Path, description = "service id")),
+    responses((status = 202, body = ServiceDto), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(daemon.start_service(&id).await?.into()),
+    ))
+}
+
+/// Stops the service from any status and answers once its host port is free.
+#[utoipa::path(post, path = "/api/v1/services/{id}/stop", tag = "services",
+    params(("id" = String, Path, description = "service id")),
+    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn stop_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ServiceDto>, ApiError> {
+    Ok(ApiJson(daemon.stop_service(&id).await?.into()))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// Keep streaming new output.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+}
+
+/// Container output (stdout and stderr) as text; after a failure, the kept last lines.
+#[utoipa::path(get, path = "/api/v1/services/{id}/logs", tag = "services",
+    params(("id" = String, Path, description = "service id"), LogsQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn service_logs(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    logs_response(&daemon, &id, query).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LegacyLogsQuery {
+    pub service_id: String,
+    #[serde(default)]
+    pub follow: bool,
+    pub tail: Option<usize>,
+}
+
+/// Logs by `?service_id=`, at the route the operator scripts use.
+#[utoipa::path(get, path = "/api/service/logs", tag = "services", params(LegacyLogsQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn legacy_service_logs(
+    State(daemon): State<Daemon>,
+    Query(query): Query<LegacyLogsQuery>,
+) -> Result<Response, ApiError> {
+    let LegacyLogsQuery {
+        service_id,
+        follow,
+        tail,
+    } = query;
+    logs_response(&daemon, &service_id, LogsQuery { follow, tail }).await
+}
+
+async fn logs_response(daemon: &Daemon, id: &str, query: LogsQuery) -> Result<Response, ApiError> {
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    match daemon.service_logs(id, query.tail, query.follow).await? {
+        LogOutput::Saved(text) => Ok((text_plain, text).into_response()),
+        LogOutput::Live(stream) => {
+            let shutdown = daemon.shutdown_token();
+            let body = stream
+                .take_until(async move { shutdown.cancelled().await })
+                .map(|chunk| chunk.map(|c| c.text).map_err(std::io::Error::other));
+            Ok((text_plain, Body::from_stream(body)).into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Keep the stream open for new events (default true); false ends after the history.
+    pub follow: Option<bool>,
+    /// Only events after this sequence number; `latest` for new events only.
+    pub after: Option<String>,
+}
+
+/// Server-sent events of one service: its stored history, then live events.
+#[utoipa::path(get, path = "/api/v1/services/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "service id"), EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = EventDto), (status = 404, body = ErrorBody)))]
+pub async fn service_events(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let service = daemon.get_service(&id).await?;
+    events_response(daemon, Some(service.id), query).await
+}
+
+/// Server-sent events of all services: stored history, then live events.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = EventDto)))]
+pub async fn all_events(
+    State(daemon): State<Daemon>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    events_response(daemon, None, query).await
+}
+
+async fn events_response(
+    daemon: Daemon,
+    service: Option<ServiceId>,
+    query: EventsQuery,
+) -> Result<Response, ApiError> {
+    // Subscribe before reading history, so nothing falls between the two.
+    let live = daemon.events().subscribe();
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some("latest") => daemon
+            .events()
+            .latest_seq()
+            .await
+            .map_err(crate::daemon::DaemonError::from)?,
+        Some(n) => n.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("after '{n}' is not a sequence number; pass a number or 'latest'"),
+            )
+        })?,
+    };
+    let history = daemon
+        .events()
+        .history(service.clone(), after)
+        .await
+        .map_err(crate::daemon::DaemonError::from)?;
+    let stream = event_stream(
+        daemon,
+        service,
+        history,
+        live,
+        after,
+        query.follow.unwrap_or(true),
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// History first, then live events with `seq` past what was sent; a subscriber that falls
+/// behind the bus re-reads the gap from the store instead of losing events.
+fn event_stream(
+    daemon: Daemon,
+    service: Option<ServiceId>,
+    history: Vec<crate::domain::ServiceEvent>,
+    mut live: tokio::sync::broadcast::Receiver<crate::domain::ServiceEvent>,
+    after: i64,
+    follow: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let shutdown = daemon.shutdown_token();
+    async_stream_events(move |tx| async move {
+        let mut last = after;
+        for event in history {
+            last = last.max(event.seq);
+            if tx.send(to_sse(event)).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = live.recv() => received,
+            };
+            let batch = match received {
+                Ok(event) => vec![event],
+                Err(RecvError::Lagged(_)) => daemon
+                    .events()
+                    .history(service.clone(), last)
+                    .await
+                    .unwrap_or_default(),
+                Err(RecvError::Closed) => return,
+            };
+            for event in batch {
+                if event.seq <= last || service.as_ref().is_some_and(|s| *s != event.service_id) {
+                    continue;
+                }
+                last = event.seq;
+                if tx.send(to_sse(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+fn to_sse(event: crate::domain::ServiceEvent) -> Result<Event, Infallible> {
+    let dto = EventDto::from(event);
+    let data = serde_json::to_string(&dto).unwrap_or_default();
+    Ok(Event::default()
+        .id(dto.seq.to_string())
+        .event(dto.kind.clone())
+        .data(data))
+}
+
+/// A stream fed by a producer task through a small channel; the task ends when the
+/// client goes away (the channel closes).
+fn async_stream_events<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

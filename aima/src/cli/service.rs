@@ -1,0 +1,381 @@
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+
+use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
+use super::{CliError, Client};
+use crate::api::dto::{CreateServiceRequest, EventDto, List, ServiceDto};
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service for a model; it holds its host port until deleted.
+    Create(CreateArgs),
+    /// List services, oldest first.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one service.
+    Get { id: String },
+    /// Show a service's status and its reason.
+    Status { id: String },
+    /// Start a service's engine container.
+    Start {
+        id: String,
+        /// Wait until the service runs (exit 0) or fails (exit 1), showing each phase.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds (the start goes on).
+        #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
+        timeout: u64,
+    },
+    /// Stop a service; returns once its port is free.
+    Stop { id: String },
+    /// Stop (if needed) and delete a service, freeing its port.
+    #[command(visible_alias = "rm")]
+    Delete { id: String },
+    /// Print the engine container's output (kept after a failure).
+    Logs {
+        id: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
+    /// Print the service's events (phases, status changes).
+    Events {
+        id: String,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Model to serve (see 'aima model list').
+    #[arg(long)]
+    model_id: String,
+    /// Inference engine: vllm, sglang, llamacpp or ollama.
+    #[arg(long)]
+    engine_type: String,
+    /// A name for people (default: MODEL-ENGINE).
+    #[arg(long)]
+    name: Option<String>,
+    /// Host port (default: the lowest free port of AIMA_PORT_RANGE).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Fraction of GPU memory the engine may use, in (0, 1].
+    #[arg(long, value_name = "F")]
+    gpu_memory_utilization: Option<f64>,
+    /// Environment for the engine container; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+}
+
+pub async fn run(
+    client: &Client,
+    format: OutputFormat,
+    command: ServiceCommand,
+) -> Result<(), CliError> {
+    match command {
+        ServiceCommand::Create(args) => {
+            let request = CreateServiceRequest {
+                model_id: args.model_id,
+                engine_type: args.engine_type,
+                name: args.name,
+                port: args.port,
+                gpu_memory_utilization: args.gpu_memory_utilization,
+                env: args.env,
+            };
+            let service: ServiceDto = client.post("/api/v1/services", &request).await?;
+            output::print(format, &service, || service.id.clone())
+        }
+        ServiceCommand::List => {
+            let list: List<ServiceDto> = client.get("/api/v1/services").await?;
+            output::print(format, &list, || table(&list.items))
+        }
+        ServiceCommand::Get { id } => {
+            let service = get(client, &id).await?;
+            output::print(format, &service, || describe(&service))
+        }
+        ServiceCommand::Status { id } => {
+            let service = get(client, &id).await?;
+            output::print(format, &service, || status_line(&service))
+        }
+        ServiceCommand::Start { id, wait, timeout } => {
+            start(client, format, &id, wait, Duration::from_secs(timeout)).await
+        }
+        ServiceCommand::Stop { id } => {
+            let path = format!("/api/v1/services/{}/stop", path_segment(&id));
+            let service: ServiceDto = client.post(&path, &serde_json::json!({})).await?;
+            output::print(format, &service, || format!("{} stopped", service.id))
+        }
+        ServiceCommand::Delete { id } => {
+            let service: ServiceDto = client
+                .delete(&format!("/api/v1/services/{}", path_segment(&id)))
+                .await?;
+            output::print(format, &service, || service.id.clone())
+        }
+        ServiceCommand::Logs { id, follow, tail } => {
+            let mut path = format!(
+                "/api/v1/services/{}/logs?follow={follow}",
+                path_segment(&id)
+            );
+            if let Some(n) = tail {
+                path.push_str(&format!("&tail={n}"));
+            }
+            let mut body = client.stream(&path).await?.bytes_stream();
+            let mut stdout = std::io::stdout();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    CliError::new(CliError::FAILED, format!("log stream broke: {e}"))
+                })?;
+                // A closed pipe (`| head`) ends the command quietly.
+                if stdout
+                    .write_all(&chunk)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        ServiceCommand::Events { id, follow } => {
+            let path = format!(
+                "/api/v1/services/{}/events?follow={follow}",
+                path_segment(&id)
+            );
+            let mut events = std::pin::pin!(client.events(&path).await?);
+            while let Some(event) = events.next().await {
+                let event = event?;
+                match format {
+                    OutputFormat::Table => println!("{}", event_line(&event)),
+                    OutputFormat::Json => {
+                        println!("{}", serde_json::to_string(&event).unwrap_or_default())
+                    }
+                    OutputFormat::Yaml => output::print(format, &event, String::new)?,
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn get(client: &Client, id: &str) -> Result<ServiceDto, CliError> {
+    client
+        .get(&format!("/api/v1/services/{}", path_segment(id)))
+        .await
+}
+
+/// `start`, and with `--wait` the phases as they happen until running or failed.
+async fn start(
+    client: &Client,
+    format: OutputFormat,
+    id: &str,
+    wait: bool,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let segment = path_segment(id);
+    // Subscribe before starting, so no phase is missed.
+    let events = if wait {
+        Some(
+            client
+                .events(&format!("/api/v1/services/{segment}/events?after=latest"))
+                .await?,
+        )
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let service: ServiceDto = client
+        .post(
+            &format!("/api/v1/services/{segment}/start"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    let Some(events) = events else {
+        return output::print(format, &service, || {
+            format!("{} {}", service.id, service.status)
+        });
+    };
+    if service.status == "running" {
+        return output::print(format, &service, || {
+            format!("{} is already running on port {}", service.id, service.port)
+        });
+    }
+    let progress = Progress::new(format);
+    let mut events = std::pin::pin!(events);
+    let mut last_phase = String::from("start");
+    let outcome = tokio::time::timeout(timeout, async {
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if let Some(phase) = &event.phase {
+                last_phase.clone_from(phase);
+            }
+            progress.show(&event);
+            match event.status.as_deref() {
+                Some("running") => return Ok(true),
+                Some("failed" | "stopped" | "stopping") => return Ok(false),
+                _ => {}
+            }
+        }
+        Err(CliError::new(
+            CliError::FAILED,
+            "the daemon closed the event stream before the start finished",
+        ))
+    })
+    .await;
+    progress.finish();
+    let service = get(client, id).await?;
+    match outcome {
+        Ok(Ok(true)) => output::print(format, &service, || {
+            format!(
+                "{} running on port {} ({:.1}s)",
+                service.id,
+                service.port,
+                started.elapsed().as_secs_f64()
+            )
+        }),
+        Ok(Ok(false)) => Err(CliError::new(
+            CliError::FAILED,
+            format!(
+                "{} did not start: {}",
+                service.id,
+                service.status_reason.as_deref().unwrap_or(&service.status)
+            ),
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(CliError::new(
+            CliError::FAILED,
+            format!(
+                "{} is still {} after {} s (last phase: {last_phase}); the start goes on: follow it with 'aima service events {} --follow'",
+                service.id,
+                service.status,
+                timeout.as_secs(),
+                service.id
+            ),
+        )),
+    }
+}
+
+/// Phase display: a live line on a terminal, one line per phase otherwise. With
+/// `-o json|yaml` the phases go to stderr so stdout stays machine-readable.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    to_stderr: bool,
+}
+
+impl Progress {
+    fn new(format: OutputFormat) -> Self {
+        let to_stderr = format != OutputFormat::Table;
+        let tty = if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        let bar = tty.then(|| {
+            let bar = if to_stderr {
+                indicatif::ProgressBar::with_draw_target(
+                    None,
+                    indicatif::ProgressDrawTarget::stderr(),
+                )
+            } else {
+                indicatif::ProgressBar::with_draw_target(
+                    None,
+                    indicatif::ProgressDrawTarget::stdout(),
+                )
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Self { bar, to_stderr }
+    }
+
+    fn show(&self, event: &EventDto) {
+        let line = event_line(event);
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None if self.to_stderr => eprintln!("{line}"),
+            None => println!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn event_line(event: &EventDto) -> String {
+    let what = match (&event.phase, &event.status) {
+        (Some(phase), _) => phase.clone(),
+        (_, Some(status)) => format!("status {status}"),
+        _ => event.kind.clone(),
+    };
+    let time = event.time.format("%H:%M:%S%.3f");
+    if event.message.is_empty() {
+        format!("{time} {} {what}", event.service_id)
+    } else {
+        format!("{time} {} {what}: {}", event.service_id, event.message)
+    }
+}
+
+fn table(services: &[ServiceDto]) -> String {
+    let now = Utc::now();
+    columns(
+        ["ID", "NAME", "MODEL", "ENGINE", "PORT", "STATUS", "AGE"],
+        services.iter().map(|s| {
+            [
+                s.id.clone(),
+                s.name.clone(),
+                s.model_id.clone(),
+                s.engine.clone(),
+                s.port.to_string(),
+                s.status.clone(),
+                age(s.created_at, now),
+            ]
+        }),
+    )
+}
+
+fn status_line(s: &ServiceDto) -> String {
+    match &s.status_reason {
+        Some(reason) if !reason.is_empty() => {
+            format!("{} {} (port {}): {reason}", s.id, s.status, s.port)
+        }
+        _ => format!("{} {} (port {})", s.id, s.status, s.port),
+    }
+}
+
+fn describe(s: &ServiceDto) -> String {
+    fields(&[
+        ("ID", s.id.clone()),
+        ("Name", s.name.clone()),
+        ("Model", s.model_id.clone()),
+        ("Engine", s.engine.clone()),
+        ("Port", s.port.to_string()),
+        ("Status", s.status.clone()),
+        ("Reason", or_dash(s.status_reason.as_deref())),
+        (
+            "Container",
+            or_dash(s.container_id.as_deref().map(|c| c.get(..12).unwrap_or(c))),
+        ),
+        (
+            "GPU memory",
+            s.gpu_memory_utilization
+                .map_or_else(|| "engine default".to_owned(), |f| format!("{f}")),
+        ),
+        ("Created", format!("{} ago", age(s.created_at, Utc::now()))),
+        ("Updated", format!("{} ago", age(s.updated_at, Utc::now()))),
+    ])
+}

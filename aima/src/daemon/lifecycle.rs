@@ -1,0 +1,550 @@
+//! Service lifecycles: the start pipeline, stop, and failure handling.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::services::parse_service_id;
+use super::{Daemon, DaemonError, PortHolder, ports};
+use crate::domain::{EventKind, Model, ModelSource, Service, ServiceStatus, StartPhase};
+use crate::engines::Engine;
+use crate::runtime::{ContainerInfo, ContainerSpec, RuntimeError};
+
+/// Longest an engine may take from container start to healthy (model loads are slow).
+const HEALTH_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// Health polling starts fast so a quick engine is seen at once, then backs off.
+const HEALTH_FIRST_POLL: Duration = Duration::from_millis(10);
+const HEALTH_MAX_POLL: Duration = Duration::from_millis(250);
+/// Time an engine gets to exit on SIGTERM before Docker kills it.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Longest a stop waits for the host port to become bindable again.
+const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
+/// Attempts at create+start when the cause is transient.
+const START_ATTEMPTS: usize = 3;
+/// Log lines kept from a failed container.
+const KEPT_LOG_LINES: usize = 100;
+
+/// Why a start did not reach `running`.
+#[derive(Debug)]
+enum StartFailure {
+    /// Stopped by the operator; the stop owns what happens next.
+    Cancelled,
+    Failed(String),
+}
+
+impl From<RuntimeError> for StartFailure {
+    fn from(e: RuntimeError) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+impl Daemon {
+    /// Begins starting a service and returns at once with it in `starting`; the pipeline
+    /// runs in the background and publishes each phase. Starting a running or starting
+    /// service changes nothing.
+    pub async fn start_service(&self, id: &str) -> Result<Service, DaemonError> {
+        let id = parse_service_id(id)?;
+        let guard = self.service_lock(&id).lock_owned().await;
+        let mut service = self.load_service(&id).await?;
+        if matches!(
+            service.status,
+            ServiceStatus::Running | ServiceStatus::Starting
+        ) {
+            return Ok(service);
+        }
+        if !service.status.can_start() {
+            return Err(DaemonError::Conflict(format!(
+                "service {id} is {}; wait for it to finish",
+                service.status
+            )));
+        }
+        self.events()
+            .publish(
+                &id,
+                EventKind::Phase(StartPhase::Validate),
+                "checking model and engine",
+            )
+            .await;
+        let model = self
+            .get_model(service.model_id.as_str())
+            .await
+            .map_err(|_| {
+                DaemonError::Conflict(format!(
+                    "model {} of service {id} no longer exists; delete the service",
+                    service.model_id
+                ))
+            })?;
+        let engine = self.inner.engines.get(&service.engine).ok_or_else(|| {
+            DaemonError::Conflict(format!(
+                "engine '{}' is not in this daemon's catalog",
+                service.engine
+            ))
+        })?;
+
+        self.set_status(&mut service, ServiceStatus::Starting, None)
+            .await?;
+        let cancel = CancellationToken::new();
+        self.inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), cancel.clone());
+        let daemon = self.clone();
+        let starting = service.clone();
+        tokio::spawn(async move {
+            // The lock moves into the task: no other lifecycle operation runs until it ends.
+            let _guard = guard;
+            daemon.run_start(starting, engine, model, cancel).await;
+        });
+        Ok(service)
+    }
+
+    async fn run_start(
+        &self,
+        mut service: Service,
+        engine: Engine,
+        model: Model,
+        cancel: CancellationToken,
+    ) {
+        let outcome = tokio::select! {
+            outcome = self.start_pipeline(&service, &engine, &model) => outcome,
+            () = cancel.cancelled() => Err(StartFailure::Cancelled),
+        };
+        self.inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&service.id);
+        let result = match outcome {
+            Ok(container_id) => {
+                service.container_id = Some(container_id);
+                self.set_status(
+                    &mut service,
+                    ServiceStatus::Running,
+                    Some("engine is healthy".to_owned()),
+                )
+                .await
+            }
+            Err(StartFailure::Cancelled) => {
+                // The stop that cancelled us removes the container and sets the status.
+                Ok(())
+            }
+            Err(StartFailure::Failed(reason)) => {
+                // A failed start leaves no container behind.
+                if let Err(e) = self.remove_own_container(&service).await {
+                    tracing::warn!(service = %service.id, "cleanup after failed start: {e}");
+                }
+                service.container_id = None;
+                self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(service = %service.id, "cannot record the start's outcome: {e}");
+        }
+    }
+
+    /// validate → cleanup → port check → image → create → start → health. Returns the
+    /// container id once the engine answers its health check.
+    async fn start_pipeline(
+        &self,
+        service: &Service,
+        engine: &Engine,
+        model: &Model,
+    ) -> Result<String, StartFailure> {
+        let id = &service.id;
+        let publish = |phase: StartPhase, message: String| async move {
+            self.events()
+                .publish(id, EventKind::Phase(phase), message)
+                .await;
+        };
+
+        publish(
+            StartPhase::Cleanup,
+            format!("removing leftovers of {}", service.container_name()),
+        )
+        .await;
+        self.remove_own_container(service).await?;
+
+        publish(
+            StartPhase::PortCheck,
+            format!("checking host port {}", service.port),
+        )
+        .await;
+        if let Some(holder) = self.port_holder(service.port).await {
+            return Err(StartFailure::Failed(port_conflict(service.port, &holder)));
+        }
+
+        publish(
+            StartPhase::Image,
+            format!("checking image {}", engine.image),
+        )
+        .await;
+        if !self.runtime().image_present(&engine.image).await? {
+            publish(StartPhase::Image, format!("pulling {}", engine.image)).await;
+            let events = self.events().clone();
+            let sid = id.clone();
+            let handle = tokio::runtime::Handle::current();
+            let progress = move |line: String| {
+                let (events, sid) = (events.clone(), sid.clone());
+                handle.spawn(async move { events.publish(&sid, EventKind::Note, line).await });
+            };
+            self.runtime().pull_image(&engine.image, &progress).await.map_err(|e| {
+                StartFailure::Failed(format!(
+                    "image {} is not on this host and could not be pulled: {e}; build or load it, or set AIMA_ENGINE_IMAGE_{}",
+                    engine.image,
+                    engine.spec.name.to_uppercase()
+                ))
+            })?;
+        }
+
+        let spec = self.container_spec(service, engine, model);
+        let mut attempts: Vec<String> = Vec::new();
+        let container_id = loop {
+            publish(
+                StartPhase::Create,
+                format!("creating container {}", spec.name),
+            )
+            .await;
+            let attempt = async {
+                let container_id = self.runtime().create_container(&spec).await?;
+                publish(
+                    StartPhase::Start,
+                    format!("starting container {}", short(&container_id)),
+                )
+                .await;
+                if let Err(e) = self.runtime().start_container(&container_id).await {
+                    let _ = self.runtime().remove(&container_id, Duration::ZERO).await;
+                    return Err(e);
+                }
+                Ok(container_id)
+            };
+            match attempt.await {
+                Ok(container_id) => break container_id,
+                Err(RuntimeError::PortAllocated(message)) => {
+                    let holder = self
+                        .port_holder(service.port)
+                        .await
+                        .unwrap_or(PortHolder::Unknown);
+                    let _ = message;
+                    return Err(StartFailure::Failed(port_conflict(service.port, &holder)));
+                }
+                Err(e) if e.is_transient() && attempts.len() + 1 < START_ATTEMPTS => {
+                    attempts.push(e.to_string());
+                    self.events()
+                        .publish(
+                            id,
+                            EventKind::Note,
+                            format!("attempt {} failed: {e}; retrying", attempts.len()),
+                        )
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(100 * attempts.len() as u64)).await;
+                    self.remove_own_container(service).await?;
+                }
+                Err(e) => {
+                    attempts.push(e.to_string());
+                    return Err(StartFailure::Failed(if attempts.len() == 1 {
+                        attempts.remove(0)
+                    } else {
+                        format!(
+                            "start failed after {} attempts: {}",
+                            attempts.len(),
+                            attempts
+                                .iter()
+                                .enumerate()
+                                .map(|(i, a)| format!("{}) {a}", i + 1))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    }));
+                }
+            }
+        };
+
+        publish(
+            StartPhase::Health,
+            format!(
+                "waiting for {} on port {}",
+                engine.spec.health_path, service.port
+            ),
+        )
+        .await;
+        self.wait_healthy(service, engine, &container_id).await?;
+        Ok(container_id)
+    }
+
+    /// Polls the health path while watching the container: an exit fails the start at once,
+    /// with the exit code, a diagnosis and the last log lines.
+    async fn wait_healthy(
+        &self,
+        service: &Service,
+        engine: &Engine,
+        container_id: &str,
+    ) -> Result<(), StartFailure> {
+        let url = format!(
+            "http://127.0.0.1:{}{}",
+            service.port, engine.spec.health_path
+        );
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| StartFailure::Failed(format!("cannot build the health client: {e}")))?;
+        let started = Instant::now();
+        let poll = async {
+            let mut pause = HEALTH_FIRST_POLL;
+            loop {
+                if let Ok(response) = http.get(&url).send().await
+                    && response.status().is_success()
+                {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 3 / 2).min(HEALTH_MAX_POLL);
+            }
+        };
+        tokio::select! {
+            () = poll => {
+                tracing::info!(service = %service.id, elapsed = ?started.elapsed(), "engine healthy");
+                Ok(())
+            }
+            exit = self.runtime().wait_exit(container_id) => {
+                let code = exit?;
+                let logs = self.keep_last_logs(service, container_id).await;
+                Err(StartFailure::Failed(exit_reason("during start", code, engine, &logs)))
+            }
+            () = tokio::time::sleep(HEALTH_DEADLINE) => Err(StartFailure::Failed(format!(
+                "engine did not answer {} within {} s", engine.spec.health_path, HEALTH_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
+    /// Stops a service from any status: cancels a start in flight, removes its container
+    /// (only ever its own), and returns once the host port can be bound again.
+    pub async fn stop_service(&self, id: &str) -> Result<Service, DaemonError> {
+        let id = parse_service_id(id)?;
+        if let Some(start) = self
+            .inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            start.cancel();
+        }
+        let lock = self.service_lock(&id);
+        let _guard = lock.lock().await;
+        let mut service = self.load_service(&id).await?;
+        if service.status != ServiceStatus::Stopped {
+            self.set_status(&mut service, ServiceStatus::Stopping, None)
+                .await?;
+        }
+        if let Err(e) = self.remove_own_container(&service).await {
+            let reason = format!("stop could not remove the container: {e}");
+            self.set_status(&mut service, ServiceStatus::Failed, Some(reason.clone()))
+                .await?;
+            return Err(DaemonError::Unavailable(reason));
+        }
+        self.wait_port_released(service.port).await;
+        service.container_id = None;
+        if service.status != ServiceStatus::Stopped {
+            self.set_status(&mut service, ServiceStatus::Stopped, None)
+                .await?;
+        }
+        Ok(service)
+    }
+
+    /// Marks a running service failed because its container died outside AIMA's control.
+    pub(super) async fn fail_running(
+        &self,
+        service_id: &crate::domain::ServiceId,
+        container_id: &str,
+        exit_code: Option<i64>,
+    ) {
+        let lock = self.service_lock(service_id);
+        let _guard = lock.lock().await;
+        let Ok(mut service) = self.load_service(service_id).await else {
+            return;
+        };
+        // Only a running service whose own container died; stops and starts handle theirs.
+        if service.status != ServiceStatus::Running
+            || service.container_id.as_deref() != Some(container_id)
+        {
+            return;
+        }
+        let logs = self.keep_last_logs(&service, container_id).await;
+        let reason = match (exit_code, self.inner.engines.get(&service.engine)) {
+            (Some(code), Some(engine)) => exit_reason("while running", code, &engine, &logs),
+            _ => "container was removed outside AIMA".to_owned(),
+        };
+        if let Err(e) = self.remove_own_container(&service).await {
+            tracing::warn!(service = %service_id, "cleanup of dead container: {e}");
+        }
+        service.container_id = None;
+        if let Err(e) = self
+            .set_status(&mut service, ServiceStatus::Failed, Some(reason))
+            .await
+        {
+            tracing::error!(service = %service_id, "cannot record the failure: {e}");
+        }
+    }
+
+    async fn set_status(
+        &self,
+        service: &mut Service,
+        status: ServiceStatus,
+        reason: Option<String>,
+    ) -> Result<(), DaemonError> {
+        service.status = status;
+        service.status_reason = reason.clone();
+        service.updated_at = Utc::now();
+        let saved = service.clone();
+        self.store()
+            .run(move |store| store.save_service(&saved))
+            .await?;
+        tracing::info!(service = %service.id, %status, reason = reason.as_deref().unwrap_or(""), "status");
+        self.events()
+            .publish(
+                &service.id,
+                EventKind::Status(status),
+                reason.unwrap_or_default(),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// This service's container, if one exists and carries this instance's label.
+    pub(super) async fn own_container(
+        &self,
+        service: &Service,
+    ) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let found = self.runtime().inspect(&service.container_name()).await?;
+        Ok(found
+            .filter(|c| c.labels.get("aima.instance").map(String::as_str) == Some(self.instance())))
+    }
+
+    /// Removes this service's container. A container with the same name that is not ours
+    /// is never touched: the start fails and says so.
+    async fn remove_own_container(&self, service: &Service) -> Result<(), RuntimeError> {
+        let Some(found) = self.runtime().inspect(&service.container_name()).await? else {
+            return Ok(());
+        };
+        if found.labels.get("aima.instance").map(String::as_str) != Some(self.instance()) {
+            return Err(RuntimeError::Failed(format!(
+                "a container named {} exists but was not created by this AIMA home; remove or rename it",
+                found.name
+            )));
+        }
+        self.runtime().remove(&found.id, STOP_GRACE).await
+    }
+
+    /// Who holds `port`, or `None` when it is free. Docker's own publishers are named by
+    /// container; anything else by process.
+    async fn port_holder(&self, port: u16) -> Option<PortHolder> {
+        if ports::is_free(port) {
+            return None;
+        }
+        if let Ok(containers) = self.runtime().publishers_of(port).await
+            && let Some(c) = containers.into_iter().next()
+        {
+            return Some(PortHolder::Container {
+                name: c.name,
+                id: c.id,
+            });
+        }
+        let found = tokio::task::spawn_blocking(move || ports::process_listening_on(port))
+            .await
+            .ok()
+            .flatten();
+        Some(match found {
+            Some((pid, command)) => PortHolder::Process { pid, command },
+            None => PortHolder::Unknown,
+        })
+    }
+
+    /// Docker frees a published port asynchronously after removal; wait until it is bindable.
+    async fn wait_port_released(&self, port: u16) {
+        let deadline = Instant::now() + PORT_RELEASE_DEADLINE;
+        let mut pause = Duration::from_millis(5);
+        while !ports::is_free(port) && Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Saves the container's last lines so `service logs` explains a failure after cleanup.
+    async fn keep_last_logs(&self, service: &Service, container_id: &str) -> String {
+        let mut text = String::new();
+        if let Ok(mut stream) = self
+            .runtime()
+            .logs(container_id, Some(KEPT_LOG_LINES), false)
+            .await
+        {
+            while let Some(Ok(chunk)) = stream.next().await {
+                text.push_str(&chunk.text);
+            }
+        }
+        let (id, saved) = (service.id.clone(), text.clone());
+        if let Err(e) = self
+            .store()
+            .run(move |store| store.save_last_logs(&id, &saved))
+            .await
+        {
+            tracing::warn!(service = %service.id, "cannot keep the last log lines: {e}");
+        }
+        text
+    }
+
+    fn container_spec(&self, service: &Service, engine: &Engine, model: &Model) -> ContainerSpec {
+        let gpu = service
+            .gpu_memory_utilization
+            .unwrap_or(engine.spec.default_gpu_memory_utilization);
+        let model_ref = match model.source {
+            ModelSource::Local => model.path.clone().unwrap_or_default(),
+            _ => model.repo.clone().unwrap_or_default(),
+        };
+        let mut env = engine.env(&model_ref, gpu);
+        env.extend(service.env.iter().map(ToString::to_string));
+        let labels = BTreeMap::from([
+            ("aima.managed".to_owned(), "true".to_owned()),
+            ("aima.engine".to_owned(), service.engine.clone()),
+            ("aima.service".to_owned(), service.id.to_string()),
+            ("aima.instance".to_owned(), self.instance().to_owned()),
+        ]);
+        ContainerSpec {
+            name: service.container_name(),
+            image: engine.image.clone(),
+            args: engine.args(&model_ref, gpu),
+            env,
+            labels,
+            container_port: engine.spec.container_port,
+            host_port: service.port,
+        }
+    }
+}
+
+fn short(container_id: &str) -> &str {
+    container_id.get(..12).unwrap_or(container_id)
+}
+
+fn port_conflict(port: u16, holder: &PortHolder) -> String {
+    format!(
+        "port {port} is already in use by {holder}; stop it, or delete this service and create it with another --port"
+    )
+}
+
+/// "container exited with code 1 during start: <diagnosis>; last log: <line>".
+fn exit_reason(when: &str, code: i64, engine: &Engine, logs: &str) -> String {
+    let mut reason = format!("container exited with code {code} {when}");
+    if let Some(diagnosis) = engine.diagnose(logs) {
+        reason.push_str(&format!(": {diagnosis}"));
+    }
+    if let Some(last) = logs.lines().rev().find(|l| !l.trim().is_empty()) {
+        reason.push_str(&format!("; last log line: {}", last.trim()));
+    }
+    reason.push_str("; see 'aima service logs'");
+    reason
+}

@@ -1,0 +1,243 @@
+use chrono::Utc;
+use futures::stream::BoxStream;
+
+use super::{Daemon, DaemonError, ports};
+use crate::domain::{
+    EnvVar, EventKind, Invalid, ModelId, Service, ServiceId, ServiceStatus, lowest_free_port,
+    validate_gpu_memory_utilization, validate_service_name,
+};
+use crate::engines::Engines;
+use crate::runtime::{LogChunk, RuntimeError};
+use crate::store::InsertServiceError;
+
+/// Fields of a service creation as the caller gave them, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRequest {
+    pub model_id: String,
+    pub engine: String,
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub env: Vec<String>,
+}
+
+/// Where a service's logs come from: its live container, or the lines kept from the
+/// last container that failed.
+pub enum LogOutput {
+    Live(BoxStream<'static, Result<LogChunk, RuntimeError>>),
+    Saved(String),
+}
+
+impl std::fmt::Debug for LogOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Live(_) => f.write_str("LogOutput::Live"),
+            Self::Saved(text) => write!(f, "LogOutput::Saved({} bytes)", text.len()),
+        }
+    }
+}
+
+/// How often a create retries after losing a port race to a concurrent create.
+const PORT_RACE_RETRIES: usize = 64;
+
+impl Daemon {
+    /// Validates and stores a service in `creating`, holding its port from now on.
+    pub async fn create_service(&self, request: ServiceRequest) -> Result<Service, DaemonError> {
+        let model = self.get_model(&request.model_id).await?;
+        if self.inner.engines.get(&request.engine).is_none() {
+            return Err(Invalid::new(
+                "engine_type",
+                format!(
+                    "unknown engine '{}'; expected one of {}",
+                    request.engine,
+                    Engines::names()
+                ),
+            )
+            .into());
+        }
+        let gpu_memory_utilization = request
+            .gpu_memory_utilization
+            .map(validate_gpu_memory_utilization)
+            .transpose()?;
+        let env = request
+            .env
+            .iter()
+            .map(|e| e.parse::<EnvVar>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = match &request.name {
+            Some(name) => validate_service_name(name)?,
+            None => format!("{}-{}", model.name, request.engine),
+        };
+        if request.port == Some(0) {
+            return Err(Invalid::new(
+                "port",
+                "port 0 is not a port; pass --port 1-65535 or leave it out",
+            )
+            .into());
+        }
+
+        let range = self.settings().port_range;
+        let engine = request.engine.clone();
+        let model_id = model.id.clone();
+        let explicit = request.port;
+        let service = self
+            .store()
+            .run(move |store| {
+                for _ in 0..PORT_RACE_RETRIES {
+                    let held = store.held_ports()?;
+                    let port = match explicit {
+                        Some(port) => port,
+                        None => match lowest_free_port((range.first, range.last), &held, ports::is_free) {
+                            Some(port) => port,
+                            None => return Ok(Err(no_port_left(range, held.len()))),
+                        },
+                    };
+                    if explicit.is_some() && !ports::is_free(port) {
+                        return Ok(Err(port_in_use(port)));
+                    }
+                    let service = Service::create(
+                        ServiceId::random(&engine),
+                        name.clone(),
+                        model_id.clone(),
+                        engine.clone(),
+                        port,
+                        gpu_memory_utilization,
+                        env.clone(),
+                        Utc::now(),
+                    );
+                    match store.insert_service(&service) {
+                        Ok(()) => return Ok(Ok(service)),
+                        Err(InsertServiceError::PortTaken(port)) if explicit.is_some() => {
+                            return Ok(Err(DaemonError::Conflict(format!(
+                                "port {port} is already assigned to another service; pick another --port or leave it out"
+                            ))));
+                        }
+                        // Another create took this port between our read and insert: pick again.
+                        Err(InsertServiceError::PortTaken(_)) => continue,
+                        Err(InsertServiceError::NoSuchModel(id)) => {
+                            return Ok(Err(DaemonError::NotFound { kind: "model", id }));
+                        }
+                        Err(InsertServiceError::Store(e)) => return Err(e),
+                    }
+                }
+                Ok(Err(DaemonError::Conflict(
+                    "too many concurrent creates raced for ports; retry".to_owned(),
+                )))
+            })
+            .await??;
+        tracing::info!(id = %service.id, port = service.port, "service created");
+        self.events()
+            .publish(
+                &service.id,
+                EventKind::Status(ServiceStatus::Creating),
+                format!(
+                    "created on port {} for model {}",
+                    service.port, service.model_id
+                ),
+            )
+            .await;
+        Ok(service)
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<Service>, DaemonError> {
+        Ok(self.store().run(|store| store.list_services()).await?)
+    }
+
+    pub async fn get_service(&self, id: &str) -> Result<Service, DaemonError> {
+        let id = parse_service_id(id)?;
+        self.load_service(&id).await
+    }
+
+    pub(super) async fn load_service(&self, id: &ServiceId) -> Result<Service, DaemonError> {
+        let lookup = id.clone();
+        self.store()
+            .run(move |store| store.get_service(&lookup))
+            .await?
+            .ok_or_else(|| DaemonError::NotFound {
+                kind: "service",
+                id: id.to_string(),
+            })
+    }
+
+    /// Stops the service if needed, removes it and frees its port.
+    pub async fn delete_service(&self, id: &str) -> Result<Service, DaemonError> {
+        let service = self.stop_service(id).await?;
+        let target = service.id.clone();
+        let lock = self.service_lock(&target);
+        let _guard = lock.lock().await;
+        self.store()
+            .run(move |store| store.delete_service(&target))
+            .await?;
+        tracing::info!(id = %service.id, port = service.port, "service deleted");
+        Ok(service)
+    }
+
+    /// The container's output, or the lines kept from the last failed container.
+    pub async fn service_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<LogOutput, DaemonError> {
+        let service = self.get_service(id).await?;
+        if let Some(container) = self.own_container(&service).await? {
+            return Ok(LogOutput::Live(
+                self.runtime().logs(&container.id, tail, follow).await?,
+            ));
+        }
+        let target = service.id.clone();
+        let saved = self
+            .store()
+            .run(move |store| store.last_logs(&target))
+            .await?;
+        let saved = saved.unwrap_or_default();
+        let saved = match tail {
+            Some(n) => {
+                let lines: Vec<&str> = saved.lines().collect();
+                let mut text = lines[lines.len().saturating_sub(n)..].join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text
+            }
+            None => saved,
+        };
+        Ok(LogOutput::Saved(saved))
+    }
+}
+
+/// A malformed id cannot name any service, so it is simply "not found".
+pub(super) fn parse_service_id(id: &str) -> Result<ServiceId, DaemonError> {
+    id.parse().map_err(|_: Invalid| DaemonError::NotFound {
+        kind: "service",
+        id: id.to_owned(),
+    })
+}
+
+/// Services keep their model; deleting it first would orphan them.
+pub(super) fn model_in_use(model: &ModelId, services: &[String]) -> DaemonError {
+    DaemonError::Conflict(format!(
+        "model {model} is used by {}; delete {} first",
+        services.join(", "),
+        if services.len() == 1 {
+            "that service"
+        } else {
+            "those services"
+        }
+    ))
+}
+
+fn no_port_left(range: crate::config::PortRange, held: usize) -> DaemonError {
+    DaemonError::Conflict(format!(
+        "no free port left in the service port range {range} ({held} held by services, the rest in use on the host); widen AIMA_PORT_RANGE or delete services"
+    ))
+}
+
+fn port_in_use(port: u16) -> DaemonError {
+    let holder = ports::process_listening_on(port)
+        .map(|(pid, command)| format!(" by pid {pid} ({command})"))
+        .unwrap_or_default();
+    DaemonError::Conflict(format!(
+        "port {port} is in use on this host{holder}; pick another --port or leave it out"
+    ))
+}
