@@ -539,6 +539,10 @@ fn port_conflict(port: u16, holder: &PortHolder) -> String {
 /// "container exited with code 1 during start: <diagnosis>; last log: <line>".
 fn exit_reason(when: &str, code: i64, engine: &Engine, logs: &str) -> String {
     let mut reason = format!("container exited with code {code} {when}");
+    if code > 128 && code < 160 {
+        // 128+N: the engine was killed by signal N (137: SIGKILL, often the kernel's OOM killer or `docker kill`).
+        reason.push_str(&format!(" (killed by signal {})", code - 128));
+    }
     if let Some(diagnosis) = engine.diagnose(logs) {
         reason.push_str(&format!(": {diagnosis}"));
     }

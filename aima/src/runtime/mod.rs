@@ -20,7 +20,9 @@ pub struct RuntimeVersion {
 /// Failures talking to the container runtime, already translated into plain words.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("docker at {address} is unreachable: {reason}")]
+    #[error(
+        "docker at {address} is unreachable: {reason}; check DOCKER_HOST and that the Docker engine runs"
+    )]
     Unreachable { address: String, reason: String },
     #[error("docker at {address} did not answer within {timeout_ms} ms")]
     Timeout { address: String, timeout_ms: u128 },

@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod lifecycle;
 mod process;
 mod support;

@@ -49,12 +49,86 @@ pub fn settings_for(home: &Path) -> Settings {
     .expect("test settings resolve")
 }
 
+/// The image the tests run as vLLM.
+pub const STUB_IMAGE: &str = "aima-stub-engine:latest";
+
+/// Directory holding the workspace's binaries (`aima`, `harness`, `aima-stub-engine`).
+pub fn bin_dir() -> PathBuf {
+    Path::new(aima_bin()).parent().expect("bin dir").to_owned()
+}
+
+/// Builds the stub engine image once per test run, through the real `harness image build`.
+/// `cargo test --workspace` builds the harness binaries; run alone, this builds them.
+pub fn ensure_stub_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let harness = bin_dir().join("harness");
+        if !harness.exists() || !bin_dir().join("aima-stub-engine").exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "harness", "--bins"])
+                .status()
+                .expect("run cargo build -p harness");
+            assert!(status.success(), "cargo build -p harness --bins failed");
+        }
+        let out = Command::new(&harness)
+            .args(["image", "build"])
+            .output()
+            .expect("run harness image build");
+        assert!(
+            out.status.success(),
+            "harness image build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    STUB_IMAGE
+}
+
+/// A private slice of host ports per test daemon, so parallel tests never compete.
+pub fn port_range() -> (u16, u16) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let first = 21000 + slot * 40;
+    (first, first + 39)
+}
+
+/// Ids of containers (running or not) carrying `label`, asked of the docker CLI so the
+/// check does not depend on the code under test.
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .expect("run docker ps");
+    assert!(
+        out.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Force-removes containers carrying `label` (cleanup after a failed test).
+pub fn remove_containers_with_label(label: &str) {
+    let ids = containers_with_label(label);
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
 /// The daemon served in-process on `127.0.0.1:0`, on its own runtime thread; stopped
 /// through its shutdown channel on drop.
 pub struct TestDaemon {
     pub addr: SocketAddr,
     pub home: tempfile::TempDir,
     pub store: Store,
+    /// The `aima.instance` label of this daemon's containers.
+    pub instance: String,
+    pub port_range: (u16, u16),
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -68,10 +142,36 @@ impl TestDaemon {
     }
 
     pub fn start_with(options: ServeOptions) -> Self {
+        Self::start_configured(options, |_| {})
+    }
+
+    /// A daemon that runs the stub engine image as vLLM, with its own port range.
+    pub fn with_engine() -> Self {
+        let image = ensure_stub_image();
+        let range = port_range();
+        Self::start_configured(
+            ServeOptions {
+                drain_timeout: Duration::from_secs(5),
+                request_timeout: ServeOptions::DEFAULT_REQUEST_TIMEOUT,
+            },
+            |settings| {
+                settings.engine_images.insert("vllm".into(), image.into());
+                settings.port_range = aima::config::PortRange {
+                    first: range.0,
+                    last: range.1,
+                };
+            },
+        )
+    }
+
+    fn start_configured(options: ServeOptions, configure: impl FnOnce(&mut Settings)) -> Self {
         let home = tempfile::tempdir().expect("temp home");
-        let settings = settings_for(home.path());
+        let mut settings = settings_for(home.path());
+        configure(&mut settings);
+        let port_range = (settings.port_range.first, settings.port_range.last);
         std::fs::create_dir_all(settings.data_dir()).expect("data dir");
         let store = Store::open(&settings.database_path()).expect("store");
+        let instance = store.instance_id().expect("instance id");
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let daemon = Daemon::new(settings, store.clone(), Arc::new(DockerRuntime::from_env()))
@@ -104,6 +204,8 @@ impl TestDaemon {
             addr,
             home,
             store,
+            instance,
+            port_range,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
@@ -117,6 +219,16 @@ impl TestDaemon {
     pub fn cli(&self) -> assert_cmd::Command {
         cli_for(self.addr, self.home.path())
     }
+
+    /// The `aima.instance=…` label selecting this daemon's containers.
+    pub fn instance_label(&self) -> String {
+        format!("aima.instance={}", self.instance)
+    }
+
+    /// Containers of this daemon's instance, per the docker CLI.
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_label(&self.instance_label())
+    }
 }
 
 impl Drop for TestDaemon {
@@ -127,6 +239,8 @@ impl Drop for TestDaemon {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Tests assert "no container left" themselves; this only cleans up after a failure.
+        remove_containers_with_label(&self.instance_label());
     }
 }
 
