@@ -607,3 +607,130 @@ fn unreachable_docker_fails_the_start_within_two_seconds_naming_the_address() {
         );
     }
 }
+
+#[test]
+fn a_foreign_container_with_the_service_name_is_never_touched() {
+    let d = TestDaemon::with_engine();
+    let model = create_model(&d);
+    let id = id_of(&create_service(&d, &model, &[]));
+    let name = format!("aima-{id}");
+    // Same name, no aima.instance label: someone else's container.
+    let out = Command::new("docker")
+        .args([
+            "create",
+            "--name",
+            &name,
+            "--label",
+            "aima.test=impostor",
+            ensure_stub_image(),
+        ])
+        .output()
+        .expect("docker create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, stderr) = start_wait(&d, &id);
+    let still_there = Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .expect("inspect")
+        .status
+        .success();
+    let (stop_code, _, _) = run(d.cli().args(["service", "stop", &id]));
+    let still_there_after_stop = Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .expect("inspect")
+        .status
+        .success();
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("was not created by this AIMA home"),
+        "{stderr}"
+    );
+    assert!(still_there, "start must not remove a foreign container");
+    assert_ne!(stop_code, 0, "stop refuses rather than touching it");
+    assert!(
+        still_there_after_stop,
+        "stop must not remove a foreign container"
+    );
+}
+
+#[test]
+fn logs_follow_streams_new_output() {
+    let d = TestDaemon::with_engine();
+    let model = create_model(&d);
+    let service = create_service(&d, &model, &[]);
+    let (id, port) = (id_of(&service), port_of(&service));
+    assert_eq!(start_wait(&d, &id).0, 0);
+    let mut follower = std::process::Command::new(crate::support::aima_bin())
+        .args(["service", "logs", &id, "--follow", "--tail", "0"])
+        .env("AIMA_ADDR", d.addr.to_string())
+        .env("AIMA_HOME", d.home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Each request makes the engine print an access line, which must reach the follower.
+    let mut seen = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.is_none() && Instant::now() < deadline {
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            use std::io::Write;
+            s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        });
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300))
+            && line.contains("GET /v1/models")
+        {
+            seen = Some(line);
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen.is_some(), "logs --follow never showed the new request");
+    json(d.cli().args(["service", "delete", &id]));
+    assert_no_containers(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_event_stream_carries_every_service() {
+    let d = tokio::task::spawn_blocking(TestDaemon::with_engine)
+        .await
+        .expect("daemon");
+    let model = create_model(&d);
+    let response = reqwest::get(d.url("/api/v1/events?after=latest"))
+        .await
+        .expect("subscribe");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let a = id_of(&create_service(&d, &model, &[]));
+    let b = id_of(&create_service(&d, &model, &[]));
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(text.contains(&a) && text.contains(&b)) {
+        use futures::StreamExt;
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("events in time");
+        text.push_str(&String::from_utf8_lossy(
+            &chunk.expect("stream open").expect("chunk"),
+        ));
+    }
+    assert!(
+        text.contains("event: status") && text.contains("\"status\":\"creating\""),
+        "{text}"
+    );
+}
