@@ -1,0 +1,626 @@
+//! `aima-stub-engine`: a tiny OpenAI-compatible server that stands in for vLLM in tests.
+//!
+//! It takes vLLM's arguments (`--model`, `--port`, `--host`, `--gpu-memory-utilization`,
+//! `--served-model-name`; anything else is ignored), prints vLLM-like logs, and is steered
+//! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
+//! `STUB_FAIL=oom|<message>` (fail at start, exit 1) and `STUB_CRASH_AFTER_SECS` (die
+//! later, exit 3). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
+//! connection, so it compiles fast and runs `FROM scratch`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::{Value, json};
+
+const VLLM_VERSION: &str = "0.6.3";
+const DEFAULT_MODEL: &str = "facebook/opt-125m";
+const MAX_MODEL_LEN: u64 = 4096;
+/// Bounds one request, so a stuck or oversized client cannot pin a thread or memory.
+const MAX_HEAD_BYTES: u64 = 64 * 1024;
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Args {
+    model: String,
+    served_model_name: Option<String>,
+    host: String,
+    port: u16,
+    gpu_memory_utilization: f64,
+}
+
+impl Args {
+    /// The name clients address, as vLLM reports it in `/v1/models`.
+    fn served(&self) -> &str {
+        self.served_model_name.as_deref().unwrap_or(&self.model)
+    }
+}
+
+/// vLLM's flags in `--flag value` and `--flag=value` forms (underscores allowed, as
+/// vLLM's parser accepts them). Unknown flags, and the value after one, are skipped so
+/// that any vLLM command line works; only a bad value for a known flag is an error.
+fn parse_args(argv: &[String]) -> Result<Args, String> {
+    let mut args = Args {
+        model: DEFAULT_MODEL.to_owned(),
+        served_model_name: None,
+        host: "0.0.0.0".to_owned(),
+        port: 8000,
+        gpu_memory_utilization: 0.9,
+    };
+    let mut i = 0;
+    while i < argv.len() {
+        let token = &argv[i];
+        i += 1;
+        let Some(flag) = token.strip_prefix("--") else {
+            continue; // positionals (e.g. `serve`) mean nothing to the stub
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name.replace('_', "-"), Some(value.to_owned())),
+            None => (flag.replace('_', "-"), None),
+        };
+        let value = match inline {
+            Some(value) => Some(value),
+            None if argv.get(i).is_some_and(|next| !next.starts_with("--")) => {
+                i += 1;
+                Some(argv[i - 1].clone())
+            }
+            None => None,
+        };
+        let required = || {
+            value
+                .clone()
+                .ok_or_else(|| format!("argument --{name}: expected one argument"))
+        };
+        match name.as_str() {
+            "model" => args.model = required()?,
+            "served-model-name" => args.served_model_name = Some(required()?),
+            "host" => args.host = required()?,
+            "port" => {
+                let value = required()?;
+                args.port = value
+                    .parse()
+                    .map_err(|_| format!("argument --port: invalid int value: '{value}'"))?;
+            }
+            "gpu-memory-utilization" => {
+                let value = required()?;
+                args.gpu_memory_utilization = value.parse().map_err(|_| {
+                    format!("argument --gpu-memory-utilization: invalid float value: '{value}'")
+                })?;
+            }
+            _ => {} // any other vLLM flag, with its value, means nothing to the stub
+        }
+    }
+    Ok(args)
+}
+
+/// The env knobs, read once at start.
+#[derive(Debug)]
+struct Knobs {
+    start_delay: Duration,
+    fail: Option<String>,
+    crash_after: Option<(Duration, String)>,
+}
+
+fn env_secs(name: &str) -> Result<Option<(Duration, String)>, String> {
+    let Ok(raw) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let secs: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name}={raw} is not a number of seconds; use e.g. {name}=1.5"))?;
+    let duration = Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{name}={raw} must be a finite number of seconds >= 0"))?;
+    Ok(Some((duration, raw)))
+}
+
+fn read_knobs() -> Result<Knobs, String> {
+    let start_delay = match std::env::var("STUB_START_DELAY_MS") {
+        Ok(raw) => Duration::from_millis(raw.trim().parse().map_err(|_| {
+            format!("STUB_START_DELAY_MS={raw} is not whole milliseconds; use e.g. STUB_START_DELAY_MS=1500")
+        })?),
+        Err(_) => env_secs("STUB_START_DELAY_SECS")?.map_or(Duration::ZERO, |(d, _)| d),
+    };
+    Ok(Knobs {
+        start_delay,
+        fail: std::env::var("STUB_FAIL").ok().filter(|v| !v.is_empty()),
+        crash_after: env_secs("STUB_CRASH_AFTER_SECS")?,
+    })
+}
+
+/// `MM-DD HH:MM:SS` in UTC, the stamp vLLM's logger prints (no date crate for this).
+fn stamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant), shifted so the year starts in March.
+    let doe = (days + 719_468) % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!(
+        "{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn info(source: &str, message: &str) {
+    println!("INFO {} {source}] {message}", stamp());
+}
+
+/// What `torch` prints when the weights do not fit; AIMA's error reporting is tested
+/// against this, so the last line is the one an operator must see.
+fn print_oom_traceback() {
+    let site = "/usr/local/lib/python3.12/dist-packages";
+    eprintln!(
+        "ERROR {stamp} engine.py:366] CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.10 GiB of which 1.05 GiB is free.
+Process SpawnProcess-1:
+Traceback (most recent call last):
+  File \"/usr/lib/python3.12/multiprocessing/process.py\", line 314, in _bootstrap
+    self.run()
+  File \"/usr/lib/python3.12/multiprocessing/process.py\", line 108, in run
+    self._target(*self._args, **self._kwargs)
+  File \"{site}/vllm/engine/multiprocessing/engine.py\", line 368, in run_mp_engine
+    raise e
+  File \"{site}/vllm/engine/multiprocessing/engine.py\", line 357, in run_mp_engine
+    engine = MQLLMEngine.from_engine_args(engine_args=engine_args,
+  File \"{site}/vllm/engine/llm_engine.py\", line 335, in __init__
+    self.model_executor = executor_class(
+  File \"{site}/vllm/executor/gpu_executor.py\", line 40, in _init_executor
+    self.driver_worker.load_model()
+  File \"{site}/vllm/worker/worker.py\", line 183, in load_model
+    self.model_runner.load_model()
+  File \"{site}/vllm/worker/model_runner.py\", line 1058, in load_model
+    self.model = get_model(model_config=self.model_config,
+  File \"{site}/vllm/model_executor/model_loader/loader.py\", line 398, in load_model
+    model = _initialize_model(model_config, self.load_config,
+  File \"{site}/torch/nn/modules/module.py\", line 1340, in convert
+    return t.to(
+torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.10 GiB of which 1.05 GiB is free.",
+        stamp = stamp()
+    );
+}
+
+fn main() -> ExitCode {
+    // As PID 1 in a container the kernel applies no default action for SIGTERM/SIGINT,
+    // so `docker stop` would wait its full timeout. Block both in this thread before any
+    // other exists (threads inherit the mask) and take them synchronously on one thread.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    if let Err(err) = signals.thread_block() {
+        eprintln!("ERROR: cannot block SIGTERM/SIGINT: {err}");
+        return ExitCode::from(1);
+    }
+    std::thread::spawn(move || {
+        loop {
+            if signals.wait().is_ok() {
+                println!("INFO:     Shutting down");
+                println!("INFO:     Finished server process [{}]", std::process::id());
+                std::process::exit(0);
+            }
+        }
+    });
+
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("usage: api_server.py [-h] [--host HOST] [--port PORT] [--model MODEL] ...");
+            eprintln!("api_server.py: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let knobs = match read_knobs() {
+        Ok(knobs) => knobs,
+        Err(message) => {
+            eprintln!("ERROR: aima-stub-engine: {message}");
+            return ExitCode::from(2);
+        }
+    };
+
+    info(
+        "api_server.py:528",
+        &format!("vLLM API server version {VLLM_VERSION} (aima stub engine)"),
+    );
+    info(
+        "api_server.py:529",
+        &format!(
+            "args: model='{}', served_model_name={}, host='{}', port={}, gpu_memory_utilization={:?}",
+            args.model,
+            args.served_model_name
+                .as_deref()
+                .map_or_else(|| "None".to_owned(), |n| format!("['{n}']")),
+            args.host,
+            args.port,
+            args.gpu_memory_utilization
+        ),
+    );
+    info(
+        "model_runner.py:1056",
+        &format!("Starting to load model {}...", args.model),
+    );
+    std::thread::sleep(knobs.start_delay);
+    match knobs.fail.as_deref() {
+        Some("oom") => {
+            print_oom_traceback();
+            return ExitCode::from(1);
+        }
+        Some(other) => {
+            eprintln!("ERROR {} engine.py:366] {other}", stamp());
+            eprintln!("RuntimeError: {other}");
+            return ExitCode::from(1);
+        }
+        None => {}
+    }
+    info("model_runner.py:1067", "Loading model weights took 0.00 GB");
+    info(
+        "api_server.py:578",
+        &format!(
+            "Starting vLLM API server on http://{}:{}",
+            args.host, args.port
+        ),
+    );
+    println!("INFO:     Started server process [{}]", std::process::id());
+    println!("INFO:     Waiting for application startup.");
+    println!("INFO:     Application startup complete.");
+    let listener = match TcpListener::bind((args.host.as_str(), args.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "ERROR:    [Errno {}] error while attempting to bind on address ('{}', {}): {}",
+                err.raw_os_error().unwrap_or(0),
+                args.host,
+                args.port,
+                // uvicorn shows the OS message without Rust's "(os error N)".
+                err.to_string()
+                    .split(" (os error")
+                    .next()
+                    .unwrap_or_default()
+                    .to_lowercase()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "INFO:     Uvicorn running on http://{}:{} (Press CTRL+C to quit)",
+        args.host, args.port
+    );
+
+    if let Some((after, raw)) = knobs.crash_after {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            eprintln!(
+                "ERROR {} client.py:250] Engine core died unexpectedly (aima stub: STUB_CRASH_AFTER_SECS={raw})",
+                stamp()
+            );
+            std::process::exit(3);
+        });
+    }
+
+    let served: Arc<str> = Arc::from(args.served());
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let served = Arc::clone(&served);
+                std::thread::spawn(move || handle(stream, &served));
+            }
+            // Out of descriptors and the like: back off instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug)]
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request; `Err` carries the status to answer with.
+fn read_request(stream: &TcpStream) -> Result<Request, (u16, &'static str)> {
+    let mut reader = BufReader::new(stream.take(MAX_HEAD_BYTES));
+    let mut line = String::new();
+    let bad = (400, "malformed request");
+    reader.read_line(&mut line).map_err(|_| bad)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Err(bad);
+    };
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let method = method.to_owned();
+    let mut content_length = 0usize;
+    let mut expect_continue = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(|_| bad)? == 0 {
+            return Err(bad);
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(bad);
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| bad)?;
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    if content_length > MAX_BODY_BYTES {
+        return Err((413, "request body too large"));
+    }
+    // Bytes the reader already buffered belong to the body.
+    let mut body = reader.buffer().to_vec();
+    let mut stream = reader.into_inner().into_inner();
+    if expect_continue && body.len() < content_length {
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(|_| bad)?;
+    }
+    if body.len() < content_length {
+        let start = body.len();
+        body.resize(content_length, 0);
+        stream.read_exact(&mut body[start..]).map_err(|_| bad)?;
+    }
+    body.truncate(content_length);
+    Ok(Request { method, path, body })
+}
+
+#[derive(Debug)]
+enum Body {
+    Json(Value),
+    Empty,
+    /// Server-sent events, each already rendered as `data: ...`.
+    Events(Vec<String>),
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+fn handle(mut stream: TcpStream, served: &str) {
+    // Best effort: a client that hangs up early only loses its own answer.
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "-".to_owned(), |a| a.to_string());
+    let (status, body, line) = match read_request(&stream) {
+        Ok(request) => {
+            let (status, body) = route(&request, served);
+            let line = format!("{} {} HTTP/1.1", request.method, request.path);
+            (status, body, line)
+        }
+        Err((status, message)) => (status, Body::Json(vllm_error(status, message)), "-".into()),
+    };
+    println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
+    let _ = write_response(&mut stream, status, body);
+}
+
+fn write_response(stream: &mut TcpStream, status: u16, body: Body) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\n",
+        reason(status)
+    );
+    match body {
+        Body::Empty => stream.write_all(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()),
+        Body::Json(value) => {
+            let text = value.to_string();
+            stream.write_all(
+                format!(
+                    "{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                )
+                .as_bytes(),
+            )
+        }
+        Body::Events(events) => {
+            // No length: the stream ends when the connection closes, as HTTP/1.1 allows.
+            stream.write_all(
+                format!("{head}Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            for event in events {
+                stream.write_all(format!("data: {event}\n\n").as_bytes())?;
+                stream.flush()?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn vllm_error(code: u16, message: &str) -> Value {
+    let kind = match code {
+        400 => "BadRequestError",
+        404 => "NotFoundError",
+        413 => "RequestEntityTooLarge",
+        _ => "InternalServerError",
+    };
+    json!({"object": "error", "message": message, "type": kind, "param": null, "code": code})
+}
+
+fn route(request: &Request, served: &str) -> (u16, Body) {
+    let method = request.method.as_str();
+    match (method, request.path.as_str()) {
+        ("GET", "/health") => (200, Body::Empty),
+        ("GET", "/version") => (200, Body::Json(json!({"version": VLLM_VERSION}))),
+        ("GET", "/v1/models") => (
+            200,
+            Body::Json(json!({
+                "object": "list",
+                "data": [{
+                    "id": served,
+                    "object": "model",
+                    "created": unix_now(),
+                    "owned_by": "aima-stub",
+                    "max_model_len": MAX_MODEL_LEN,
+                }],
+            })),
+        ),
+        ("POST", "/v1/completions") => completion(&request.body, served, false),
+        ("POST", "/v1/chat/completions") => completion(&request.body, served, true),
+        (_, "/health" | "/version" | "/v1/models" | "/v1/completions" | "/v1/chat/completions") => {
+            (405, Body::Json(json!({"detail": "Method Not Allowed"})))
+        }
+        _ => (404, Body::Json(json!({"detail": "Not Found"}))),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn next_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}{n:04x}", unix_now())
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// Answers `/v1/completions` (`chat == false`) and `/v1/chat/completions` with a fixed
+/// reply cut to `max_tokens` words; token counts are whitespace words.
+fn completion(body: &[u8], served: &str, chat: bool) -> (u16, Body) {
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) | Err(_) => {
+            return (
+                400,
+                Body::Json(vllm_error(400, "request body must be a JSON object")),
+            );
+        }
+    };
+    let prompt_tokens = if chat {
+        let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+            return (
+                400,
+                Body::Json(vllm_error(400, "field 'messages' is required")),
+            );
+        };
+        messages
+            .iter()
+            .filter_map(|m| m.get("content").and_then(Value::as_str))
+            .map(words)
+            .sum()
+    } else {
+        match request.get("prompt") {
+            Some(Value::String(prompt)) => words(prompt),
+            Some(Value::Array(prompts)) => {
+                prompts.iter().filter_map(Value::as_str).map(words).sum()
+            }
+            _ => {
+                return (
+                    400,
+                    Body::Json(vllm_error(400, "field 'prompt' is required")),
+                );
+            }
+        }
+    };
+    let reply = format!("Hello from the aima stub engine serving {served}.");
+    let mut pieces: Vec<&str> = reply.split_whitespace().collect();
+    let mut finish_reason = "stop";
+    if let Some(max) = request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX))
+        && max < pieces.len()
+    {
+        pieces.truncate(max);
+        finish_reason = "length";
+    }
+    let text = pieces.join(" ");
+    let completion_tokens = pieces.len() as u64;
+    let id = next_id(if chat { "chatcmpl" } else { "cmpl" });
+    let created = unix_now();
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        let chunk = |choice: Value| {
+            json!({"id": id, "object": object, "created": created, "model": served, "choices": [choice]})
+                .to_string()
+        };
+        let mut events = Vec::new();
+        if chat {
+            events.push(chunk(json!({
+                "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null,
+            })));
+        }
+        for (n, piece) in pieces.iter().enumerate() {
+            let piece = if n == 0 {
+                (*piece).to_owned()
+            } else {
+                format!(" {piece}")
+            };
+            events.push(chunk(if chat {
+                json!({"index": 0, "delta": {"content": piece}, "logprobs": null, "finish_reason": null})
+            } else {
+                json!({"index": 0, "text": piece, "logprobs": null, "finish_reason": null})
+            }));
+        }
+        events.push(chunk(if chat {
+            json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason})
+        } else {
+            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason})
+        }));
+        events.push("[DONE]".to_owned());
+        return (200, Body::Events(events));
+    }
+
+    let choice = if chat {
+        json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        })
+    } else {
+        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason})
+    };
+    (
+        200,
+        Body::Json(json!({
+            "id": id,
+            "object": if chat { "chat.completion" } else { "text_completion" },
+            "created": created,
+            "model": served,
+            "choices": [choice],
+            "usage": usage,
+        })),
+    )
+}
