@@ -552,3 +552,163 @@ fn exit_reason(when: &str, code: i64, engine: &Engine, logs: &str) -> String {
     reason.push_str("; see 'aima service logs'");
     reason
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+
+    use crate::config::{Flags, Settings};
+    use crate::daemon::{Daemon, ModelRequest, ServiceRequest};
+    use crate::runtime::{
+        ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, LogChunk, RuntimeError,
+        RuntimeVersion,
+    };
+
+    /// A runtime whose `create_container` fails with the queued errors, in order.
+    struct FailingCreates {
+        errors: Mutex<Vec<RuntimeError>>,
+        creates: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl ContainerRuntime for FailingCreates {
+        fn address(&self) -> &str {
+            "fake://"
+        }
+        async fn ping(&self) -> Result<RuntimeVersion, RuntimeError> {
+            Err(RuntimeError::Failed("fake".into()))
+        }
+        async fn image_present(&self, _: &str) -> Result<bool, RuntimeError> {
+            Ok(true)
+        }
+        async fn pull_image(
+            &self,
+            _: &str,
+            _: &(dyn Fn(String) + Send + Sync),
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn create_container(&self, _: &ContainerSpec) -> Result<String, RuntimeError> {
+            *self.creates.lock().expect("lock") += 1;
+            let mut errors = self.errors.lock().expect("lock");
+            if errors.is_empty() {
+                Ok("c0ffee".into())
+            } else {
+                Err(errors.remove(0))
+            }
+        }
+        async fn start_container(&self, _: &str) -> Result<(), RuntimeError> {
+            Err(RuntimeError::Failed("start refused".into()))
+        }
+        async fn wait_exit(&self, _: &str) -> Result<i64, RuntimeError> {
+            futures::future::pending().await
+        }
+        async fn inspect(&self, _: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+            Ok(None)
+        }
+        async fn list(
+            &self,
+            _: &BTreeMap<String, String>,
+        ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn publishers_of(&self, _: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn remove(&self, _: &str, _: Duration) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn logs(
+            &self,
+            _: &str,
+            _: Option<usize>,
+            _: bool,
+        ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
+            Ok(Box::pin(futures::stream::empty()))
+        }
+        async fn events(
+            &self,
+            _: &BTreeMap<String, String>,
+        ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError>
+        {
+            Ok(Box::pin(futures::stream::pending()))
+        }
+    }
+
+    async fn failed_reason(errors: Vec<RuntimeError>) -> (String, usize) {
+        let (dir, store) = crate::store::temp_store();
+        let settings = Settings::resolve_with(
+            &Flags {
+                home: Some(dir.path().to_owned()),
+                addr: None,
+            },
+            |_| None,
+            Vec::new(),
+        )
+        .expect("settings");
+        let runtime = Arc::new(FailingCreates {
+            errors: Mutex::new(errors),
+            creates: Mutex::new(0),
+        });
+        let daemon = Daemon::new(settings, store, runtime.clone()).expect("daemon");
+        let model = daemon
+            .create_model(ModelRequest {
+                name: "m".into(),
+                source: "ollama".into(),
+                repo: Some("r".into()),
+                path: None,
+            })
+            .await
+            .expect("model");
+        let service = daemon
+            .create_service(ServiceRequest {
+                model_id: model.id.to_string(),
+                engine: "vllm".into(),
+                ..ServiceRequest::default()
+            })
+            .await
+            .expect("service");
+        daemon
+            .start_service(service.id.as_str())
+            .await
+            .expect("start");
+        for _ in 0..200 {
+            let s = daemon.get_service(service.id.as_str()).await.expect("get");
+            if s.status == crate::domain::ServiceStatus::Failed {
+                let creates = *runtime.creates.lock().expect("lock");
+                return (s.status_reason.unwrap_or_default(), creates);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the start never failed");
+    }
+
+    #[tokio::test]
+    async fn transient_causes_are_retried_and_every_attempt_is_reported() {
+        let transient =
+            || RuntimeError::Transient("Conflict. The container name is already in use".into());
+        let (reason, creates) = failed_reason(vec![transient(), transient(), transient()]).await;
+        assert_eq!(creates, 3, "three attempts");
+        assert!(
+            reason.starts_with("start failed after 3 attempts: 1) "),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("2) docker: Conflict") && reason.contains("3) docker: Conflict"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn permanent_causes_fail_at_once() {
+        let (reason, creates) =
+            failed_reason(vec![RuntimeError::Failed("no such image".into())]).await;
+        assert_eq!(creates, 1, "no retry for a permanent cause");
+        assert_eq!(reason, "docker: no such image");
+    }
+}
