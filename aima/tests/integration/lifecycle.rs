@@ -734,3 +734,55 @@ async fn the_global_event_stream_carries_every_service() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_scripts_routes_serve_the_same_bodies() {
+    let d = tokio::task::spawn_blocking(TestDaemon::with_engine)
+        .await
+        .expect("daemon");
+    let model = create_model(&d);
+    let response = reqwest::Client::new()
+        .post(d.url("/api/v1/services"))
+        .json(&serde_json::json!({"model_id": "model-00000000", "engine_type": "vllm"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 404, "an unknown model is a 404");
+    let id = id_of(&create_service(&d, &model, &[]));
+    assert_eq!(start_wait(&d, &id).0, 0);
+
+    let get = |path: String| async move { reqwest::get(path).await.expect("get") };
+    let v1: Value = get(d.url("/api/v1/services"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let legacy: Value = get(d.url("/api/service/list"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v1, legacy);
+    let status: Value = get(d.url(&format!("/api/service/status?service_id={id}")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status, v1["items"][0]);
+    assert_eq!(status["status"], "running");
+    let logs = get(d.url(&format!("/api/service/logs?service_id={id}")))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(logs.contains("Uvicorn running on"), "{logs}");
+
+    let unknown = get(d.url("/api/service/status?service_id=svc-vllm-00000000")).await;
+    assert_eq!(unknown.status(), 404);
+    let missing = get(d.url("/api/service/status")).await;
+    assert_eq!(missing.status(), 400);
+    let body: Value = missing.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "bad_request");
+    json(d.cli().args(["service", "delete", &id]));
+    assert_no_containers(&d);
+}
