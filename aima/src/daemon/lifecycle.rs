@@ -22,8 +22,10 @@ const HEALTH_MAX_POLL: Duration = Duration::from_millis(250);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Longest a stop waits for the host port to become bindable again.
 const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
-/// Attempts at create+start when the cause is transient.
+/// Attempts at the Docker side of a start when the cause is transient.
 const START_ATTEMPTS: usize = 3;
+/// Pause before the next attempt, times the attempt number.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Log lines kept from a failed container.
 const KEPT_LOG_LINES: usize = 100;
 
@@ -33,6 +35,20 @@ enum StartFailure {
     /// Stopped by the operator; the stop owns what happens next.
     Cancelled,
     Failed(String),
+}
+
+/// Why one attempt at launching the container failed.
+#[derive(Debug)]
+enum LaunchError {
+    /// Retrying cannot help (the port is held, the image is missing).
+    Fatal(String),
+    Runtime(RuntimeError),
+}
+
+impl From<RuntimeError> for LaunchError {
+    fn from(e: RuntimeError) -> Self {
+        Self::Runtime(e)
+    }
 }
 
 impl From<RuntimeError> for StartFailure {
@@ -147,14 +163,62 @@ impl Daemon {
         }
     }
 
-    /// validate → cleanup → port check → image → create → start → health. Returns the
-    /// container id once the engine answers its health check.
+    /// cleanup → port check → image → create → start, retried while the cause is
+    /// transient, then health. Returns the container id once the engine answers.
     async fn start_pipeline(
         &self,
         service: &Service,
         engine: &Engine,
         model: &Model,
     ) -> Result<String, StartFailure> {
+        let mut attempts: Vec<String> = Vec::new();
+        let container_id = loop {
+            match self.launch(service, engine, model).await {
+                Ok(container_id) => break container_id,
+                Err(LaunchError::Fatal(reason)) => {
+                    attempts.push(reason);
+                    return Err(StartFailure::Failed(every_attempt(attempts)));
+                }
+                Err(LaunchError::Runtime(e))
+                    if e.is_transient() && attempts.len() + 1 < START_ATTEMPTS =>
+                {
+                    attempts.push(e.to_string());
+                    self.events()
+                        .publish(
+                            &service.id,
+                            EventKind::Note,
+                            format!("attempt {} failed: {e}; retrying", attempts.len()),
+                        )
+                        .await;
+                    tokio::time::sleep(RETRY_PAUSE * attempts.len() as u32).await;
+                }
+                Err(LaunchError::Runtime(e)) => {
+                    attempts.push(e.to_string());
+                    return Err(StartFailure::Failed(every_attempt(attempts)));
+                }
+            }
+        };
+        self.events()
+            .publish(
+                &service.id,
+                EventKind::Phase(StartPhase::Health),
+                format!(
+                    "waiting for {} on port {}",
+                    engine.spec.health_path, service.port
+                ),
+            )
+            .await;
+        self.wait_healthy(service, engine, &container_id).await?;
+        Ok(container_id)
+    }
+
+    /// One attempt at the Docker side of a start, leaving no container when it fails.
+    async fn launch(
+        &self,
+        service: &Service,
+        engine: &Engine,
+        model: &Model,
+    ) -> Result<String, LaunchError> {
         let id = &service.id;
         let publish = |phase: StartPhase, message: String| async move {
             self.events()
@@ -175,7 +239,7 @@ impl Daemon {
         )
         .await;
         if let Some(holder) = self.port_holder(service.port).await {
-            return Err(StartFailure::Failed(port_conflict(service.port, &holder)));
+            return Err(LaunchError::Fatal(port_conflict(service.port, &holder)));
         }
 
         publish(
@@ -193,7 +257,7 @@ impl Daemon {
                 handle.spawn(async move { events.publish(&sid, EventKind::Note, line).await });
             };
             self.runtime().pull_image(&engine.image, &progress).await.map_err(|e| {
-                StartFailure::Failed(format!(
+                LaunchError::Fatal(format!(
                     "image {} is not on this host and could not be pulled: {e}; build or load it, or set AIMA_ENGINE_IMAGE_{}",
                     engine.image,
                     engine.spec.name.to_uppercase()
@@ -202,78 +266,34 @@ impl Daemon {
         }
 
         let spec = self.container_spec(service, engine, model);
-        let mut attempts: Vec<String> = Vec::new();
-        let container_id = loop {
-            publish(
-                StartPhase::Create,
-                format!("creating container {}", spec.name),
-            )
-            .await;
-            let attempt = async {
-                let container_id = self.runtime().create_container(&spec).await?;
-                publish(
-                    StartPhase::Start,
-                    format!("starting container {}", short(&container_id)),
-                )
-                .await;
-                if let Err(e) = self.runtime().start_container(&container_id).await {
-                    let _ = self.runtime().remove(&container_id, Duration::ZERO).await;
-                    return Err(e);
-                }
-                Ok(container_id)
-            };
-            match attempt.await {
-                Ok(container_id) => break container_id,
-                Err(RuntimeError::PortAllocated(message)) => {
-                    let holder = self
-                        .port_holder(service.port)
-                        .await
-                        .unwrap_or(PortHolder::Unknown);
-                    let _ = message;
-                    return Err(StartFailure::Failed(port_conflict(service.port, &holder)));
-                }
-                Err(e) if e.is_transient() && attempts.len() + 1 < START_ATTEMPTS => {
-                    attempts.push(e.to_string());
-                    self.events()
-                        .publish(
-                            id,
-                            EventKind::Note,
-                            format!("attempt {} failed: {e}; retrying", attempts.len()),
-                        )
-                        .await;
-                    tokio::time::sleep(Duration::from_millis(100 * attempts.len() as u64)).await;
-                    self.remove_own_container(service).await?;
-                }
-                Err(e) => {
-                    attempts.push(e.to_string());
-                    return Err(StartFailure::Failed(if attempts.len() == 1 {
-                        attempts.remove(0)
-                    } else {
-                        format!(
-                            "start failed after {} attempts: {}",
-                            attempts.len(),
-                            attempts
-                                .iter()
-                                .enumerate()
-                                .map(|(i, a)| format!("{}) {a}", i + 1))
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )
-                    }));
-                }
-            }
-        };
-
         publish(
-            StartPhase::Health,
-            format!(
-                "waiting for {} on port {}",
-                engine.spec.health_path, service.port
-            ),
+            StartPhase::Create,
+            format!("creating container {}", spec.name),
         )
         .await;
-        self.wait_healthy(service, engine, &container_id).await?;
-        Ok(container_id)
+        let container_id = self.runtime().create_container(&spec).await?;
+        publish(
+            StartPhase::Start,
+            format!("starting container {}", short(&container_id)),
+        )
+        .await;
+        match self.runtime().start_container(&container_id).await {
+            Ok(()) => Ok(container_id),
+            Err(e) => {
+                let _ = self.runtime().remove(&container_id, Duration::ZERO).await;
+                match e {
+                    // Docker's own words here are cryptic; name the holder instead.
+                    RuntimeError::PortAllocated(_) => {
+                        let holder = self
+                            .port_holder(service.port)
+                            .await
+                            .unwrap_or(PortHolder::Unknown);
+                        Err(LaunchError::Fatal(port_conflict(service.port, &holder)))
+                    }
+                    other => Err(other.into()),
+                }
+            }
+        }
     }
 
     /// Polls the health path while watching the container: an exit fails the start at once,
@@ -524,6 +544,23 @@ impl Daemon {
             host_port: service.port,
         }
     }
+}
+
+/// The one reason, or every attempt's reason in order.
+fn every_attempt(mut attempts: Vec<String>) -> String {
+    if attempts.len() == 1 {
+        return attempts.remove(0);
+    }
+    let listed: Vec<String> = attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}) {a}", i + 1))
+        .collect();
+    format!(
+        "start failed after {} attempts: {}",
+        attempts.len(),
+        listed.join("; ")
+    )
 }
 
 fn short(container_id: &str) -> &str {

@@ -66,10 +66,7 @@ impl DockerRuntime {
     }
 
     fn unreachable(&self, err: &bollard::errors::Error) -> RuntimeError {
-        RuntimeError::Unreachable {
-            address: self.address.clone(),
-            reason: plain_reason(err),
-        }
+        unreachable(&self.address, err)
     }
 
     fn error(&self, err: bollard::errors::Error) -> RuntimeError {
@@ -402,10 +399,20 @@ fn translate(address: &str, err: bollard::errors::Error) -> RuntimeError {
             address: address.to_owned(),
             timeout_ms: 0,
         },
-        other => RuntimeError::Unreachable {
-            address: address.to_owned(),
-            reason: plain_reason(&other),
-        },
+        other => unreachable(address, &other),
+    }
+}
+
+fn unreachable(address: &str, err: &bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    let malformed = matches!(
+        err,
+        E::URLParseError { .. } | E::InvalidURIError { .. } | E::InvalidURIPartsError { .. }
+    );
+    RuntimeError::Unreachable {
+        address: address.to_owned(),
+        reason: plain_reason(err),
+        transient: !malformed,
     }
 }
 

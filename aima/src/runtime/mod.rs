@@ -23,7 +23,12 @@ pub enum RuntimeError {
     #[error(
         "docker at {address} is unreachable: {reason}; check DOCKER_HOST and that the Docker engine runs"
     )]
-    Unreachable { address: String, reason: String },
+    Unreachable {
+        address: String,
+        reason: String,
+        /// A refused connection may pass (the engine restarting); a malformed address won't.
+        transient: bool,
+    },
     #[error("docker at {address} did not answer within {timeout_ms} ms")]
     Timeout { address: String, timeout_ms: u128 },
     #[error("{0} not found")]
@@ -41,7 +46,11 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Worth another attempt: the cause may go away by itself.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_) | Self::Timeout { .. })
+        match self {
+            Self::Transient(_) | Self::Timeout { .. } => true,
+            Self::Unreachable { transient, .. } => *transient,
+            _ => false,
+        }
     }
 }
 

@@ -1,0 +1,49 @@
+@scenario-18
+Feature: Scenario 18 - monitoring a service: progress, logs, events and status
+  An operator in production watches a service start, reads its logs, and relies on the
+  status: a failed start must say "failed" with a reason, never stay "creating".
+
+  Background:
+    Given a running AIMA daemon
+    And a registered model "watched-model"
+
+  Scenario: 1. start --wait shows each phase as it happens
+    Given a service "watched" for model "watched-model"
+    When I start service "watched" and wait
+    Then the start output shows the phases cleanup, port_check, image, create, start, health in order
+    And the start output ends with service "watched" running
+
+  Scenario: 2. service logs shows the engine's own output
+    Given a running service "watched" for model "watched-model"
+    Then the logs of service "watched" contain "Uvicorn running on"
+
+  Scenario: 3. The status follows the service: creating, then running
+    Given a service "watched" for model "watched-model"
+    Then service "watched" is "creating"
+    When I start service "watched" and wait
+    Then service "watched" is "running"
+
+  Scenario: 4. A failed start turns the service "failed" with its reason
+    Given a service "doomed" for model "watched-model" with env "STUB_FAIL=oom"
+    When I start service "doomed" and wait
+    Then the start fails
+    And service "doomed" is "failed" with a reason mentioning "out of GPU memory"
+    And the logs of service "doomed" contain "CUDA out of memory"
+    And no container of this run is left
+
+  Scenario: 5. Progress events are delivered on the event stream
+    Given a service "watched" for model "watched-model"
+    When I follow the event stream of service "watched"
+    And I start service "watched" and wait
+    Then the event stream delivered the phases and the statuses "starting" then "running"
+
+  Scenario: 6. The service list shows every service's current status
+    Given a running service "healthy" for model "watched-model"
+    And a service "doomed" for model "watched-model" with env "STUB_FAIL=oom"
+    When I start service "doomed" and wait
+    Then the service list shows "healthy" as "running"
+    And the service list shows "doomed" as "failed"
+
+  Scenario: 7. The status over HTTP matches the CLI
+    Given a running service "watched" for model "watched-model"
+    Then the CLI and the HTTP API report the same status for service "watched"
