@@ -49,6 +49,11 @@ Feature: Scenario 16 - several services side by side
     When I ask for a recommendation for model "model-alpha"
     Then the recommendation places model "model-alpha" on a GPU with a memory utilization
 
+  @gpu
+  Scenario: 7a. The GPU host shows its NVIDIA GPU
+    Given a real NVIDIA GPU
+    Then the GPU's name and memory are known
+
   @gpu @wip
   Scenario: 7. Two engines share one GPU's memory without running out
     Needs a real NVIDIA GPU and a real engine image; memory admission arrives with #6.

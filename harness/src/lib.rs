@@ -1,5 +1,6 @@
 //! The harness library: what AIMA's scenario runner and integration tests share with the
-//! `harness` binary. For now that is the Docker connection and the stub engine image.
+//! `harness` binary. That is the Docker connection, the stub engine image, and the operator scenarios.
 
 pub mod docker;
+pub mod scenarios;
 pub mod stub_image;

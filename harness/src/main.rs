@@ -1,11 +1,11 @@
 //! `harness`: runs AIMA's operator scenarios (features/*.feature) against a real Docker
-//! engine. The scenario runner and reports arrive with the scenario issue; until then
-//! `run` says so and fails. `image build` packages the stub engine image.
+//! engine and reports each success criterion; `image build` packages the stub engine image.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use harness::scenarios::{RunOptions, catalog};
 use harness::stub_image::{self, STUB_IMAGE};
 
 #[derive(Debug, Parser)]
@@ -21,13 +21,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the scenario features found in features/.
+    /// List the scenarios, their criteria and tags.
     List,
-    /// Run a scenario (scenario-NN) or all of them.
-    Run { scenario: String },
+    /// Run a scenario (scenario-NN) or all of them, print each criterion's verdict with
+    /// its evidence, and write report.md and junit.xml.
+    Run(RunArgs),
     /// Manage the stub engine image (aima-stub-engine:latest).
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// scenario-NN, or all.
+    scenario: String,
+    /// The aima binary to test [default: aima next to this executable].
+    #[arg(long, value_name = "PATH")]
+    aima: Option<PathBuf>,
+    /// Image to run as vLLM [default: aima-stub-engine:latest, built when missing].
+    #[arg(long, value_name = "IMAGE")]
+    engine_image: Option<String>,
+    /// Where report.md and junit.xml go.
+    #[arg(long, value_name = "DIR", default_value = "harness-reports")]
+    report_dir: PathBuf,
+    /// Also run @gpu criteria (they fail where no NVIDIA GPU is found).
+    #[arg(long)]
+    gpu: bool,
+    /// Scenarios run side by side.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,43 +65,77 @@ enum ImageCommand {
     },
 }
 
-fn features_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features")
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::List => list(),
+        Command::Run(args) => run(args),
+        Command::Image(ImageCommand::Build { binary, force }) => {
+            image_build(binary, force).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::List => {
-            let mut names: Vec<String> = std::fs::read_dir(features_dir())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.ends_with(".feature"))
-                .collect();
-            names.sort();
-            if names.is_empty() {
-                eprintln!("no scenario features in {} yet", features_dir().display());
-            }
-            for name in names {
-                println!("{name}");
-            }
-            ExitCode::SUCCESS
+fn list() -> anyhow::Result<ExitCode> {
+    let criteria = catalog::load(&catalog::default_features_dir())?;
+    let mut current = String::new();
+    for c in &criteria {
+        if c.scenario != current {
+            current.clone_from(&c.scenario);
+            println!("{}  {}", c.scenario, c.feature);
         }
-        Command::Run { scenario } => {
-            eprintln!(
-                "error: cannot run {scenario}: the scenario runner is not built yet (planned with the scenario harness issue)"
-            );
-            ExitCode::from(2)
-        }
-        Command::Image(ImageCommand::Build { binary, force }) => match image_build(binary, force) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                ExitCode::FAILURE
+        let tags: Vec<String> = c
+            .tags
+            .iter()
+            .filter(|t| !t.starts_with("scenario-"))
+            .map(|t| format!("@{t}"))
+            .collect();
+        println!(
+            "  {}{}",
+            c.name,
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", tags.join(" "))
             }
-        },
+        );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let selection = match args.scenario.as_str() {
+        "all" => None,
+        s if s.starts_with("scenario-") => Some(s.to_owned()),
+        other => anyhow::bail!(
+            "'{other}' is not a scenario; pass scenario-NN or all (see 'harness list')"
+        ),
+    };
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    let mut options = RunOptions::new(args.report_dir);
+    options.selection = selection;
+    options.aima = args.aima;
+    options.engine_image = args.engine_image;
+    options.gpu = args.gpu;
+    options.concurrency = args.concurrency;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(harness::scenarios::run(options.clone()))?;
+    println!("{}", report.table());
+    println!(
+        "reports: {} and {}",
+        options.report_dir.join("report.md").display(),
+        options.report_dir.join("junit.xml").display()
+    );
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {

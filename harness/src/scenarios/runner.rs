@@ -1,0 +1,198 @@
+//! Runs selected scenarios with cucumber and turns the outcome into a criterion report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cucumber::event::ScenarioFinished;
+use cucumber::{World as _, WriterExt as _, writer};
+use futures::FutureExt;
+
+use super::catalog::{self, Criterion, Excluded};
+use super::report::{Report, Row, Verdict};
+use super::world::{AimaWorld, RunConfig, configure};
+use crate::stub_image;
+
+/// How `harness run` (and `cargo test`) runs the scenarios.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `scenario-NN`, or `None` for all.
+    pub selection: Option<String>,
+    /// The `aima` binary; default: next to this executable.
+    pub aima: Option<PathBuf>,
+    /// The image run as vLLM; default: the stub image, built when missing.
+    pub engine_image: Option<String>,
+    /// Where the Markdown report and JUnit XML go.
+    pub report_dir: PathBuf,
+    /// Run `@gpu` criteria (they fail loudly without a GPU).
+    pub gpu: bool,
+    pub features_dir: PathBuf,
+    /// Scenarios run side by side; each has its own daemon, home and ports.
+    pub concurrency: usize,
+}
+
+impl RunOptions {
+    pub fn new(report_dir: PathBuf) -> Self {
+        Self {
+            selection: None,
+            aima: None,
+            engine_image: None,
+            report_dir,
+            gpu: false,
+            features_dir: catalog::default_features_dir(),
+            concurrency: 2,
+        }
+    }
+}
+
+type Outcomes = Arc<Mutex<BTreeMap<(String, String), (Verdict, Duration, Vec<String>)>>>;
+
+/// Runs the selected scenarios and writes `report.md` and `junit.xml` into the report dir.
+pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let criteria: Vec<Criterion> = catalog::load(&options.features_dir)?
+        .into_iter()
+        .filter(|c| options.selection.as_ref().is_none_or(|s| &c.scenario == s))
+        .collect();
+    if criteria.is_empty() {
+        anyhow::bail!(
+            "no scenario matches '{}'; see 'harness list'",
+            options.selection.as_deref().unwrap_or("all")
+        );
+    }
+
+    let aima = match &options.aima {
+        Some(path) => path.clone(),
+        None => sibling_binary("aima")
+            .context("build it with 'cargo build -p aima' or pass --aima PATH")?,
+    };
+    anyhow::ensure!(
+        aima.is_file(),
+        "aima binary {} does not exist; pass --aima PATH",
+        aima.display()
+    );
+    let stub_binary = stub_image::locate_stub_binary()?;
+    let engine_image = match &options.engine_image {
+        Some(image) => image.clone(),
+        None => {
+            let docker = crate::docker::connect().await?;
+            stub_image::ensure_stub_image(&docker, &stub_binary)
+                .await?
+                .tag
+        }
+    };
+    configure(RunConfig {
+        aima,
+        stub_binary,
+        engine_image,
+    });
+
+    std::fs::create_dir_all(&options.report_dir).with_context(|| {
+        format!(
+            "cannot create the report dir {}",
+            options.report_dir.display()
+        )
+    })?;
+    let junit_path = options.report_dir.join("junit.xml");
+    let junit = std::fs::File::create(&junit_path)
+        .with_context(|| format!("cannot write {}", junit_path.display()))?;
+
+    let to_run: BTreeSet<(String, String)> = criteria
+        .iter()
+        .filter(|c| c.excluded(options.gpu).is_none())
+        .map(|c| (c.feature.clone(), c.name.clone()))
+        .collect();
+    let outcomes: Outcomes = Arc::default();
+    let recorded = Arc::clone(&outcomes);
+    AimaWorld::cucumber()
+        .with_writer(
+            writer::Basic::raw(std::io::stdout(), writer::Coloring::Never, 0)
+                .summarized()
+                .tee::<AimaWorld, _>(writer::JUnit::for_tee(junit, 0))
+                .normalized(),
+        )
+        // Our own CLI owns argv; cucumber gets empty options (so the filter below applies).
+        .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
+        .max_concurrent_scenarios(options.concurrency)
+        .after(move |feature, _rule, scenario, finished, world| {
+            let verdict = match finished {
+                ScenarioFinished::StepPassed => Verdict::Pass,
+                ScenarioFinished::StepSkipped => {
+                    Verdict::Fail("a step has no definition".to_owned())
+                }
+                ScenarioFinished::StepFailed(_, _, error) => Verdict::Fail(error.to_string()),
+                ScenarioFinished::BeforeHookFailed(_) => {
+                    Verdict::Fail("the before hook failed".to_owned())
+                }
+            };
+            let (took, evidence) = world
+                .map(|w| (w.started.elapsed(), std::mem::take(&mut w.evidence)))
+                .unwrap_or_default();
+            recorded.lock().expect("lock").insert(
+                (feature.name.clone(), scenario.name.clone()),
+                (verdict, took, evidence),
+            );
+            async {}.boxed_local()
+        })
+        .filter_run(
+            options.features_dir.clone(),
+            move |feature, _rule, scenario| {
+                to_run.contains(&(feature.name.clone(), scenario.name.clone()))
+            },
+        )
+        .await;
+
+    let outcomes = outcomes.lock().expect("lock");
+    let rows = criteria
+        .iter()
+        .map(|c| {
+            let (verdict, took, evidence) = match c.excluded(options.gpu) {
+                Some(Excluded::Pending(reason)) => (Verdict::Pending(reason), None, Vec::new()),
+                Some(Excluded::NeedsGpu) => (
+                    Verdict::Skipped("needs a real NVIDIA GPU: run with --features gpu (cargo test) or --gpu (harness run) on a GPU runner".to_owned()),
+                    None,
+                    Vec::new(),
+                ),
+                None => match outcomes.get(&(c.feature.clone(), c.name.clone())) {
+                    Some((verdict, took, evidence)) => (verdict.clone(), Some(*took), evidence.clone()),
+                    None => (Verdict::Fail("did not run".to_owned()), None, Vec::new()),
+                },
+            };
+            Row {
+                scenario: c.scenario.clone(),
+                criterion: c.name.clone(),
+                verdict,
+                took,
+                evidence,
+            }
+        })
+        .collect();
+    let report = Report {
+        rows,
+        took: started.elapsed(),
+    };
+    let title = format!(
+        "AIMA scenarios: {}",
+        options.selection.as_deref().unwrap_or("all")
+    );
+    report.write_markdown(&options.report_dir.join("report.md"), &title)?;
+    Ok(report)
+}
+
+/// A workspace binary next to this executable, or one directory up (from `deps/`).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the current executable")?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no {name} binary next to {}", exe.display()))
+}
+
+/// Where reports go when none is given.
+pub fn default_report_dir(base: &Path) -> PathBuf {
+    base.join("harness-reports")
+}

@@ -1,0 +1,382 @@
+//! One scenario's world: its own AIMA home, API address, service port range and daemon
+//! process, the real `aima` binary for CLI steps and an HTTP client for API steps. Every
+//! process, blocker and container it made is cleaned up on drop, even after a failed step.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// What every world of a run shares: which binaries and image to use.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub aima: PathBuf,
+    pub stub_binary: PathBuf,
+    pub engine_image: String,
+}
+
+static CONFIG: OnceLock<RunConfig> = OnceLock::new();
+
+/// Set once by the runner before any scenario starts.
+pub fn configure(config: RunConfig) {
+    let _ = CONFIG.set(config);
+}
+
+fn config() -> &'static RunConfig {
+    CONFIG
+        .get()
+        .expect("the runner configures the world before scenarios run")
+}
+
+/// A private slice of host ports per world, so scenarios running side by side never
+/// share a port. Offset by pid so two harness processes rarely collide either.
+fn port_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 200;
+    let base = 30_000 + (std::process::id() % 10) as u16 * 2_000;
+    let first = base + slot * 10;
+    (first, first + 9)
+}
+
+/// Output of one `aima` invocation.
+#[derive(Debug, Clone)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// A service the scenario created, by the name the feature gives it.
+#[derive(Debug, Clone)]
+pub struct ServiceRef {
+    pub id: String,
+    pub port: u16,
+}
+
+/// One start/stop cycle of scenario 06.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    pub start: CliRun,
+    pub status_after_start: String,
+    pub container: Option<String>,
+    pub port: u16,
+    pub stop: CliRun,
+    pub status_after_stop: String,
+    pub container_alive_after_stop: bool,
+}
+
+/// `aima start` as a child process; its stderr lines are collected for log checks.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// A request sent halfway, to be finished after a signal.
+#[derive(Debug)]
+pub struct InFlight {
+    pub stream: TcpStream,
+    pub rest: String,
+}
+
+#[derive(Debug, cucumber::World)]
+#[world(init = Self::new)]
+pub struct AimaWorld {
+    pub home: tempfile::TempDir,
+    pub port_range: (u16, u16),
+    pub docker_host: Option<String>,
+    pub daemon: Option<DaemonProcess>,
+    /// The `aima.instance` label of this world's containers.
+    pub instance: Option<String>,
+    pub models: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceRef>,
+    pub blockers: Vec<Child>,
+    pub foreign_containers: Vec<String>,
+    pub cycles: Vec<Cycle>,
+    pub starts: Vec<CliRun>,
+    pub in_flight: Option<InFlight>,
+    pub exit: Option<ExitStatus>,
+    pub events: Option<Arc<Mutex<Vec<Value>>>>,
+    /// Facts for the report: output excerpts, timings, ports, container counts.
+    pub evidence: Vec<String>,
+    pub started: Instant,
+}
+
+impl AimaWorld {
+    fn new() -> Self {
+        Self {
+            home: tempfile::Builder::new()
+                .prefix("aima-scenario-")
+                .tempdir()
+                .expect("temp home"),
+            port_range: port_range(),
+            docker_host: None,
+            daemon: None,
+            instance: None,
+            models: BTreeMap::new(),
+            services: BTreeMap::new(),
+            blockers: Vec::new(),
+            foreign_containers: Vec::new(),
+            cycles: Vec::new(),
+            starts: Vec::new(),
+            in_flight: None,
+            exit: None,
+            events: None,
+            evidence: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> &'static RunConfig {
+        config()
+    }
+
+    /// Notes a fact for the report.
+    pub fn note(&mut self, fact: impl Into<String>) {
+        self.evidence.push(fact.into());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.daemon
+            .as_ref()
+            .expect("a running AIMA daemon (add the Given step)")
+            .addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    pub fn service(&self, name: &str) -> ServiceRef {
+        self.services
+            .get(name)
+            .unwrap_or_else(|| panic!("no service named \"{name}\" in this scenario"))
+            .clone()
+    }
+
+    pub fn model(&self, name: &str) -> String {
+        self.models
+            .get(name)
+            .unwrap_or_else(|| panic!("no model named \"{name}\" in this scenario"))
+            .clone()
+    }
+
+    /// Starts `aima start` for this world's home and waits until it listens.
+    pub fn start_daemon(&mut self) {
+        let mut cmd = Command::new(&config().aima);
+        cmd.arg("start")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("AIMA_HOME", self.home.path())
+            .env("AIMA_ADDR", "127.0.0.1:0")
+            .env(
+                "AIMA_PORT_RANGE",
+                format!("{}-{}", self.port_range.0, self.port_range.1),
+            )
+            .env("AIMA_ENGINE_IMAGE_VLLM", &config().engine_image)
+            .env("RUST_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(host) = &self.docker_host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        let mut child = cmd.spawn().expect("spawn aima start");
+        let pipe = child.stderr.take().expect("stderr pipe");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(Ok(addr)) =
+                        rest.split_whitespace().next().map(str::parse::<SocketAddr>)
+                {
+                    let _ = ready_tx.send(addr);
+                }
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "aima start did not listen within 20 s: {:?}",
+                    stderr.lock().expect("lock")
+                );
+            }
+        };
+        self.daemon = Some(DaemonProcess {
+            child,
+            addr,
+            stderr,
+        });
+        self.exit = None;
+    }
+
+    /// Runs the real `aima` binary against this world's daemon.
+    pub async fn aima<I, S>(&self, args: I) -> CliRun
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let started = Instant::now();
+        let out = tokio::process::Command::new(&config().aima)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("AIMA_HOME", self.home.path())
+            .env("AIMA_ADDR", self.addr().to_string())
+            .output()
+            .await
+            .expect("run aima");
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Runs `aima … -o json`, expecting success.
+    pub async fn aima_json<I, S>(&self, args: I) -> Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        all.extend(["-o".into(), "json".into()]);
+        let run = self.aima(&all).await;
+        assert_eq!(run.code, 0, "aima {all:?} failed: {}", run.stderr.trim());
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("aima {all:?} printed no JSON ({e}): {}", run.stdout))
+    }
+
+    /// The service as the daemon reports it now.
+    pub async fn service_state(&self, name: &str) -> Value {
+        let id = self.service(name).id;
+        self.aima_json(["service", "get", id.as_str()]).await
+    }
+
+    /// Asks for and remembers this daemon's instance label.
+    pub async fn learn_instance(&mut self) {
+        let status: Value = reqwest::get(self.url("/api/v1/status"))
+            .await
+            .expect("GET /api/v1/status")
+            .json()
+            .await
+            .expect("status JSON");
+        self.instance = status["instance"].as_str().map(str::to_owned);
+    }
+
+    pub fn instance_label(&self) -> String {
+        format!(
+            "aima.instance={}",
+            self.instance
+                .as_deref()
+                .expect("the daemon's instance is known")
+        )
+    }
+
+    /// Sends a signal to the daemon process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let daemon = self.daemon.as_ref().expect("a daemon");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), signal)
+            .expect("kill");
+    }
+
+    /// Waits for the daemon to exit and records its status.
+    pub fn wait_daemon_exit(&mut self, deadline: Duration) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let daemon = self.daemon.as_mut().expect("a daemon");
+        let until = Instant::now() + deadline;
+        let status = loop {
+            if let Some(status) = daemon.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "the daemon did not exit within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.exit = Some(status);
+        status
+    }
+
+    /// True when a daemon stderr line contains `needle`.
+    pub fn daemon_logged(&self, needle: &str) -> bool {
+        self.daemon.as_ref().is_some_and(|d| {
+            d.stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+        })
+    }
+}
+
+/// Ids of containers carrying `label`, from the docker CLI (independent of AIMA's code).
+pub fn containers_with_label(label: &str, running_only: bool) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.arg("ps")
+        .arg("-q")
+        .args(["--filter", &format!("label={label}")]);
+    if !running_only {
+        cmd.arg("-a");
+    }
+    let out = cmd.output().expect("run docker ps");
+    assert!(
+        out.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Drop for AimaWorld {
+    fn drop(&mut self) {
+        if let Some(daemon) = &mut self.daemon
+            && daemon.child.try_wait().ok().flatten().is_none()
+        {
+            let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+        }
+        for blocker in &mut self.blockers {
+            let _ = blocker.kill();
+            let _ = blocker.wait();
+        }
+        if !self.foreign_containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&self.foreign_containers)
+                .output();
+        }
+        if let Some(instance) = &self.instance {
+            let ids = containers_with_label(&format!("aima.instance={instance}"), false);
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
