@@ -115,6 +115,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    if args.aima.is_none() {
+        build_aima_under_cargo()?;
+    }
     let mut options = RunOptions::new(args.report_dir);
     options.selection = selection;
     options.aima = args.aima;
@@ -136,6 +139,24 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Under `cargo run` (`cargo harness run …`), builds the `aima` binary next to this one
+/// first, so QA never tests a stale or missing daemon.
+fn build_aima_under_cargo() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let release = exe.parent().is_some_and(|dir| dir.ends_with("release"));
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", "aima", "--bin", "aima"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "cargo build -p aima failed");
+    Ok(())
 }
 
 fn image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
