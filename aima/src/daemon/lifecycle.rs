@@ -120,7 +120,7 @@ impl Daemon {
 
     async fn run_start(
         &self,
-        mut service: Service,
+        service: Service,
         engine: Engine,
         model: Model,
         cancel: CancellationToken,
@@ -129,6 +129,37 @@ impl Daemon {
             outcome = self.start_pipeline(&service, &engine, &model) => outcome,
             () = cancel.cancelled() => Err(StartFailure::Cancelled),
         };
+        self.finish_start(service, outcome).await;
+    }
+
+    /// Continues a start the previous daemon began: its container runs, only the health
+    /// wait is left.
+    pub(super) async fn resume_start(
+        &self,
+        service: Service,
+        engine: Engine,
+        container_id: String,
+    ) {
+        let guard = self.service_lock(&service.id).lock_owned().await;
+        let cancel = CancellationToken::new();
+        self.inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.id.clone(), cancel.clone());
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let outcome = tokio::select! {
+                outcome = daemon.wait_healthy(&service, &engine, &container_id) => outcome.map(|()| container_id),
+                () = cancel.cancelled() => Err(StartFailure::Cancelled),
+            };
+            daemon.finish_start(service, outcome).await;
+        });
+    }
+
+    /// Records how a start ended: running with its container, or failed with no container.
+    async fn finish_start(&self, mut service: Service, outcome: Result<String, StartFailure>) {
         self.inner
             .starts
             .lock()
@@ -144,10 +175,8 @@ impl Daemon {
                 )
                 .await
             }
-            Err(StartFailure::Cancelled) => {
-                // The stop that cancelled us removes the container and sets the status.
-                Ok(())
-            }
+            // The stop that cancelled us removes the container and sets the status.
+            Err(StartFailure::Cancelled) => Ok(()),
             Err(StartFailure::Failed(reason)) => {
                 // A failed start leaves no container behind.
                 if let Err(e) = self.remove_own_container(&service).await {
@@ -412,7 +441,7 @@ impl Daemon {
         }
     }
 
-    async fn set_status(
+    pub(super) async fn set_status(
         &self,
         service: &mut Service,
         status: ServiceStatus,
@@ -448,7 +477,7 @@ impl Daemon {
 
     /// Removes this service's container. A container with the same name that is not ours
     /// is never touched: the start fails and says so.
-    async fn remove_own_container(&self, service: &Service) -> Result<(), RuntimeError> {
+    pub(super) async fn remove_own_container(&self, service: &Service) -> Result<(), RuntimeError> {
         let Some(found) = self.runtime().inspect(&service.container_name()).await? else {
             return Ok(());
         };
@@ -496,7 +525,7 @@ impl Daemon {
     }
 
     /// Saves the container's last lines so `service logs` explains a failure after cleanup.
-    async fn keep_last_logs(&self, service: &Service, container_id: &str) -> String {
+    pub(super) async fn keep_last_logs(&self, service: &Service, container_id: &str) -> String {
         let mut text = String::new();
         if let Ok(mut stream) = self
             .runtime()
@@ -518,7 +547,12 @@ impl Daemon {
         text
     }
 
-    fn container_spec(&self, service: &Service, engine: &Engine, model: &Model) -> ContainerSpec {
+    pub(super) fn container_spec(
+        &self,
+        service: &Service,
+        engine: &Engine,
+        model: &Model,
+    ) -> ContainerSpec {
         let gpu = service
             .gpu_memory_utilization
             .unwrap_or(engine.spec.default_gpu_memory_utilization);
@@ -671,6 +705,7 @@ mod tests {
         async fn events(
             &self,
             _: &BTreeMap<String, String>,
+            _: Option<i64>,
         ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError>
         {
             Ok(Box::pin(futures::stream::pending()))

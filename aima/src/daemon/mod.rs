@@ -6,6 +6,7 @@ mod lifecycle;
 mod lock;
 mod models;
 mod ports;
+mod reconcile;
 mod serve;
 mod services;
 mod start;
@@ -15,6 +16,7 @@ pub use events::EventBus;
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
 pub use ports::PortHolder;
+pub use reconcile::Reconciled;
 pub use serve::{ServeOptions, serve};
 pub use services::{LogOutput, ServiceRequest};
 pub use start::{StartError, run};
@@ -159,9 +161,21 @@ impl Daemon {
         Arc::clone(locks.entry(id.clone()).or_default())
     }
 
-    /// Starts the background tasks (the Docker watcher); they end at [`Daemon::shutdown`].
-    pub fn spawn_background(&self) {
-        tokio::spawn(watch::run(self.clone(), self.inner.shutdown.clone()));
+    /// Starts the Docker watcher, which first reconciles every service with Docker, and
+    /// waits (up to `wait`) for that reconciliation; background tasks end at
+    /// [`Daemon::shutdown`].
+    pub async fn start_background(&self, wait: std::time::Duration) -> Result<Reconciled, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(watch::run(
+            self.clone(),
+            self.inner.shutdown.clone(),
+            Some(tx),
+        ));
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the docker watcher ended".to_owned()),
+            Err(_) => Err(format!("docker did not answer within {wait:?}")),
+        }
     }
 
     /// Cancelled when the daemon shuts down; following streams end with it.

@@ -7,6 +7,9 @@ use tokio::sync::watch;
 use super::Daemon;
 use crate::config::Settings;
 
+/// Longest the daemon waits for the first reconciliation before serving anyway.
+const RECONCILE_WAIT: Duration = Duration::from_secs(30);
+
 /// Timing knobs of the HTTP server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -38,7 +41,12 @@ pub async fn serve(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     let (draining_tx, mut draining_rx) = watch::channel(false);
-    daemon.spawn_background();
+    // Ready means reconciled: the service list agrees with Docker before the first request.
+    let started = std::time::Instant::now();
+    match daemon.start_background(RECONCILE_WAIT).await {
+        Ok(done) => tracing::info!(elapsed = ?started.elapsed(), ?done, "ready"),
+        Err(e) => tracing::warn!("ready without reconciling ({e}); it runs when docker answers"),
+    }
     let app = crate::api::router(daemon.clone(), options.request_timeout);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

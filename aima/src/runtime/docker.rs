@@ -317,13 +317,19 @@ impl ContainerRuntime for DockerRuntime {
     async fn events(
         &self,
         labels: &BTreeMap<String, String>,
+        since_unix_secs: Option<i64>,
     ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError> {
         let docker = self.client().await?.clone();
         let filters = HashMap::from([
             ("type", vec!["container".to_owned()]),
             ("label", label_filters(labels)),
         ]);
-        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        let mut options = EventsOptionsBuilder::new().filters(&filters);
+        let since = since_unix_secs.map(|s| s.to_string());
+        if let Some(since) = &since {
+            options = options.since(since);
+        }
+        let options = options.build();
         let address = self.address.clone();
         let stream = docker
             .events(Some(options))

@@ -149,9 +149,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         follow: bool,
     ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError>;
 
-    /// Container events for containers carrying every label in `labels`.
+    /// Container events for containers carrying every label in `labels`, starting at
+    /// `since_unix_secs` when given (Docker replays what happened since then).
     async fn events(
         &self,
         labels: &BTreeMap<String, String>,
+        since_unix_secs: Option<i64>,
     ) -> Result<BoxStream<'static, Result<ContainerEvent, RuntimeError>>, RuntimeError>;
 }

@@ -1,0 +1,200 @@
+//! Reconciliation: make every service's record agree with Docker, at start and whenever
+//! the Docker event stream reconnects. Adopts matching running containers, fails services
+//! whose container died while nobody watched, finishes interrupted stops, and removes this
+//! instance's containers that no service owns.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Daemon, DaemonError};
+use crate::domain::{EventKind, Service, ServiceStatus};
+use crate::runtime::ContainerInfo;
+
+/// What a reconciliation did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub adopted: usize,
+    pub resumed: usize,
+    pub failed: usize,
+    pub stopped: usize,
+    pub recreated: usize,
+    pub removed_leftovers: usize,
+}
+
+impl Daemon {
+    /// Brings every service in line with Docker. Fails only when Docker cannot be asked.
+    pub async fn reconcile(&self) -> Result<Reconciled, DaemonError> {
+        let started = Instant::now();
+        let containers = self.runtime().list(&self.instance_labels()).await?;
+        let mut by_service: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
+        for container in containers {
+            let owner = container
+                .labels
+                .get("aima.service")
+                .cloned()
+                .unwrap_or_default();
+            by_service.entry(owner).or_default().push(container);
+        }
+        let services = self.list_services().await?;
+        let mut done = Reconciled::default();
+        for service in services {
+            let own = by_service.remove(service.id.as_str()).unwrap_or_default();
+            self.reconcile_service(service, own, &mut done).await?;
+        }
+        // Containers of this instance that no service owns (a crash between create and
+        // record, or a deleted service) are leftovers.
+        for container in by_service.into_values().flatten() {
+            tracing::info!(container = %container.name, "removing a leftover container of this instance");
+            self.runtime()
+                .remove(&container.id, std::time::Duration::ZERO)
+                .await?;
+            done.removed_leftovers += 1;
+        }
+        tracing::info!(elapsed = ?started.elapsed(), ?done, "reconciled services with docker");
+        Ok(done)
+    }
+
+    async fn reconcile_service(
+        &self,
+        mut service: Service,
+        own: Vec<ContainerInfo>,
+        done: &mut Reconciled,
+    ) -> Result<(), DaemonError> {
+        let lock = self.service_lock(&service.id);
+        let guard = lock.lock().await;
+        // A start running in this daemon owns its service; nothing to reconcile.
+        if self
+            .inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&service.id)
+        {
+            return Ok(());
+        }
+        let expected = self.expected_spec(&service).await;
+        let (matching, others): (Vec<_>, Vec<_>) = own.into_iter().partition(|c| {
+            c.running
+                && c.host_ports.contains(&service.port)
+                && expected
+                    .as_ref()
+                    .is_some_and(|(image, args)| &c.image == image && &c.args == args)
+        });
+        match service.status {
+            ServiceStatus::Running | ServiceStatus::Starting => {
+                if let Some(dead) = others.iter().find(|c| !c.running) {
+                    // Read why it stopped before the container goes.
+                    self.keep_last_logs(&service, &dead.id).await;
+                }
+                for stale in &others {
+                    self.runtime()
+                        .remove(&stale.id, std::time::Duration::ZERO)
+                        .await?;
+                }
+                if let Some(container) = matching.into_iter().next() {
+                    service.container_id = Some(container.id.clone());
+                    if service.status == ServiceStatus::Running {
+                        self.save(&service).await?;
+                        self.events()
+                            .publish(
+                                &service.id,
+                                EventKind::Note,
+                                format!("adopted running container {}", short(&container.id)),
+                            )
+                            .await;
+                        done.adopted += 1;
+                    } else if let Some(engine) = self.inner.engines.get(&service.engine) {
+                        self.save(&service).await?;
+                        drop(guard);
+                        self.resume_start(service, engine, container.id).await;
+                        done.resumed += 1;
+                    }
+                    return Ok(());
+                }
+                if let Some(dead) = others.iter().find(|c| !c.running) {
+                    // The container stopped while no daemon watched.
+                    service.container_id = None;
+                    let code = dead
+                        .exit_code
+                        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+                    let reason = format!(
+                        "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
+                    );
+                    self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
+                        .await?;
+                    done.failed += 1;
+                    return Ok(());
+                }
+                if !others.is_empty() {
+                    // Running, but not as the service says (image, args or port changed,
+                    // e.g. a new engine image setting): start it again with today's spec.
+                    service.container_id = None;
+                    self.set_status(
+                        &mut service,
+                        ServiceStatus::Stopped,
+                        Some("spec changed; restarting".to_owned()),
+                    )
+                    .await?;
+                    drop(guard);
+                    self.start_service(service.id.as_str()).await?;
+                    done.recreated += 1;
+                    return Ok(());
+                }
+                service.container_id = None;
+                let reason = if service.status == ServiceStatus::Starting {
+                    "the daemon stopped during the start; start it again"
+                } else {
+                    "container vanished while the daemon was down; start it again"
+                };
+                self.set_status(&mut service, ServiceStatus::Failed, Some(reason.to_owned()))
+                    .await?;
+                done.failed += 1;
+            }
+            ServiceStatus::Stopping => {
+                // A stop was interrupted: finish it.
+                for container in matching.iter().chain(&others) {
+                    self.runtime()
+                        .remove(&container.id, std::time::Duration::ZERO)
+                        .await?;
+                }
+                service.container_id = None;
+                self.set_status(&mut service, ServiceStatus::Stopped, None)
+                    .await?;
+                done.stopped += 1;
+            }
+            ServiceStatus::Creating | ServiceStatus::Stopped | ServiceStatus::Failed => {
+                for container in matching.iter().chain(&others) {
+                    self.runtime()
+                        .remove(&container.id, std::time::Duration::ZERO)
+                        .await?;
+                    done.removed_leftovers += 1;
+                }
+                if service.container_id.take().is_some() {
+                    self.save(&service).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The image and arguments the service's container must have, if its engine and
+    /// model still exist.
+    async fn expected_spec(&self, service: &Service) -> Option<(String, Vec<String>)> {
+        let engine = self.inner.engines.get(&service.engine)?;
+        let model = self.get_model(service.model_id.as_str()).await.ok()?;
+        let spec = self.container_spec(service, &engine, &model);
+        Some((spec.image, spec.args))
+    }
+
+    async fn save(&self, service: &Service) -> Result<(), DaemonError> {
+        let saved = service.clone();
+        Ok(self
+            .store()
+            .run(move |store| store.save_service(&saved))
+            .await?)
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
