@@ -53,6 +53,7 @@ Feature: Scenario 20 - port contention and an unavailable Docker
     Then every start of service "contended" failed on its port
     And no container of this run is left
     And service "contended" still holds exactly one port
+    And no other port of the daemon's range is in use
     When the external process releases the port
     And I start service "contended" and wait
     Then service "contended" is "running" on its port

@@ -37,14 +37,13 @@ Feature: Scenario 22 - graceful shutdown and crash safety
     And I start the daemon again
     Then model "shutdown-model" is listed
 
-  @wip
   Scenario: 5b. A service running across the restart is adopted, not restarted
-    Adoption of running containers at start arrives with the restart-survival issue (#5).
     Given a running service "kept" for model "shutdown-model"
     When I send SIGTERM to the daemon
     And the daemon exits with code 0
     And I start the daemon again
     Then service "kept" is "running" in the same container
+    And service "kept" answers inference requests
 
   Scenario: 6. The database is intact after SIGKILL and keeps acknowledged writes
     Given a registered model "sigkill-model"
@@ -52,3 +51,4 @@ Feature: Scenario 22 - graceful shutdown and crash safety
     Then the database passes the integrity check
     When I start the daemon again
     Then model "sigkill-model" is listed
+    And the database passes the integrity check

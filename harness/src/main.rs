@@ -141,8 +141,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Under `cargo run` (`cargo harness run …`), builds the `aima` binary next to this one
-/// first, so QA never tests a stale or missing daemon.
+/// Under `cargo run` (`cargo harness run …`), builds the `aima` and `aima-stub-engine`
+/// binaries next to this one first, so QA never tests a stale or missing build.
 fn build_aima_under_cargo() -> anyhow::Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
@@ -150,12 +150,25 @@ fn build_aima_under_cargo() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let release = exe.parent().is_some_and(|dir| dir.ends_with("release"));
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "aima", "--bin", "aima"]);
+    cmd.args([
+        "build",
+        "-p",
+        "aima",
+        "--bin",
+        "aima",
+        "-p",
+        "harness",
+        "--bin",
+        "aima-stub-engine",
+    ]);
     if release {
         cmd.arg("--release");
     }
     let status = cmd.status()?;
-    anyhow::ensure!(status.success(), "cargo build -p aima failed");
+    anyhow::ensure!(
+        status.success(),
+        "building aima and aima-stub-engine failed"
+    );
     Ok(())
 }
 

@@ -105,6 +105,8 @@ async fn request_in_flight(w: &mut AimaWorld) {
     let body = serde_json::json!({"name": "in-flight", "source": "ollama", "repo": "tinyllama"})
         .to_string();
     let half = body.len() / 2;
+    // Earlier requests (the Background's) logged too: wait for one more line than now.
+    let before = w.daemon_log_count("started processing request");
     let mut stream = TcpStream::connect(w.addr()).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -118,7 +120,7 @@ async fn request_in_flight(w: &mut AimaWorld) {
     .expect("send the first half");
     // The trace layer logs the request once its handler runs: from then on it is in flight.
     let logged = eventually(Duration::from_secs(10), || {
-        w.daemon_logged("started processing request")
+        w.daemon_log_count("started processing request") > before
     })
     .await;
     assert!(logged, "the daemon never started processing the request");
@@ -175,7 +177,7 @@ async fn in_flight_completes(w: &mut AimaWorld) {
 #[then("the database passes the integrity check")]
 async fn database_integrity(w: &mut AimaWorld) {
     let path = w.home.path().join("data/aima.db");
-    let conn = rusqlite_free_integrity(&path);
+    let conn = integrity_check(&path);
     w.note(format!(
         "PRAGMA integrity_check on {}: {conn}",
         path.display()
@@ -183,10 +185,9 @@ async fn database_integrity(w: &mut AimaWorld) {
     assert_eq!(conn, "ok", "integrity check of {}", path.display());
 }
 
-/// Runs `PRAGMA integrity_check` through the sqlite3 library AIMA itself links, by
-/// asking a fresh read-only daemon-free process: the `aima` binary cannot be used while
-/// the daemon is down, so this opens the file directly.
-fn rusqlite_free_integrity(path: &std::path::Path) -> String {
+/// Runs `PRAGMA integrity_check` on the database file directly (the daemon may be down).
+/// Opening it performs SQLite's own crash recovery of the WAL, as the next daemon would.
+fn integrity_check(path: &std::path::Path) -> String {
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
@@ -277,6 +278,16 @@ async fn a_running_service(w: &mut AimaWorld, name: String, model: String) {
         "service \"{name}\" did not start: {}",
         run.stderr.trim()
     );
+    let state = w.service_state(&name).await;
+    let container = state["container_id"]
+        .as_str()
+        .expect("a running service has a container")
+        .to_owned();
+    w.note(format!(
+        "service \"{name}\" runs in container {}",
+        &container[..12]
+    ));
+    w.containers.insert(name, container);
 }
 
 async fn start_and_wait(w: &mut AimaWorld, name: &str) -> super::world::CliRun {
@@ -905,6 +916,19 @@ async fn every_start_failed_on_port(w: &mut AimaWorld, name: String) {
     }
 }
 
+#[then("no other port of the daemon's range is in use")]
+async fn no_port_leaks(w: &mut AimaWorld) {
+    let held: std::collections::BTreeSet<u16> = w.services.values().map(|s| s.port).collect();
+    let busy: Vec<u16> = (w.port_range.0..=w.port_range.1)
+        .filter(|p| !held.contains(p) && !port_is_free(*p))
+        .collect();
+    w.note(format!(
+        "ports of {}-{} bound outside the services' own: {busy:?}",
+        w.port_range.0, w.port_range.1
+    ));
+    assert!(busy.is_empty(), "ports leaked: {busy:?}");
+}
+
 #[then(expr = "service {string} still holds exactly one port")]
 async fn holds_one_port(w: &mut AimaWorld, name: String) {
     let id = w.service(&name).id;
@@ -918,6 +942,26 @@ async fn holds_one_port(w: &mut AimaWorld, name: String) {
         .collect();
     w.note(format!("{id} holds ports {ports:?}"));
     assert_eq!(ports.len(), 1, "{ports:?}");
+}
+
+#[then(expr = "service {string} is {string} in the same container")]
+async fn same_container(w: &mut AimaWorld, name: String, status: String) {
+    let before = w
+        .containers
+        .get(&name)
+        .cloned()
+        .expect("the container it ran in");
+    let state = w.service_state(&name).await;
+    w.note(format!(
+        "{name}: {} in container {}",
+        state["status"], state["container_id"]
+    ));
+    assert_eq!(state["status"], status.as_str(), "{state}");
+    assert_eq!(
+        state["container_id"],
+        before.as_str(),
+        "the service was not adopted in place"
+    );
 }
 
 #[then(expr = "the container of service {string} is still running")]

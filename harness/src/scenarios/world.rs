@@ -98,6 +98,8 @@ pub struct AimaWorld {
     pub instance: Option<String>,
     pub models: BTreeMap<String, String>,
     pub services: BTreeMap<String, ServiceRef>,
+    /// Container each running service was first seen in, by service name.
+    pub containers: BTreeMap<String, String>,
     pub blockers: Vec<Child>,
     pub foreign_containers: Vec<String>,
     pub cycles: Vec<Cycle>,
@@ -123,6 +125,7 @@ impl AimaWorld {
             instance: None,
             models: BTreeMap::new(),
             services: BTreeMap::new(),
+            containers: BTreeMap::new(),
             blockers: Vec::new(),
             foreign_containers: Vec::new(),
             cycles: Vec::new(),
@@ -318,14 +321,15 @@ impl AimaWorld {
         status
     }
 
-    /// True when a daemon stderr line contains `needle`.
-    pub fn daemon_logged(&self, needle: &str) -> bool {
-        self.daemon.as_ref().is_some_and(|d| {
+    /// How many daemon stderr lines contain `needle`.
+    pub fn daemon_log_count(&self, needle: &str) -> usize {
+        self.daemon.as_ref().map_or(0, |d| {
             d.stderr
                 .lock()
                 .expect("lock")
                 .iter()
-                .any(|l| l.contains(needle))
+                .filter(|l| l.contains(needle))
+                .count()
         })
     }
 }
