@@ -47,6 +47,8 @@ pub async fn serve(
         Ok(done) => tracing::info!(elapsed = ?started.elapsed(), ?done, "ready"),
         Err(e) => tracing::warn!("ready without reconciling ({e}); it runs when docker answers"),
     }
+    // Under systemd (Type=notify) this marks the unit started; elsewhere it does nothing.
+    notify_systemd(sd_notify::NotifyState::Ready);
     let app = crate::api::router(daemon.clone(), options.request_timeout);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -60,6 +62,7 @@ pub async fn serve(
         () = shutdown => {}
     }
     tracing::info!(drain_timeout = ?options.drain_timeout, "shutting down: no new connections, draining in-flight requests");
+    notify_systemd(sd_notify::NotifyState::Stopping);
     let _ = draining_tx.send(true);
     // Background tasks and following streams end now; engine containers keep running.
     daemon.shutdown();
@@ -70,5 +73,12 @@ pub async fn serve(
             tracing::warn!(drain_timeout = ?options.drain_timeout, "drain time is up; closing the remaining connections");
             Ok(())
         }
+    }
+}
+
+/// Tells systemd about readiness and stopping when it is the supervisor (`NOTIFY_SOCKET`).
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!("cannot notify systemd: {e}");
     }
 }

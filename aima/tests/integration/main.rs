@@ -5,4 +5,5 @@ mod api;
 mod cli;
 mod lifecycle;
 mod process;
+mod restart;
 mod support;

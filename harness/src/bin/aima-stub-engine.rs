@@ -3,8 +3,8 @@
 //! It takes vLLM's arguments (`--model`, `--port`, `--host`, `--gpu-memory-utilization`,
 //! `--served-model-name`; anything else is ignored), prints vLLM-like logs, and is steered
 //! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
-//! `STUB_FAIL=oom|<message>` (fail at start, exit 1) and `STUB_CRASH_AFTER_SECS` (die
-//! later, exit 3). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
+//! `STUB_FAIL=oom|<message>` (fail at start, exit 1), `STUB_CRASH_AFTER_SECS` (die
+//! later, exit 3) and `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
 //! connection, so it compiles fast and runs `FROM scratch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -202,10 +202,17 @@ fn main() -> ExitCode {
         eprintln!("ERROR: cannot block SIGTERM/SIGINT: {err}");
         return ExitCode::from(1);
     }
+    // STUB_STOP_DELAY_MS: a slow shutdown (an engine freeing GPU memory), so tests can
+    // catch a stop in the middle.
+    let stop_delay = std::env::var("STUB_STOP_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
     std::thread::spawn(move || {
         loop {
             if signals.wait().is_ok() {
                 println!("INFO:     Shutting down");
+                std::thread::sleep(stop_delay);
                 println!("INFO:     Finished server process [{}]", std::process::id());
                 std::process::exit(0);
             }
