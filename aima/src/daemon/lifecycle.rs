@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::services::parse_service_id;
 use super::{Daemon, DaemonError, PortHolder, ports};
-use crate::domain::{EventKind, Model, ModelSource, Service, ServiceStatus, StartPhase};
+use crate::domain::{EventKind, Model, ModelSource, Service, ServiceId, ServiceStatus, StartPhase};
 use crate::engines::Engine;
 use crate::runtime::{ContainerInfo, ContainerSpec, RuntimeError};
 
@@ -431,6 +431,37 @@ impl Daemon {
         };
         if let Err(e) = self.remove_own_container(&service).await {
             tracing::warn!(service = %service_id, "cleanup of dead container: {e}");
+        }
+        service.container_id = None;
+        if let Err(e) = self
+            .set_status(&mut service, ServiceStatus::Failed, Some(reason))
+            .await
+        {
+            tracing::error!(service = %service_id, "cannot record the failure: {e}");
+        }
+    }
+
+    /// Marks a running service failed because its engine stopped answering, and removes
+    /// its container (a failed service has none).
+    pub(super) async fn fail_unhealthy(
+        &self,
+        service_id: &ServiceId,
+        container_id: &str,
+        reason: String,
+    ) {
+        let lock = self.service_lock(service_id);
+        let _guard = lock.lock().await;
+        let Ok(mut service) = self.load_service(service_id).await else {
+            return;
+        };
+        if service.status != ServiceStatus::Running
+            || service.container_id.as_deref() != Some(container_id)
+        {
+            return;
+        }
+        self.keep_last_logs(&service, container_id).await;
+        if let Err(e) = self.remove_own_container(&service).await {
+            tracing::warn!(service = %service_id, "cleanup of the unhealthy container: {e}");
         }
         service.container_id = None;
         if let Err(e) = self

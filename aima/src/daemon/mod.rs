@@ -2,6 +2,7 @@
 //! (model registry, service lifecycles, events), watches Docker, and shuts down gracefully.
 
 mod events;
+mod health;
 mod lifecycle;
 mod lock;
 mod models;
@@ -161,9 +162,9 @@ impl Daemon {
         Arc::clone(locks.entry(id.clone()).or_default())
     }
 
-    /// Starts the Docker watcher, which first reconciles every service with Docker, and
-    /// waits (up to `wait`) for that reconciliation; background tasks end at
-    /// [`Daemon::shutdown`].
+    /// Starts the Docker watcher (which first reconciles every service with Docker) and
+    /// the health monitor of running engines, and waits up to `wait` for that
+    /// reconciliation. Background tasks end at [`Daemon::shutdown`].
     pub async fn start_background(&self, wait: std::time::Duration) -> Result<Reconciled, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(watch::run(
@@ -171,6 +172,7 @@ impl Daemon {
             self.inner.shutdown.clone(),
             Some(tx),
         ));
+        tokio::spawn(health::run(self.clone(), self.inner.shutdown.clone()));
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the docker watcher ended".to_owned()),

@@ -586,7 +586,9 @@ async fn thirty_sigkills_at_random_moments_leave_a_consistent_state() {
         );
         alive = stored;
     }
-    println!("{answered} operations answered; {running_at_kill} engine containers running at the 30 kill points");
+    println!(
+        "{answered} operations answered; {running_at_kill} engine containers running at the 30 kill points"
+    );
     // The workload must have done real work for the kills to mean anything.
     assert!(answered >= 60, "only {answered} operations were answered");
     assert!(
@@ -680,4 +682,28 @@ async fn poll_settled(d: &DaemonProcess, http: &reqwest::Client) -> BTreeMap<Str
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[test]
+fn an_engine_that_stops_answering_is_failed_and_removed() {
+    let home = tempfile::tempdir().expect("home");
+    let d = daemon(home.path(), port_range(), &[]);
+    let _cleanup = Cleanup(instance(&d));
+    let model = new_model(&d);
+    let svc = id(&new_service(&d, &model, &["STUB_HANG_AFTER_SECS=1"]));
+    start_wait(&d, &svc);
+    let failed = poll(
+        Duration::from_secs(60),
+        "the hung engine to be noticed",
+        || {
+            let s = get(&d, &svc);
+            (s["status"] == "failed").then_some(s)
+        },
+    );
+    let reason = failed["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("stopped answering /health"), "{reason}");
+    assert!(
+        containers(&format!("aima.service={svc}"), false).is_empty(),
+        "its container is removed"
+    );
 }

@@ -4,7 +4,8 @@
 //! `--served-model-name`; anything else is ignored), prints vLLM-like logs, and is steered
 //! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
 //! `STUB_FAIL=oom|<message>` (fail at start, exit 1), `STUB_CRASH_AFTER_SECS` (die
-//! later, exit 3) and `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
+//! later, exit 3), `STUB_HANG_AFTER_SECS` (stop answering but keep running) and
+//! `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
 //! connection, so it compiles fast and runs `FROM scratch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -315,9 +316,19 @@ fn main() -> ExitCode {
         });
     }
 
+    // STUB_HANG_AFTER_SECS: the engine deadlocks (connections are accepted, never
+    // answered) while the process keeps running, as a hung CUDA kernel would.
+    let hang_at = env_secs("STUB_HANG_AFTER_SECS")
+        .ok()
+        .flatten()
+        .map(|(after, _)| std::time::Instant::now() + after);
     let served: Arc<str> = Arc::from(args.served());
+    let mut hung = Vec::new();
     for conn in listener.incoming() {
         match conn {
+            Ok(stream) if hang_at.is_some_and(|at| std::time::Instant::now() >= at) => {
+                hung.push(stream)
+            }
             Ok(stream) => {
                 let served = Arc::clone(&served);
                 std::thread::spawn(move || handle(stream, &served));
