@@ -27,11 +27,19 @@ Feature: Scenario 20 - port contention and an unavailable Docker
     And the error names the port of service "contended" and the foreign container
     And no container of this run is left
 
-  Scenario: 4. Docker unavailable gives a clear error, not a hang
+  Scenario: 4a. Docker refusing connections gives a clear error, not a hang
     Given the daemon is restarted with DOCKER_HOST "tcp://127.0.0.1:9"
     When I start service "contended" and wait
     Then the start fails within 2000 ms
     And the error says Docker at "tcp://127.0.0.1:9" is unreachable
+    And service "contended" is "failed" with a reason mentioning "connection refused"
+
+  Scenario: 4b. An invalid Docker address gives a clear error at once
+    Given the daemon is restarted with DOCKER_HOST "tcp://127.0.0.1:99999"
+    When I start service "contended" and wait
+    Then the start fails within 2000 ms
+    And the error says Docker at "tcp://127.0.0.1:99999" is unreachable
+    And service "contended" is "failed" with a reason mentioning "invalid port number"
 
   Scenario: 5. The final error lists the reason of every retry attempt
     Given the daemon is restarted with DOCKER_HOST "tcp://127.0.0.1:9"

@@ -106,6 +106,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         .collect();
     let outcomes: Outcomes = Arc::default();
     let recorded = Arc::clone(&outcomes);
+    let instances: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let seen_instances = Arc::clone(&instances);
     AimaWorld::cucumber()
         .with_writer(
             writer::Basic::raw(std::io::stdout(), writer::Coloring::Never, 0)
@@ -127,6 +129,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                     Verdict::Fail("the before hook failed".to_owned())
                 }
             };
+            if let Some(instance) = world.as_ref().and_then(|w| w.instance.clone()) {
+                seen_instances.lock().expect("lock").insert(instance);
+            }
             let (took, evidence) = world
                 .map(|w| (w.started.elapsed(), std::mem::take(&mut w.evidence)))
                 .unwrap_or_default();
@@ -168,7 +173,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 evidence,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut rows = rows;
+    rows.push(leftover_check(&instances.lock().expect("lock")));
     let report = Report {
         rows,
         took: started.elapsed(),
@@ -179,6 +186,66 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     );
     report.write_markdown(&options.report_dir.join("report.md"), &title)?;
     Ok(report)
+}
+
+/// The end-of-run check: no `aima.managed` container of any instance this run created
+/// is left (each world removes what it made, even after a failed step).
+fn leftover_check(instances: &BTreeSet<String>) -> Row {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=aima.managed",
+            "--format",
+            "{{.Names}} {{.Label \"aima.instance\"}}",
+        ])
+        .output();
+    let verdict_and_evidence = match out {
+        Ok(out) if out.status.success() => {
+            let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|i| instances.contains(i))
+                })
+                .map(str::to_owned)
+                .collect();
+            let evidence = vec![format!(
+                "{} AIMA instances ran; aima.managed containers of theirs left: {}",
+                instances.len(),
+                left.len()
+            )];
+            if left.is_empty() {
+                (Verdict::Pass, evidence)
+            } else {
+                (
+                    Verdict::Fail(format!("containers left behind: {}", left.join(", "))),
+                    evidence,
+                )
+            }
+        }
+        Ok(out) => (
+            Verdict::Fail(format!(
+                "docker ps failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Vec::new(),
+        ),
+        Err(e) => (
+            Verdict::Fail(format!("cannot run docker ps: {e}")),
+            Vec::new(),
+        ),
+    };
+    let (verdict, evidence) = verdict_and_evidence;
+    Row {
+        scenario: "run".to_owned(),
+        criterion: "No aima.managed container of this run is left".to_owned(),
+        verdict,
+        took: None,
+        evidence,
+    }
 }
 
 /// A workspace binary next to this executable, or one directory up (from `deps/`).

@@ -1013,3 +1013,56 @@ async fn gpu_known(w: &mut AimaWorld) {
         .expect("GPU listing");
     assert!(gpus.contains("MiB"), "no memory size in {gpus}");
 }
+
+#[when(expr = "someone removes the container of service {string} with docker")]
+async fn remove_behind_back(w: &mut AimaWorld, name: String) {
+    let id = w.service(&name).id;
+    let out = Command::new("docker")
+        .args(["rm", "-f", &format!("aima-{id}")])
+        .output()
+        .expect("docker rm");
+    assert!(
+        out.status.success(),
+        "docker rm -f failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.removed_at = Some(Instant::now());
+    w.note(format!("docker rm -f aima-{id}"));
+}
+
+#[then(expr = "within {int} ms service {string} is {string} with a reason mentioning {string}")]
+async fn within_status(w: &mut AimaWorld, ms: u64, name: String, status: String, needle: String) {
+    let since = w.removed_at.unwrap_or_else(Instant::now);
+    let id = w.service(&name).id;
+    let url = w.url(&format!("/api/v1/services/{id}"));
+    let mut seen = Value::Null;
+    let until = since + Duration::from_millis(ms);
+    while Instant::now() < until {
+        seen = reqwest::get(&url)
+            .await
+            .expect("GET service")
+            .json()
+            .await
+            .expect("JSON");
+        if seen["status"] == status.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.note(format!(
+        "{name} after {} ms: {} - {}",
+        since.elapsed().as_millis(),
+        seen["status"],
+        seen["status_reason"]
+    ));
+    assert_eq!(
+        seen["status"],
+        status.as_str(),
+        "not {status} within {ms} ms: {seen}"
+    );
+    let reason = seen["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&needle),
+        "reason {reason:?} does not mention {needle:?}"
+    );
+}

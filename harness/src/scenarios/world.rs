@@ -106,6 +106,8 @@ pub struct AimaWorld {
     pub starts: Vec<CliRun>,
     pub in_flight: Option<InFlight>,
     pub exit: Option<ExitStatus>,
+    /// When a fault removed a container, for "within N ms" checks.
+    pub removed_at: Option<Instant>,
     pub events: Option<Arc<Mutex<Vec<Value>>>>,
     /// Facts for the report: output excerpts, timings, ports, container counts.
     pub evidence: Vec<String>,
@@ -132,6 +134,7 @@ impl AimaWorld {
             starts: Vec::new(),
             in_flight: None,
             exit: None,
+            removed_at: None,
             events: None,
             evidence: Vec::new(),
             started: Instant::now(),
