@@ -89,6 +89,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Engine name → image, from `AIMA_ENGINE_IMAGE_<ENGINE>` or `[engines.<engine>] image`.
     pub engine_images: BTreeMap<String, String>,
+    /// `AIMA_SIMULATE_GPUS`: GPUs to pretend to have (name, MiB), instead of NVML.
+    pub simulate_gpus: Option<Vec<(String, u64)>>,
 }
 
 impl Settings {
@@ -176,12 +178,24 @@ impl Settings {
             }
         }
 
+        let simulate_gpus = match env("AIMA_SIMULATE_GPUS").filter(|v| !v.trim().is_empty()) {
+            Some(value) => Some(crate::gpu::parse_simulated(&value).ok_or(
+                ConfigError::Invalid {
+                    setting: "AIMA_SIMULATE_GPUS".to_owned(),
+                    value,
+                    expected: "NAME:MiB[,NAME:MiB…] such as H200:143771,A100:81920",
+                },
+            )?),
+            None => None,
+        };
+
         Ok(Self {
             home,
             addr,
             port_range,
             shutdown_timeout,
             engine_images,
+            simulate_gpus,
         })
     }
 
@@ -326,6 +340,7 @@ mod tests {
             ("AIMA_PORT_RANGE", "0-10", "FIRST-LAST"),
             ("AIMA_SHUTDOWN_TIMEOUT", "3x", "duration"),
             ("AIMA_ENGINE_IMAGE_VLLM", " ", "image"),
+            ("AIMA_SIMULATE_GPUS", "H200", "NAME:MiB"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);

@@ -1,11 +1,16 @@
 //! Pure rules: models, services, ids, statuses, ports and validation. No I/O, no async runtime.
 
 mod event;
+mod gpu;
 mod id;
 mod model;
 mod service;
 
 pub use event::{EventKind, ServiceEvent, StartPhase};
+pub use gpu::{
+    DoesNotFit, Gpu, GpuClaim, GpuInventory, available_mib, claim_mib, largest_fitting_fraction,
+    mib, place,
+};
 pub use id::random_hex8;
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};
 pub use service::{

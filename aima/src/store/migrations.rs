@@ -49,6 +49,9 @@ const MIGRATIONS: &[&str] = &[
         message    TEXT NOT NULL
     ) STRICT;
     CREATE INDEX service_events_by_service ON service_events(service_id, seq);",
+    // 3: where a service's engine is placed on a GPU, and how much memory it claims.
+    "ALTER TABLE services ADD COLUMN gpu_uuid TEXT;
+    ALTER TABLE services ADD COLUMN gpu_claim_mib INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -4,7 +4,9 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::models::{format_time, parse_time};
 use super::{Store, StoreError};
-use crate::domain::{EnvVar, EventKind, ModelId, Service, ServiceEvent, ServiceId, StartPhase};
+use crate::domain::{
+    EnvVar, EventKind, GpuClaim, ModelId, Service, ServiceEvent, ServiceId, StartPhase,
+};
 
 /// Events kept per service; older ones are dropped as new ones arrive.
 pub const EVENTS_KEPT_PER_SERVICE: i64 = 500;
@@ -150,6 +152,41 @@ impl Store {
         let deleted = tx.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])? == 1;
         tx.commit()?;
         Ok(deleted)
+    }
+
+    /// Records (or clears) where a service's engine sits on a GPU and what it claims.
+    pub fn set_gpu_placement(
+        &self,
+        id: &ServiceId,
+        placement: Option<(&str, u64)>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE services SET gpu_uuid = ?2, gpu_claim_mib = ?3 WHERE id = ?1",
+            params![
+                id.as_str(),
+                placement.map(|p| p.0),
+                placement.map(|p| i64::try_from(p.1).unwrap_or(i64::MAX))
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// GPU memory held by services that are starting or running; a stopped or failed
+    /// service's claim is released by its status alone.
+    pub fn gpu_claims(&self) -> Result<Vec<GpuClaim>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, gpu_uuid, gpu_claim_mib FROM services
+             WHERE gpu_uuid IS NOT NULL AND status IN ('starting', 'running') ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(GpuClaim {
+                service_id: r.get(0)?,
+                gpu_uuid: r.get(1)?,
+                claim_mib: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Keeps the last log lines of a container that is about to be removed.

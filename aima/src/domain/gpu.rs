@@ -1,0 +1,215 @@
+//! GPUs and memory admission: whether a service's claim fits on a GPU beside the claims
+//! of the services already there and the memory the GPU says is free. Pure math.
+
+/// One GPU as the probe sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpu {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_used_mib: u64,
+    pub memory_free_mib: u64,
+    pub utilization_percent: Option<u32>,
+}
+
+/// What the host has: its GPUs, or why there are none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuInventory {
+    pub gpus: Vec<Gpu>,
+    /// From `AIMA_SIMULATE_GPUS`: no real device, no device requests.
+    pub simulated: bool,
+    pub driver_version: Option<String>,
+    pub cuda_version: Option<String>,
+    /// Why no GPU was found, when none was.
+    pub none_reason: Option<String>,
+}
+
+/// Memory a service holds on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuClaim {
+    pub service_id: String,
+    pub gpu_uuid: String,
+    pub claim_mib: u64,
+}
+
+/// The memory a service asks for: its fraction of the GPU's total.
+pub fn claim_mib(gpu: &Gpu, memory_fraction: f64) -> u64 {
+    (gpu.memory_total_mib as f64 * memory_fraction).ceil() as u64
+}
+
+/// What a GPU can still give a new service: the smaller of what AIMA's bookkeeping
+/// leaves (total minus claims) and what the GPU measures as free (which also counts
+/// processes AIMA does not know about). Engines that are loading have not allocated
+/// yet, so the bookkeeping keeps two starts from both seeing the same free memory.
+pub fn available_mib(gpu: &Gpu, claims: &[GpuClaim]) -> u64 {
+    let claimed: u64 = claims
+        .iter()
+        .filter(|c| c.gpu_uuid == gpu.uuid)
+        .map(|c| c.claim_mib)
+        .sum();
+    gpu.memory_total_mib
+        .saturating_sub(claimed)
+        .min(gpu.memory_free_mib)
+}
+
+/// Why a claim does not fit, with the numbers an operator needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoesNotFit {
+    pub message: String,
+}
+
+/// Picks the GPU for a claim of `memory_fraction`: the one with the most memory left
+/// among those where it fits.
+pub fn place<'a>(
+    gpus: &'a [Gpu],
+    claims: &[GpuClaim],
+    memory_fraction: f64,
+) -> Result<(&'a Gpu, u64), DoesNotFit> {
+    let best = gpus
+        .iter()
+        .map(|gpu| {
+            (
+                gpu,
+                claim_mib(gpu, memory_fraction),
+                available_mib(gpu, claims),
+            )
+        })
+        .filter(|(_, want, left)| want <= left)
+        .max_by_key(|(_, _, left)| *left);
+    match best {
+        Some((gpu, want, _)) => Ok((gpu, want)),
+        None => {
+            let detail: Vec<String> = gpus
+                .iter()
+                .map(|gpu| {
+                    let claimed: u64 = claims.iter().filter(|c| c.gpu_uuid == gpu.uuid).map(|c| c.claim_mib).sum();
+                    format!(
+                        "GPU {} ({}) needs {} for {memory_fraction} of {}, has {} left ({} claimed by services, {} free)",
+                        gpu.index,
+                        gpu.name,
+                        mib(claim_mib(gpu, memory_fraction)),
+                        mib(gpu.memory_total_mib),
+                        mib(available_mib(gpu, claims)),
+                        mib(claimed),
+                        mib(gpu.memory_free_mib)
+                    )
+                })
+                .collect();
+            Err(DoesNotFit {
+                message: format!(
+                    "not enough GPU memory: {}; lower --gpu-memory-utilization or stop a service",
+                    detail.join("; ")
+                ),
+            })
+        }
+    }
+}
+
+/// The largest fraction (in steps of 0.05, at most `cap`) that fits on `gpu` now.
+pub fn largest_fitting_fraction(gpu: &Gpu, claims: &[GpuClaim], cap: f64) -> Option<f64> {
+    let left = available_mib(gpu, claims);
+    let mut steps = (cap * 20.0).floor() as u32;
+    while steps >= 1 {
+        let fraction = f64::from(steps) / 20.0;
+        if claim_mib(gpu, fraction) <= left {
+            return Some(fraction);
+        }
+        steps -= 1;
+    }
+    None
+}
+
+/// `81920 MiB (80.0 GiB)`.
+pub fn mib(value: u64) -> String {
+    format!("{value} MiB ({:.1} GiB)", value as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(uuid: &str, total: u64, free: u64) -> Gpu {
+        Gpu {
+            index: 0,
+            uuid: uuid.into(),
+            name: "H200".into(),
+            memory_total_mib: total,
+            memory_used_mib: total - free,
+            memory_free_mib: free,
+            utilization_percent: None,
+        }
+    }
+
+    fn claim(uuid: &str, mib: u64) -> GpuClaim {
+        GpuClaim {
+            service_id: "svc-vllm-00000000".into(),
+            gpu_uuid: uuid.into(),
+            claim_mib: mib,
+        }
+    }
+
+    #[test]
+    fn two_claims_fit_and_a_third_is_refused_with_numbers() {
+        let gpus = [gpu("g0", 100_000, 100_000)];
+        let mut claims = Vec::new();
+        for _ in 0..2 {
+            let (g, want) = place(&gpus, &claims, 0.4).expect("fits");
+            assert_eq!(want, 40_000);
+            claims.push(claim(&g.uuid, want));
+        }
+        let err = place(&gpus, &claims, 0.4).expect_err("third does not fit");
+        assert!(
+            err.message.contains("needs 40000 MiB (39.1 GiB)"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("has 20000 MiB (19.5 GiB) left"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("80000 MiB (78.1 GiB) claimed"),
+            "{}",
+            err.message
+        );
+        // A released claim makes room again.
+        claims.pop();
+        assert!(place(&gpus, &claims, 0.4).is_ok());
+    }
+
+    #[test]
+    fn measured_free_memory_limits_too() {
+        // A foreign process uses 70 GB: bookkeeping alone would admit 0.5.
+        let gpus = [gpu("g0", 100_000, 30_000)];
+        assert!(place(&gpus, &[], 0.5).is_err());
+        assert!(place(&gpus, &[], 0.25).is_ok());
+    }
+
+    #[test]
+    fn placement_prefers_the_gpu_with_most_room() {
+        let mut a = gpu("a", 80_000, 80_000);
+        a.index = 0;
+        let mut b = gpu("b", 80_000, 80_000);
+        b.index = 1;
+        let claims = [claim("a", 40_000)];
+        let gpus = [a, b];
+        let (chosen, _) = place(&gpus, &claims, 0.3).expect("fits");
+        assert_eq!(chosen.uuid, "b");
+    }
+
+    #[test]
+    fn largest_fitting_fraction_steps_down() {
+        let g = gpu("g0", 100_000, 100_000);
+        assert_eq!(largest_fitting_fraction(&g, &[], 0.9), Some(0.9));
+        assert_eq!(
+            largest_fitting_fraction(&g, &[claim("g0", 70_000)], 0.9),
+            Some(0.3)
+        );
+        assert_eq!(
+            largest_fitting_fraction(&g, &[claim("g0", 98_000)], 0.9),
+            None
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! GPU discovery. Only this module touches NVML. The library is loaded at run time, so a
+//! host without the NVIDIA driver builds, runs, and reports "no NVIDIA GPU: <reason>".
+
+use crate::domain::{Gpu, GpuInventory};
+
+/// Something that can tell which GPUs the host has right now.
+pub trait GpuProbe: Send + Sync + 'static {
+    fn detect(&self) -> GpuInventory;
+}
+
+/// Real GPUs through NVML, initialised once (a driver that was missing at start stays
+/// missing until the daemon restarts, as with every CUDA process).
+#[derive(Default)]
+pub struct NvmlProbe {
+    nvml: std::sync::OnceLock<Result<nvml_wrapper::Nvml, String>>,
+}
+
+impl std::fmt::Debug for NvmlProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NvmlProbe")
+    }
+}
+
+impl GpuProbe for NvmlProbe {
+    fn detect(&self) -> GpuInventory {
+        let nvml = match self
+            .nvml
+            .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| nvml_reason(&e)))
+        {
+            Ok(nvml) => nvml,
+            Err(reason) => return none(reason.clone()),
+        };
+        let count = match nvml.device_count() {
+            Ok(count) => count,
+            Err(e) => return none(format!("NVML cannot count devices: {e}")),
+        };
+        let mut gpus = Vec::new();
+        for index in 0..count {
+            let Ok(device) = nvml.device_by_index(index) else {
+                continue;
+            };
+            let Ok(memory) = device.memory_info() else {
+                continue;
+            };
+            gpus.push(Gpu {
+                index,
+                uuid: device.uuid().unwrap_or_else(|_| format!("GPU-{index}")),
+                name: device.name().unwrap_or_else(|_| "NVIDIA GPU".to_owned()),
+                memory_total_mib: memory.total / MIB,
+                memory_used_mib: memory.used / MIB,
+                memory_free_mib: memory.free / MIB,
+                utilization_percent: device.utilization_rates().ok().map(|u| u.gpu),
+            });
+        }
+        let cuda_version = nvml.sys_cuda_driver_version().ok().map(|v| {
+            format!(
+                "{}.{}",
+                nvml_wrapper::cuda_driver_version_major(v),
+                nvml_wrapper::cuda_driver_version_minor(v)
+            )
+        });
+        let none_reason = gpus.is_empty().then(|| "NVML found no devices".to_owned());
+        GpuInventory {
+            gpus,
+            simulated: false,
+            driver_version: nvml.sys_driver_version().ok(),
+            cuda_version,
+            none_reason,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn none(reason: String) -> GpuInventory {
+    GpuInventory {
+        none_reason: Some(reason),
+        ..GpuInventory::default()
+    }
+}
+
+/// The two ways a host without NVIDIA shows up, in plain words.
+fn nvml_reason(e: &nvml_wrapper::error::NvmlError) -> String {
+    use nvml_wrapper::error::NvmlError as E;
+    match e {
+        E::LibloadingError(_) => {
+            "the NVIDIA driver library (libnvidia-ml.so.1) is not installed".to_owned()
+        }
+        E::DriverNotLoaded => "the NVIDIA driver is not loaded".to_owned(),
+        E::NoPermission => "no permission to query the NVIDIA driver".to_owned(),
+        other => format!("NVML failed: {other}"),
+    }
+}
+
+/// GPUs from `AIMA_SIMULATE_GPUS` (`NAME:MiB[,NAME:MiB…]`), for tests and demos: all
+/// memory free, no real device behind them.
+#[derive(Debug, Clone)]
+pub struct SimulatedProbe {
+    gpus: Vec<(String, u64)>,
+}
+
+impl SimulatedProbe {
+    pub fn new(gpus: Vec<(String, u64)>) -> Self {
+        Self { gpus }
+    }
+}
+
+impl GpuProbe for SimulatedProbe {
+    fn detect(&self) -> GpuInventory {
+        GpuInventory {
+            gpus: self
+                .gpus
+                .iter()
+                .enumerate()
+                .map(|(index, (name, total))| Gpu {
+                    index: index as u32,
+                    uuid: format!("GPU-simulated-{index}"),
+                    name: name.clone(),
+                    memory_total_mib: *total,
+                    memory_used_mib: 0,
+                    memory_free_mib: *total,
+                    utilization_percent: Some(0),
+                })
+                .collect(),
+            simulated: true,
+            driver_version: None,
+            cuda_version: None,
+            none_reason: None,
+        }
+    }
+}
+
+/// Parses `NAME:MiB[,NAME:MiB…]`.
+pub fn parse_simulated(spec: &str) -> Option<Vec<(String, u64)>> {
+    spec.split(',')
+        .map(|gpu| {
+            let (name, mib) = gpu.trim().rsplit_once(':')?;
+            let mib: u64 = mib.trim().parse().ok().filter(|m| *m > 0)?;
+            (!name.trim().is_empty()).then(|| (name.trim().to_owned(), mib))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_gpus_parse_and_report_all_memory_free() {
+        let gpus = parse_simulated("H200:143771, A100 80GB:81920").expect("valid");
+        assert_eq!(
+            gpus,
+            [
+                ("H200".to_owned(), 143_771),
+                ("A100 80GB".to_owned(), 81_920)
+            ]
+        );
+        let inventory = SimulatedProbe::new(gpus).detect();
+        assert!(inventory.simulated);
+        assert_eq!(inventory.gpus[1].index, 1);
+        assert_eq!(inventory.gpus[1].memory_free_mib, 81_920);
+        for bad in [
+            "",
+            "H200",
+            "H200:",
+            ":100",
+            "H200:0",
+            "H200:lots",
+            "H200:100,",
+        ] {
+            assert!(parse_simulated(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// CI and this machine have no NVIDIA driver; GPU runners run the test below instead.
+    #[cfg(not(feature = "gpu"))]
+    #[test]
+    fn a_host_without_the_driver_reports_none_with_a_reason() {
+        let inventory = NvmlProbe::default().detect();
+        assert!(inventory.gpus.is_empty());
+        let reason = inventory.none_reason.expect("a reason");
+        assert!(reason.contains("NVIDIA"), "{reason}");
+    }
+
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn nvml_finds_the_real_gpu() {
+        let inventory = NvmlProbe::default().detect();
+        assert!(
+            inventory.none_reason.is_none(),
+            "no GPU: {:?}",
+            inventory.none_reason
+        );
+        let gpu = inventory.gpus.first().expect("a GPU");
+        assert!(
+            gpu.memory_total_mib > 1024 && gpu.memory_free_mib <= gpu.memory_total_mib,
+            "{gpu:?}"
+        );
+        assert!(gpu.uuid.starts_with("GPU-"), "{gpu:?}");
+        assert!(inventory.driver_version.is_some() && inventory.cuda_version.is_some());
+    }
+}
