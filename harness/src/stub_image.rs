@@ -22,6 +22,8 @@ use crate::docker::plain_reason;
 pub const STUB_IMAGE: &str = "aima-stub-engine:latest";
 /// Image label holding the hex SHA-256 of the packaged binary.
 pub const SHA256_LABEL: &str = "aima.stub.sha256";
+/// Tells AIMA this image runs without a GPU even as a GPU engine (vLLM).
+pub const GPU_OPTIONAL_LABEL: &str = "ai.aima.gpu=optional";
 /// The binary's name in `target/<profile>/` and its path inside the image.
 pub const STUB_BINARY_NAME: &str = "aima-stub-engine";
 const ENTRYPOINT: &str = "/aima-stub-engine";
@@ -42,6 +44,8 @@ pub struct StubImage {
     pub size_bytes: u64,
     /// Whether this call built it (false: it was already current).
     pub rebuilt: bool,
+    /// Whether it carries [`GPU_OPTIONAL_LABEL`] (images from older builds do not).
+    pub gpu_optional: bool,
 }
 
 /// Finds the stub binary next to the current executable or in its parent directory, so
@@ -103,6 +107,7 @@ pub async fn ensure_image(
     if let Some(current) = &existing
         && !force
         && current.binary_sha256 == sha
+        && current.gpu_optional
     {
         return Ok(current.clone());
     }
@@ -166,17 +171,18 @@ async fn remove_if_untagged(docker: &Docker, id: &str) {
 /// The image behind `tag`, or `None` if there is none.
 async fn inspect(docker: &Docker, tag: &str) -> anyhow::Result<Option<StubImage>> {
     match docker.inspect_image(tag).await {
-        Ok(image) => Ok(Some(StubImage {
-            tag: tag.to_owned(),
-            id: image.id.unwrap_or_default(),
-            binary_sha256: image
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|mut labels| labels.remove(SHA256_LABEL))
-                .unwrap_or_default(),
-            size_bytes: image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-            rebuilt: false,
-        })),
+        Ok(image) => {
+            let mut labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+            let (gpu_key, gpu_value) = GPU_OPTIONAL_LABEL.split_once('=').unwrap_or_default();
+            Ok(Some(StubImage {
+                tag: tag.to_owned(),
+                id: image.id.unwrap_or_default(),
+                gpu_optional: labels.get(gpu_key).is_some_and(|v| v == gpu_value),
+                binary_sha256: labels.remove(SHA256_LABEL).unwrap_or_default(),
+                size_bytes: image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                rebuilt: false,
+            }))
+        }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(None),
@@ -192,7 +198,7 @@ async fn inspect(docker: &Docker, tag: &str) -> anyhow::Result<Option<StubImage>
 /// scratch image has none of the link targets).
 fn build_context(stub_binary: &Path, sha: &str) -> anyhow::Result<Vec<u8>> {
     let dockerfile = format!(
-        "FROM scratch\nCOPY rootfs/ /\nLABEL {SHA256_LABEL}=\"{sha}\"\nENTRYPOINT [\"{ENTRYPOINT}\"]\n"
+        "FROM scratch\nCOPY rootfs/ /\nLABEL {SHA256_LABEL}=\"{sha}\" {GPU_OPTIONAL_LABEL}\nENTRYPOINT [\"{ENTRYPOINT}\"]\n"
     );
     let mut tar = tar::Builder::new(Vec::new());
     append(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::daemon::{DaemonStatus, ModelRequest, ServiceRequest};
-use crate::domain::{EventKind, Model, Service, ServiceEvent};
+use crate::daemon::{DaemonStatus, DeviceReport, ModelRequest, Recommendation, ServiceRequest};
+use crate::domain::{EventKind, Gpu, Model, Service, ServiceEvent};
 
 /// `{"error":{"code","message"}}`, the body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -100,8 +100,10 @@ pub struct StatusDto {
     /// `aima.instance` label on this home's containers.
     pub instance: String,
     pub docker: DockerStatus,
-    /// Detected GPUs; empty until GPU detection lands.
-    pub gpus: Vec<serde_json::Value>,
+    /// Detected GPUs (real through NVML, or simulated).
+    pub gpus: Vec<GpuDto>,
+    /// Why there is no GPU, when there is none.
+    pub gpus_none_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -139,7 +141,13 @@ impl From<DaemonStatus> for StatusDto {
             database: s.database.display().to_string(),
             instance: s.instance,
             docker,
-            gpus: Vec::new(),
+            gpus: s
+                .gpus
+                .gpus
+                .iter()
+                .map(|g| GpuDto::new(g, s.gpus.simulated, 0, Vec::new()))
+                .collect(),
+            gpus_none_reason: s.gpus.none_reason,
         }
     }
 }
@@ -245,6 +253,108 @@ impl From<ServiceEvent> for EventDto {
             phase,
             status,
             message: e.message,
+        }
+    }
+}
+
+/// One GPU: identity, memory in MiB, utilization, and the AIMA services placed on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuDto {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_used_mib: u64,
+    pub memory_free_mib: u64,
+    /// Memory claimed by starting and running AIMA services.
+    pub memory_claimed_mib: u64,
+    pub utilization_percent: Option<u32>,
+    pub simulated: bool,
+    pub services: Vec<String>,
+}
+
+impl GpuDto {
+    fn new(g: &Gpu, simulated: bool, claimed: u64, services: Vec<String>) -> Self {
+        Self {
+            index: g.index,
+            uuid: g.uuid.clone(),
+            name: g.name.clone(),
+            memory_total_mib: g.memory_total_mib,
+            memory_used_mib: g.memory_used_mib,
+            memory_free_mib: g.memory_free_mib,
+            memory_claimed_mib: claimed,
+            utilization_percent: g.utilization_percent,
+            simulated,
+            services,
+        }
+    }
+}
+
+/// `GET /api/v1/devices`: the host's NVIDIA GPUs, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DevicesDto {
+    pub gpus: Vec<GpuDto>,
+    /// True when the GPUs come from `AIMA_SIMULATE_GPUS`.
+    pub simulated: bool,
+    pub driver_version: Option<String>,
+    pub cuda_version: Option<String>,
+    /// Why no GPU was found (for example "the NVIDIA driver library is not installed").
+    pub none_reason: Option<String>,
+}
+
+impl From<DeviceReport> for DevicesDto {
+    fn from(r: DeviceReport) -> Self {
+        let simulated = r.inventory.simulated;
+        Self {
+            gpus: r
+                .gpus
+                .iter()
+                .map(|v| GpuDto::new(&v.gpu, simulated, v.claimed_mib, v.services.clone()))
+                .collect(),
+            simulated,
+            driver_version: r.inventory.driver_version,
+            cuda_version: r.inventory.cuda_version,
+            none_reason: r.inventory.none_reason,
+        }
+    }
+}
+
+/// Whether one model fits now, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelAdviceDto {
+    pub model_id: String,
+    pub model_name: String,
+    pub fits: bool,
+    pub engine: String,
+    pub gpu_index: Option<u32>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub reason: String,
+}
+
+/// `GET /api/v1/recommend`: per GPU its free and claimed memory; per model what fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendDto {
+    pub devices: DevicesDto,
+    pub models: Vec<ModelAdviceDto>,
+}
+
+impl From<Recommendation> for RecommendDto {
+    fn from(r: Recommendation) -> Self {
+        Self {
+            devices: r.devices.into(),
+            models: r
+                .models
+                .into_iter()
+                .map(|m| ModelAdviceDto {
+                    model_id: m.model_id,
+                    model_name: m.model_name,
+                    fits: m.fits,
+                    engine: m.engine,
+                    gpu_index: m.gpu_index,
+                    gpu_memory_utilization: m.gpu_memory_utilization,
+                    reason: m.reason,
+                })
+                .collect(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, wire shapes, error mapping and the OpenAPI document.
 //! The only module that speaks HTTP.
 
+mod devices;
 pub mod dto;
 mod error;
 mod models;
@@ -50,12 +51,35 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         models::get_model,
         models::delete_model,
         models::legacy_list_models,
+        services::list_services,
+        services::create_service,
+        services::get_service,
+        services::delete_service,
+        services::start_service,
+        services::stop_service,
+        services::service_logs,
+        services::service_events,
+        services::all_events,
+        services::legacy_list_services,
+        services::legacy_service_status,
+        services::legacy_service_logs,
+        devices::devices,
+        devices::legacy_detect,
+        devices::recommend,
+        devices::legacy_recommend,
     ),
     components(schemas(
         dto::ErrorBody,
         dto::ErrorDetail,
         dto::ModelDto,
-        dto::CreateModelRequest
+        dto::CreateModelRequest,
+        dto::ServiceDto,
+        dto::CreateServiceRequest,
+        dto::EventDto,
+        dto::DevicesDto,
+        dto::GpuDto,
+        dto::RecommendDto,
+        dto::ModelAdviceDto
     ))
 )]
 pub struct ApiDoc;
@@ -87,13 +111,17 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
         .route("/services/{id}/stop", post(services::stop_service))
         .route("/services/{id}/logs", get(services::service_logs))
         .route("/services/{id}/events", get(services::service_events))
-        .route("/events", get(services::all_events));
+        .route("/events", get(services::all_events))
+        .route("/devices", get(devices::devices))
+        .route("/recommend", get(devices::recommend));
     // The operator scenario scripts use these older routes; same bodies.
     let legacy = Router::new()
         .route("/model/list", get(models::legacy_list_models))
         .route("/service/list", get(services::legacy_list_services))
         .route("/service/status", get(services::legacy_service_status))
-        .route("/service/logs", get(services::legacy_service_logs));
+        .route("/service/logs", get(services::legacy_service_logs))
+        .route("/service/recommend", get(devices::legacy_recommend))
+        .route("/device/detect", get(devices::legacy_detect));
 
     let routes = Router::new()
         .nest("/api/v1", v1)

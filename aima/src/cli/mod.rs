@@ -3,6 +3,7 @@
 //! failed the request, 2 bad usage or settings, 3 the daemon is unreachable.
 
 mod client;
+mod device;
 mod model;
 mod output;
 mod service;
@@ -51,6 +52,9 @@ enum Command {
     /// Create, start, stop and inspect inference services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Inspect the host's GPUs.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
 }
 
 /// A failure to report as one `error:` line, with the exit code scripts see.
@@ -114,6 +118,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Status => status::run(&client, cli.output).await,
             Command::Model(command) => model::run(&client, cli.output, command).await,
             Command::Service(command) => service::run(&client, cli.output, command).await,
+            Command::Device(command) => device::run(&client, cli.output, command).await,
         }
     })
 }

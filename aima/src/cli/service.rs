@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
 use super::{CliError, Client};
-use crate::api::dto::{CreateServiceRequest, EventDto, List, ServiceDto};
+use crate::api::dto::{CreateServiceRequest, EventDto, List, RecommendDto, ServiceDto};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -44,6 +44,12 @@ pub enum ServiceCommand {
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+    },
+    /// What fits on the GPUs now: per model the engine, GPU and memory utilization.
+    Recommend {
+        /// Only this model (default: every registered model).
+        #[arg(long)]
+        model_id: Option<String>,
     },
     /// Print the service's events (phases, status changes).
     Events {
@@ -144,6 +150,14 @@ pub async fn run(
                 }
             }
             Ok(())
+        }
+        ServiceCommand::Recommend { model_id } => {
+            let path = match &model_id {
+                Some(id) => format!("/api/v1/recommend?model_id={}", path_segment(id)),
+                None => "/api/v1/recommend".to_owned(),
+            };
+            let advice: RecommendDto = client.get(&path).await?;
+            output::print(format, &advice, || recommend_table(&advice))
         }
         ServiceCommand::Events { id, follow } => {
             let path = format!(
@@ -378,4 +392,33 @@ fn describe(s: &ServiceDto) -> String {
         ("Created", format!("{} ago", age(s.created_at, Utc::now()))),
         ("Updated", format!("{} ago", age(s.updated_at, Utc::now()))),
     ])
+}
+
+fn recommend_table(r: &RecommendDto) -> String {
+    let gpus = super::device::table(&r.devices);
+    let models = columns(
+        [
+            "MODEL",
+            "NAME",
+            "FITS",
+            "ENGINE",
+            "GPU",
+            "UTILIZATION",
+            "WHY",
+        ],
+        r.models.iter().map(|m| {
+            [
+                m.model_id.clone(),
+                m.model_name.clone(),
+                if m.fits { "yes" } else { "no" }.to_owned(),
+                m.engine.clone(),
+                m.gpu_index
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                m.gpu_memory_utilization
+                    .map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                m.reason.clone(),
+            ]
+        }),
+    );
+    format!("{gpus}\n\n{models}")
 }

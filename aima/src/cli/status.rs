@@ -23,9 +23,24 @@ fn describe(s: &StatusDto) -> String {
         )
     };
     let gpus = if s.gpus.is_empty() {
-        "none".to_owned()
+        format!(
+            "none ({})",
+            s.gpus_none_reason
+                .as_deref()
+                .unwrap_or("no NVIDIA GPU found")
+        )
     } else {
-        format!("{} detected", s.gpus.len())
+        let names: Vec<String> = s
+            .gpus
+            .iter()
+            .map(|g| format!("{} {}", g.index, g.name))
+            .collect();
+        let simulated = if s.gpus.iter().any(|g| g.simulated) {
+            " (simulated)"
+        } else {
+            ""
+        };
+        format!("{}{simulated}", names.join(", "))
     };
     fields(&[
         ("Version", s.version.clone()),

@@ -126,7 +126,12 @@ impl Daemon {
         cancel: CancellationToken,
     ) {
         let outcome = tokio::select! {
-            outcome = self.start_pipeline(&service, &engine, &model) => outcome,
+            outcome = async {
+                let placement = self.admit(&service, &engine).await.map_err(StartFailure::Failed)?;
+                // The placement (and with it the GPU's loading turn) is held until the
+                // engine is healthy or the start fails.
+                self.start_pipeline(&service, &engine, &model, placement.as_ref()).await
+            } => outcome,
             () = cancel.cancelled() => Err(StartFailure::Cancelled),
         };
         self.finish_start(service, outcome).await;
@@ -199,10 +204,12 @@ impl Daemon {
         service: &Service,
         engine: &Engine,
         model: &Model,
+        placement: Option<&super::gpus::Placement>,
     ) -> Result<String, StartFailure> {
+        let device = placement.and_then(|p| p.device.as_deref());
         let mut attempts: Vec<String> = Vec::new();
         let container_id = loop {
-            match self.launch(service, engine, model).await {
+            match self.launch(service, engine, model, device).await {
                 Ok(container_id) => break container_id,
                 Err(LaunchError::Fatal(reason)) => {
                     attempts.push(reason);
@@ -247,6 +254,7 @@ impl Daemon {
         service: &Service,
         engine: &Engine,
         model: &Model,
+        device: Option<&str>,
     ) -> Result<String, LaunchError> {
         let id = &service.id;
         let publish = |phase: StartPhase, message: String| async move {
@@ -294,7 +302,7 @@ impl Daemon {
             })?;
         }
 
-        let spec = self.container_spec(service, engine, model);
+        let spec = self.container_spec(service, engine, model, device);
         publish(
             StartPhase::Create,
             format!("creating container {}", spec.name),
@@ -583,6 +591,7 @@ impl Daemon {
         service: &Service,
         engine: &Engine,
         model: &Model,
+        gpu_device: Option<&str>,
     ) -> ContainerSpec {
         let gpu = service
             .gpu_memory_utilization
@@ -607,6 +616,7 @@ impl Daemon {
             labels,
             container_port: engine.spec.container_port,
             host_port: service.port,
+            gpu_device: gpu_device.map(str::to_owned),
         }
     }
 }
@@ -687,6 +697,15 @@ mod tests {
         }
         async fn image_present(&self, _: &str) -> Result<bool, RuntimeError> {
             Ok(true)
+        }
+        async fn image_labels(
+            &self,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, RuntimeError> {
+            Ok(Some(BTreeMap::from([(
+                "ai.aima.gpu".to_owned(),
+                "optional".to_owned(),
+            )])))
         }
         async fn pull_image(
             &self,

@@ -2,6 +2,7 @@
 //! (model registry, service lifecycles, events), watches Docker, and shuts down gracefully.
 
 mod events;
+mod gpus;
 mod health;
 mod lifecycle;
 mod lock;
@@ -14,6 +15,7 @@ mod start;
 mod watch;
 
 pub use events::EventBus;
+pub use gpus::{DeviceReport, GpuPlacementView, ModelAdvice, Recommendation};
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
 pub use ports::PortHolder;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::domain::{Invalid, ServiceId};
 use crate::engines::Engines;
+use crate::gpu::{GpuProbe, NvmlProbe, SimulatedProbe};
 use crate::runtime::{ContainerRuntime, RuntimeError, RuntimeVersion};
 use crate::store::{Store, StoreError};
 
@@ -69,6 +72,12 @@ struct Inner {
     store: Store,
     runtime: Arc<dyn ContainerRuntime>,
     engines: Engines,
+    gpus: Arc<dyn GpuProbe>,
+    /// Serializes GPU admission, so two starts never both count the same free memory.
+    admission: tokio::sync::Mutex<()>,
+    /// One engine loading at a time per GPU (by uuid): engines that load together
+    /// misjudge free memory.
+    gpu_loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// `aima.instance` label of this home's containers.
     instance: String,
     bus: EventBus,
@@ -100,6 +109,7 @@ pub struct DaemonStatus {
     pub instance: String,
     pub docker_address: String,
     pub docker: Result<RuntimeVersion, RuntimeError>,
+    pub gpus: crate::domain::GpuInventory,
 }
 
 impl Daemon {
@@ -110,9 +120,16 @@ impl Daemon {
     ) -> Result<Self, StoreError> {
         let instance = store.instance_id()?;
         let engines = Engines::new(&settings.engine_images);
+        let gpus: Arc<dyn GpuProbe> = match &settings.simulate_gpus {
+            Some(simulated) => Arc::new(SimulatedProbe::new(simulated.clone())),
+            None => Arc::new(NvmlProbe::default()),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 bus: EventBus::new(store.clone()),
+                gpus,
+                admission: tokio::sync::Mutex::new(()),
+                gpu_loading: Mutex::default(),
                 settings,
                 store,
                 runtime,
@@ -201,6 +218,7 @@ impl Daemon {
             instance: self.inner.instance.clone(),
             docker_address: self.inner.runtime.address().to_owned(),
             docker: self.inner.runtime.ping().await,
+            gpus: self.gpu_inventory().await,
         }
     }
 }

@@ -182,7 +182,7 @@ impl Daemon {
     async fn expected_spec(&self, service: &Service) -> Option<(String, Vec<String>)> {
         let engine = self.inner.engines.get(&service.engine)?;
         let model = self.get_model(service.model_id.as_str()).await.ok()?;
-        let spec = self.container_spec(service, &engine, &model);
+        let spec = self.container_spec(service, &engine, &model, None);
         Some((spec.image, spec.args))
     }
 

@@ -8,6 +8,8 @@ use super::{ServiceId, ServiceStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StartPhase {
     Validate,
+    /// GPU admission: the memory claim, and waiting for another engine to finish loading.
+    Gpu,
     Cleanup,
     PortCheck,
     Image,
@@ -17,8 +19,9 @@ pub enum StartPhase {
 }
 
 impl StartPhase {
-    pub const ALL: [StartPhase; 7] = [
+    pub const ALL: [StartPhase; 8] = [
         Self::Validate,
+        Self::Gpu,
         Self::Cleanup,
         Self::PortCheck,
         Self::Image,
@@ -30,6 +33,7 @@ impl StartPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Validate => "validate",
+            Self::Gpu => "gpu",
             Self::Cleanup => "cleanup",
             Self::PortCheck => "port_check",
             Self::Image => "image",

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, DeviceRequest, HostConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -111,6 +113,30 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
+    async fn image_labels(
+        &self,
+        image: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, RuntimeError> {
+        match self
+            .client()
+            .await?
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(inspect) => Ok(Some(
+                inspect
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            )),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn pull_image(
         &self,
         image: &str,
@@ -157,6 +183,14 @@ impl ContainerRuntime for DockerRuntime {
             exposed_ports: Some(vec![container_port]),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                device_requests: spec.gpu_device.as_ref().map(|uuid| {
+                    vec![DeviceRequest {
+                        driver: Some("nvidia".to_owned()),
+                        device_ids: Some(vec![uuid.clone()]),
+                        capabilities: Some(vec![vec!["gpu".to_owned()]]),
+                        ..Default::default()
+                    }]
+                }),
                 // Never a restart policy: AIMA decides what runs, and a crash must be seen.
                 ..Default::default()
             }),

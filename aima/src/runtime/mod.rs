@@ -64,6 +64,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     pub container_port: u16,
     pub host_port: u16,
+    /// A GPU (by uuid) to hand to the container through the NVIDIA runtime.
+    pub gpu_device: Option<String>,
 }
 
 /// A container as the runtime sees it now.
@@ -109,6 +111,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn ping(&self) -> Result<RuntimeVersion, RuntimeError>;
 
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
+
+    /// The labels of a local image, or `None` when the image is not on this host.
+    async fn image_labels(
+        &self,
+        image: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, RuntimeError>;
 
     /// Pulls an image, reporting progress lines as they come.
     async fn pull_image(

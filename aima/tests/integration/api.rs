@@ -362,7 +362,20 @@ async fn health_status_and_openapi_describe_the_daemon() {
             .ends_with("/data/aima.db")
     );
     assert!(info["docker"]["reachable"].is_boolean(), "{info}");
-    assert_eq!(info["gpus"], json!([]));
+    if cfg!(feature = "gpu") {
+        assert!(
+            !info["gpus"].as_array().expect("gpus").is_empty(),
+            "a GPU runner has a GPU: {info}"
+        );
+    } else {
+        assert_eq!(info["gpus"], json!([]), "this machine has no NVIDIA GPU");
+        assert!(
+            info["gpus_none_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("NVIDIA")),
+            "{info}"
+        );
+    }
 
     let (status, doc) = get_json(&d, "/api/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
@@ -372,6 +385,15 @@ async fn health_status_and_openapi_describe_the_daemon() {
         "/api/v1/health",
         "/api/v1/status",
         "/api/model/list",
+        "/api/v1/services",
+        "/api/v1/services/{id}/start",
+        "/api/v1/services/{id}/events",
+        "/api/v1/events",
+        "/api/v1/devices",
+        "/api/v1/recommend",
+        "/api/service/status",
+        "/api/device/detect",
+        "/api/service/recommend",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
