@@ -42,23 +42,25 @@ Feature: Scenario 16 - several services side by side
     When I create service "alpha" for model "model-alpha"
     Then the id of service "alpha" has the form svc-vllm-<8 hex digits>
 
-  @wip
   Scenario: 6. Recommend suggests placements from the available resources
-    GPU awareness and `service recommend` arrive with the GPU issue (#6).
-    Given simulated GPUs "H200:143771"
+    Given simulated GPUs "H200:143771,L4:23034"
     When I ask for a recommendation for model "model-alpha"
-    Then the recommendation places model "model-alpha" on a GPU with a memory utilization
+    Then the recommendation places model "model-alpha" on GPU 0 with a memory utilization
+    And the recommendation shows each GPU's free and claimed memory
 
-  @gpu
-  Scenario: 7a. The GPU host shows its NVIDIA GPU
-    Given a real NVIDIA GPU
-    Then the GPU's name and memory are known
-
-  @gpu @wip
-  Scenario: 7. Two engines share one GPU's memory without running out
-    Needs a real NVIDIA GPU and a real engine image; memory admission arrives with #6.
-    Given a real NVIDIA GPU
+  Scenario: 7. Two engines share one GPU's memory, and a third that would not fit is refused
+    Given simulated GPUs "H200:143771"
     And a running service "alpha" for model "model-alpha" using 0.4 of the GPU memory
     And a running service "beta" for model "model-beta" using 0.4 of the GPU memory
-    Then service "alpha" is "running"
-    And service "beta" is "running"
+    Then services "alpha" and "beta" are placed on GPU 0 with 0.8 of its memory claimed
+    When I create service "gamma" for model "model-beta" using 0.4 of the GPU memory
+    And I start service "gamma" and wait
+    Then the start fails
+    And service "gamma" is "failed" with a reason mentioning "not enough GPU memory"
+    And only the containers of services "alpha" and "beta" are left
+
+  @gpu
+  Scenario: 7a. The GPU host shows its NVIDIA GPU to AIMA
+    Given a real NVIDIA GPU
+    Then the GPU's name and memory are known
+    And aima device detect lists the same GPU

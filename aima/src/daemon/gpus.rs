@@ -236,7 +236,8 @@ impl Daemon {
                     .gpus
                     .iter()
                     .filter_map(|gpu| largest_fitting_fraction(gpu, &claims, default_fraction).map(|f| (gpu, f)))
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                    // The GPU with the most memory left, as placement does.
+                    .max_by_key(|(gpu, _)| crate::domain::available_mib(gpu, &claims));
                 match best {
                     Some((gpu, fraction)) => base(
                         true,

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod gpu;
 mod lifecycle;
 mod process;
 mod restart;

@@ -147,6 +147,11 @@ impl TestDaemon {
 
     /// A daemon that runs the stub engine image as vLLM, with its own port range.
     pub fn with_engine() -> Self {
+        Self::with_engine_and(|_| {})
+    }
+
+    /// Like [`TestDaemon::with_engine`], with extra settings (simulated GPUs, images).
+    pub fn with_engine_and(extra: impl FnOnce(&mut Settings)) -> Self {
         let image = ensure_stub_image();
         let range = port_range();
         Self::start_configured(
@@ -160,6 +165,7 @@ impl TestDaemon {
                     first: range.0,
                     last: range.1,
                 };
+                extra(settings);
             },
         )
     }

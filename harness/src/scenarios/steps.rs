@@ -271,6 +271,48 @@ async fn a_service_with_env(w: &mut AimaWorld, name: String, model: String, env:
 #[given(expr = "a running service {string} for model {string}")]
 async fn a_running_service(w: &mut AimaWorld, name: String, model: String) {
     create_service(w, &name, &model, &[]).await;
+    run_and_record(w, name).await;
+}
+
+#[given(expr = "a running service {string} for model {string} using {float} of the GPU memory")]
+async fn a_running_gpu_service(w: &mut AimaWorld, name: String, model: String, fraction: f64) {
+    create_gpu_service(w, &name, &model, fraction).await;
+    run_and_record(w, name).await;
+}
+
+#[when(expr = "I create service {string} for model {string} using {float} of the GPU memory")]
+async fn create_gpu_service_step(w: &mut AimaWorld, name: String, model: String, fraction: f64) {
+    create_gpu_service(w, &name, &model, fraction).await;
+}
+
+async fn create_gpu_service(w: &mut AimaWorld, name: &str, model: &str, fraction: f64) {
+    let model_id = w.model(model);
+    let fraction = fraction.to_string();
+    let service = w
+        .aima_json([
+            "service",
+            "create",
+            "--model-id",
+            model_id.as_str(),
+            "--engine-type",
+            "vllm",
+            "--gpu-memory-utilization",
+            fraction.as_str(),
+        ])
+        .await;
+    let service_ref = ServiceRef {
+        id: service["id"].as_str().expect("id").to_owned(),
+        port: service["port"].as_u64().expect("port") as u16,
+    };
+    w.note(format!(
+        "service \"{name}\" is {} with {fraction} of the GPU memory",
+        service_ref.id
+    ));
+    w.services.insert(name.to_owned(), service_ref);
+}
+
+/// Starts a service, expects it running, and remembers its container.
+async fn run_and_record(w: &mut AimaWorld, name: String) {
     let run = start_and_wait(w, &name).await;
     assert_eq!(
         run.code,
@@ -1064,5 +1106,127 @@ async fn within_status(w: &mut AimaWorld, ms: u64, name: String, status: String,
     assert!(
         reason.contains(&needle),
         "reason {reason:?} does not mention {needle:?}"
+    );
+}
+
+// ---------------------------------------------------------------- GPU placement
+
+#[given(expr = "simulated GPUs {string}")]
+async fn simulated_gpus(w: &mut AimaWorld, gpus: String) {
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_daemon_exit(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "the daemon did not stop cleanly: {status}"
+    );
+    w.simulate_gpus = Some(gpus.clone());
+    w.start_daemon();
+    w.note(format!("daemon restarted with AIMA_SIMULATE_GPUS={gpus}"));
+}
+
+#[when(expr = "I ask for a recommendation for model {string}")]
+async fn ask_recommendation(w: &mut AimaWorld, model: String) {
+    let id = w.model(&model);
+    let advice = w
+        .aima_json(["service", "recommend", "--model-id", id.as_str()])
+        .await;
+    w.note(format!("recommend: {}", advice["models"][0]["reason"]));
+    w.recommendation = Some(advice);
+}
+
+#[then(expr = "the recommendation places model {string} on GPU {int} with a memory utilization")]
+async fn recommendation_places(w: &mut AimaWorld, model: String, gpu: u64) {
+    let id = w.model(&model);
+    let advice = w.recommendation.clone().expect("a recommendation");
+    let entry = &advice["models"][0];
+    assert_eq!(entry["model_id"], id.as_str(), "{advice}");
+    assert_eq!(entry["fits"], true, "{entry}");
+    assert_eq!(entry["gpu_index"], gpu, "{entry}");
+    let fraction = entry["gpu_memory_utilization"]
+        .as_f64()
+        .expect("a utilization");
+    assert!(fraction > 0.0 && fraction <= 1.0, "{entry}");
+    assert!(
+        !entry["engine"].as_str().unwrap_or_default().is_empty(),
+        "{entry}"
+    );
+}
+
+#[then("the recommendation shows each GPU's free and claimed memory")]
+async fn recommendation_memory(w: &mut AimaWorld) {
+    let advice = w.recommendation.clone().expect("a recommendation");
+    let gpus = advice["devices"]["gpus"].as_array().expect("gpus").clone();
+    for gpu in &gpus {
+        w.note(format!(
+            "GPU {} {}: {} MiB free, {} MiB claimed",
+            gpu["index"], gpu["name"], gpu["memory_free_mib"], gpu["memory_claimed_mib"]
+        ));
+        assert!(
+            gpu["memory_free_mib"].is_u64() && gpu["memory_claimed_mib"].is_u64(),
+            "{gpu}"
+        );
+    }
+    assert!(gpus.len() >= 2, "{advice}");
+}
+
+#[then(
+    expr = "services {string} and {string} are placed on GPU {int} with {float} of its memory claimed"
+)]
+async fn placed_together(w: &mut AimaWorld, a: String, b: String, gpu: u64, fraction: f64) {
+    let devices = w.aima_json(["device", "detect"]).await;
+    let entry = devices["gpus"]
+        .as_array()
+        .expect("gpus")
+        .iter()
+        .find(|g| g["index"] == gpu)
+        .cloned()
+        .expect("the GPU");
+    let placed: Vec<String> = entry["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect();
+    let total = entry["memory_total_mib"].as_f64().expect("total");
+    let claimed = entry["memory_claimed_mib"].as_f64().expect("claimed");
+    w.note(format!(
+        "GPU {gpu}: {placed:?}, {claimed} of {total} MiB claimed"
+    ));
+    for name in [&a, &b] {
+        let id = w.service(name).id;
+        assert!(
+            placed.contains(&id),
+            "{id} is not placed on GPU {gpu}: {placed:?}"
+        );
+    }
+    assert!(
+        (claimed / total - fraction).abs() < 0.01,
+        "claimed {claimed} of {total}"
+    );
+}
+
+#[then(expr = "only the containers of services {string} and {string} are left")]
+async fn only_containers_of_two(w: &mut AimaWorld, a: String, b: String) {
+    let ours = containers_with_label(&w.instance_label(), false);
+    let mut theirs = containers_with_label(&format!("aima.service={}", w.service(&a).id), false);
+    theirs.extend(containers_with_label(
+        &format!("aima.service={}", w.service(&b).id),
+        false,
+    ));
+    w.note(format!("containers of this run: {}", ours.len()));
+    let (mut ours, mut theirs) = (ours, theirs);
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+#[then("aima device detect lists the same GPU")]
+async fn device_detect_lists_gpu(w: &mut AimaWorld) {
+    let devices = w.aima_json(["device", "detect"]).await;
+    w.note(format!("aima device detect: {}", devices["gpus"]));
+    assert_eq!(devices["simulated"], false);
+    assert!(
+        !devices["gpus"].as_array().expect("gpus").is_empty(),
+        "{devices}"
     );
 }

@@ -93,6 +93,8 @@ pub struct AimaWorld {
     pub home: tempfile::TempDir,
     pub port_range: (u16, u16),
     pub docker_host: Option<String>,
+    /// `AIMA_SIMULATE_GPUS` for the daemon, when the scenario simulates GPUs.
+    pub simulate_gpus: Option<String>,
     pub daemon: Option<DaemonProcess>,
     /// The `aima.instance` label of this world's containers.
     pub instance: Option<String>,
@@ -109,6 +111,7 @@ pub struct AimaWorld {
     /// When a fault removed a container, for "within N ms" checks.
     pub removed_at: Option<Instant>,
     pub events: Option<Arc<Mutex<Vec<Value>>>>,
+    pub recommendation: Option<Value>,
     /// Facts for the report: output excerpts, timings, ports, container counts.
     pub evidence: Vec<String>,
     pub started: Instant,
@@ -123,6 +126,7 @@ impl AimaWorld {
                 .expect("temp home"),
             port_range: port_range(),
             docker_host: None,
+            simulate_gpus: None,
             daemon: None,
             instance: None,
             models: BTreeMap::new(),
@@ -136,6 +140,7 @@ impl AimaWorld {
             exit: None,
             removed_at: None,
             events: None,
+            recommendation: None,
             evidence: Vec::new(),
             started: Instant::now(),
         }
@@ -195,6 +200,9 @@ impl AimaWorld {
             .stderr(Stdio::piped());
         if let Some(host) = &self.docker_host {
             cmd.env("DOCKER_HOST", host);
+        }
+        if let Some(gpus) = &self.simulate_gpus {
+            cmd.env("AIMA_SIMULATE_GPUS", gpus);
         }
         let mut child = cmd.spawn().expect("spawn aima start");
         let pipe = child.stderr.take().expect("stderr pipe");

@@ -1,0 +1,277 @@
+//! GPU awareness without a GPU: simulated GPUs for the admission math and placement,
+//! and the host's real "none" (this machine and CI have no NVIDIA driver).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{TestDaemon, ensure_stub_image, poll};
+
+fn json(cmd: &mut assert_cmd::Command) -> (i32, Value, String) {
+    let out = cmd.args(["-o", "json"]).output().expect("run aima");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().expect("code"), value, stderr)
+}
+
+fn simulated(gpus: &str) -> TestDaemon {
+    let gpus = aima::gpu::parse_simulated(gpus).expect("valid spec");
+    TestDaemon::with_engine_and(move |s| s.simulate_gpus = Some(gpus))
+}
+
+fn model(d: &TestDaemon) -> String {
+    let (_, m, _) = json(d.cli().args([
+        "model", "create", "--name", "m", "--source", "ollama", "--repo", "r",
+    ]));
+    m["id"].as_str().expect("id").to_owned()
+}
+
+fn service(d: &TestDaemon, model: &str, fraction: &str, env: &[&str]) -> String {
+    let mut cmd = d.cli();
+    cmd.args([
+        "service",
+        "create",
+        "--model-id",
+        model,
+        "--engine-type",
+        "vllm",
+        "--gpu-memory-utilization",
+        fraction,
+    ]);
+    for e in env {
+        cmd.args(["--env", e]);
+    }
+    let (code, s, stderr) = json(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    s["id"].as_str().expect("id").to_owned()
+}
+
+fn start(d: &TestDaemon, id: &str) -> (i32, String) {
+    let out = d
+        .cli()
+        .args(["service", "start", id, "--wait", "--timeout", "60"])
+        .output()
+        .expect("start");
+    (
+        out.status.code().expect("code"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn two_services_fit_a_third_is_refused_with_numbers_and_a_stop_releases_the_claim() {
+    let d = simulated("H200:100000");
+    let m = model(&d);
+    let ids: Vec<String> = (0..3).map(|_| service(&d, &m, "0.4", &[])).collect();
+    assert_eq!(start(&d, &ids[0]).0, 0);
+    assert_eq!(start(&d, &ids[1]).0, 0);
+    let (code, stderr) = start(&d, &ids[2]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not enough GPU memory"), "{stderr}");
+    assert!(
+        stderr.contains("needs 40000 MiB (39.1 GiB)")
+            && stderr.contains("has 20000 MiB (19.5 GiB) left"),
+        "{stderr}"
+    );
+    assert_eq!(
+        d.containers().len(),
+        2,
+        "the refused start created no container"
+    );
+
+    let (_, devices, _) = json(d.cli().args(["device", "detect"]));
+    assert_eq!(devices["simulated"], true);
+    assert_eq!(devices["gpus"][0]["memory_claimed_mib"], 80_000);
+    let placed: Vec<&str> = devices["gpus"][0]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(placed, [ids[0].as_str(), ids[1].as_str()]);
+
+    let out = d
+        .cli()
+        .args(["service", "stop", &ids[0]])
+        .output()
+        .expect("stop");
+    assert!(out.status.success());
+    assert_eq!(
+        start(&d, &ids[2]).0,
+        0,
+        "the stopped service's claim was released"
+    );
+    let (_, devices, _) = json(d.cli().args(["device", "detect"]));
+    assert_eq!(devices["gpus"][0]["memory_claimed_mib"], 80_000);
+    // The engine is told its share.
+    let (_, svc, _) = json(d.cli().args(["service", "get", &ids[2]]));
+    let container = svc["container_id"].as_str().expect("container");
+    let args = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Cmd}}", container])
+        .output()
+        .expect("inspect");
+    assert!(String::from_utf8_lossy(&args.stdout).contains("\"--gpu-memory-utilization\",\"0.4\""));
+    let requests = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{json .HostConfig.DeviceRequests}}",
+            container,
+        ])
+        .output()
+        .expect("inspect");
+    assert_eq!(
+        String::from_utf8_lossy(&requests.stdout).trim(),
+        "null",
+        "simulated GPUs pass no device"
+    );
+}
+
+#[test]
+fn starts_on_one_gpu_wait_for_the_loading_engine() {
+    let d = simulated("H200:100000");
+    let m = model(&d);
+    let first = service(&d, &m, "0.3", &["STUB_START_DELAY_MS=1500"]);
+    let second = service(&d, &m, "0.3", &[]);
+    for id in [&first, &second] {
+        let out = d
+            .cli()
+            .args(["service", "start", id])
+            .output()
+            .expect("start");
+        assert!(out.status.success());
+    }
+    for id in [&first, &second] {
+        poll(Duration::from_secs(20), "both to run", || {
+            let (_, s, _) = json(d.cli().args(["service", "get", id]));
+            (s["status"] == "running").then_some(())
+        });
+    }
+    let events = |id: &str| -> Vec<Value> {
+        let out = d
+            .cli()
+            .args(["service", "events", id, "-o", "json"])
+            .output()
+            .expect("events");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event"))
+            .collect()
+    };
+    let first_running = events(&first)
+        .into_iter()
+        .find(|e| e["status"] == "running")
+        .expect("running event");
+    let second_events = events(&second);
+    assert!(
+        second_events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("another engine is loading"))),
+        "the second start waited: {second_events:?}"
+    );
+    let second_create = second_events
+        .iter()
+        .find(|e| e["phase"] == "create")
+        .expect("create event");
+    assert!(
+        second_create["seq"].as_i64() > first_running["seq"].as_i64(),
+        "the second engine began loading only after the first was healthy"
+    );
+}
+
+#[test]
+fn recommend_places_models_and_says_when_nothing_fits() {
+    let d = simulated("H200:100000,L4:20000");
+    let m = model(&d);
+    let (code, advice, stderr) = json(d.cli().args(["service", "recommend", "--model-id", &m]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(advice["models"][0]["fits"], true);
+    assert_eq!(
+        advice["models"][0]["gpu_index"], 0,
+        "the GPU with the most room"
+    );
+    assert_eq!(advice["models"][0]["engine"], "vllm");
+    assert_eq!(advice["models"][0]["gpu_memory_utilization"], 0.9);
+    assert_eq!(advice["devices"]["gpus"].as_array().expect("gpus").len(), 2);
+
+    let big = service(&d, &m, "0.95", &[]);
+    assert_eq!(start(&d, &big).0, 0);
+    let (_, advice, _) = json(d.cli().args(["service", "recommend"]));
+    assert_eq!(
+        advice["models"][0]["gpu_index"], 1,
+        "the H200 is nearly full, the L4 is not"
+    );
+    let reason = advice["models"][0]["reason"].as_str().expect("reason");
+    assert!(reason.contains("GPU 1 (L4)"), "{reason}");
+    let (code, _, stderr) =
+        json(
+            d.cli()
+                .args(["service", "recommend", "--model-id", "model-00000000"]),
+        );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no model with id"), "{stderr}");
+}
+
+#[test]
+fn without_a_gpu_device_detect_says_none_and_recommend_suggests_the_cpu() {
+    let d = TestDaemon::start();
+    let out = d.cli().args(["device", "detect"]).output().expect("detect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if cfg!(feature = "gpu") {
+        assert!(out.status.success() && stdout.contains("GPU"), "{stdout}");
+        return;
+    }
+    assert!(out.status.success(), "none is not an error");
+    assert!(stdout.starts_with("No NVIDIA GPU: "), "{stdout}");
+    let m = model(&d);
+    let (_, advice, _) = json(d.cli().args(["service", "recommend"]));
+    assert_eq!(advice["models"][0]["model_id"], m.as_str());
+    assert_eq!(advice["models"][0]["engine"], "llamacpp");
+    assert!(
+        advice["models"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("llamacpp or ollama")
+    );
+}
+
+#[test]
+fn a_gpu_engine_without_a_gpu_fails_clearly_unless_its_image_runs_on_cpu() {
+    if cfg!(feature = "gpu") {
+        return; // A GPU runner has a GPU; the refusal cannot happen there.
+    }
+    // The same stub, labelled as needing a GPU.
+    let image = format!("aima-stub-engine:needs-gpu-{}", std::process::id());
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", &image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker build");
+    std::io::Write::write_all(
+        build.stdin.as_mut().expect("stdin"),
+        format!("FROM {}\nLABEL ai.aima.gpu=required\n", ensure_stub_image()).as_bytes(),
+    )
+    .expect("dockerfile");
+    drop(build.stdin.take());
+    assert!(build.wait().expect("build").success());
+    let needs_gpu = image.clone();
+    let d = TestDaemon::with_engine_and(move |s| {
+        s.engine_images.insert("vllm".into(), needs_gpu);
+    });
+    let m = model(&d);
+    let id = service(&d, &m, "0.5", &[]);
+    let (code, stderr) = start(&d, &id);
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("engine vllm needs an NVIDIA GPU and this host has none"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run llamacpp or ollama on the CPU"),
+        "{stderr}"
+    );
+    assert!(d.containers().is_empty(), "refused before any container");
+}
