@@ -100,13 +100,16 @@ impl Daemon {
         if !engine.spec.needs_gpu {
             return Ok(None);
         }
+        let labels = self.runtime().image_labels(&engine.image).await;
         let gpu_optional = matches!(
-            self.runtime().image_labels(&engine.image).await,
+            &labels,
             Ok(Some(labels)) if labels.get(GPU_OPTIONAL_LABEL.0).map(String::as_str) == Some(GPU_OPTIONAL_LABEL.1)
         );
         let inventory = self.gpu_inventory().await;
         if inventory.gpus.is_empty() {
-            if gpu_optional {
+            // Docker not answering is the real problem then; the launch reports it (with
+            // its retries) rather than a guess about the image.
+            if gpu_optional || labels.is_err() {
                 return Ok(None);
             }
             return Err(format!(

@@ -449,6 +449,39 @@ impl Daemon {
         }
     }
 
+    /// Removes a container of this instance that no start of this daemon created and that
+    /// is not its service's running container.
+    pub(super) async fn remove_if_stray(&self, service_id: &ServiceId, container_id: &str) {
+        let starting = |d: &Self| {
+            d.inner
+                .starts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(service_id)
+        };
+        if starting(self) {
+            return;
+        }
+        let lock = self.service_lock(service_id);
+        let _guard = lock.lock().await;
+        if starting(self) {
+            return;
+        }
+        let ours = match self.load_service(service_id).await {
+            Ok(service) => service
+                .container_id
+                .as_deref()
+                .is_some_and(|c| c == container_id),
+            Err(_) => false,
+        };
+        if !ours {
+            tracing::info!(service = %service_id, container = short(container_id), "removing a stray container");
+            if let Err(e) = self.runtime().remove(container_id, Duration::ZERO).await {
+                tracing::warn!(service = %service_id, "cannot remove the stray container: {e}");
+            }
+        }
+    }
+
     /// Marks a running service failed because its engine stopped answering, and removes
     /// its container (a failed service has none).
     pub(super) async fn fail_unhealthy(

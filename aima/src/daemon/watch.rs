@@ -49,6 +49,21 @@ pub(super) async fn run(
                         event = events.next() => event,
                     };
                     match event {
+                        // A create this daemon did not ask for: a request a killed daemon
+                        // left in flight, which Docker completed after reconciliation.
+                        Some(Ok(event)) if event.action == "create" => {
+                            let Some(service) = event
+                                .labels
+                                .get("aima.service")
+                                .and_then(|s| s.parse::<ServiceId>().ok())
+                            else {
+                                continue;
+                            };
+                            let daemon = daemon.clone();
+                            tokio::spawn(async move {
+                                daemon.remove_if_stray(&service, &event.container_id).await;
+                            });
+                        }
                         Some(Ok(event)) if matches!(event.action.as_str(), "die" | "destroy") => {
                             let Some(service) = event
                                 .labels

@@ -631,16 +631,53 @@ async fn check_consistent(
         "cycle {cycle}: a port is held twice"
     );
     let label = format!("aima.instance={instance_id}");
-    let all = containers(&label, false);
+    // A create a killed daemon left in flight can land after reconciliation; the watcher
+    // removes such strays as Docker reports them, so allow it a moment.
+    let running_count = services
+        .values()
+        .filter(|s| s["status"] == "running")
+        .count();
+    let all = {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let all = containers(&label, false);
+            if all.len() == running_count || Instant::now() >= until {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let running: Vec<&Value> = services
         .values()
         .filter(|s| s["status"] == "running")
         .collect();
-    assert_eq!(
-        all.len(),
-        running.len(),
-        "cycle {cycle}: containers {all:?} vs running services {running:?}"
-    );
+    if all.len() != running.len() {
+        let detail = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label={label}"),
+                "--format",
+                "{{.Names}} {{.Status}} {{.CreatedAt}}",
+            ])
+            .output()
+            .expect("docker ps");
+        let statuses: Vec<String> = services
+            .values()
+            .map(|s| format!("{} {}", s["id"], s["status"]))
+            .collect();
+        panic!(
+            "cycle {cycle}: {} containers for {} running services:\n{}\nservices: {statuses:?}\nlog: {:#?}",
+            all.len(),
+            running.len(),
+            String::from_utf8_lossy(&detail.stdout),
+            d.stderr()
+                .iter()
+                .filter(|l| l.contains("reconcil") || l.contains("status"))
+                .collect::<Vec<_>>()
+        );
+    }
     for s in running {
         let cid = s["container_id"].as_str().expect("container id");
         assert!(
