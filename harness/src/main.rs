@@ -29,6 +29,21 @@ enum Command {
     /// Manage the stub engine image (aima-stub-engine:latest).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Measure what AIMA adds on top of raw Docker (start, stop, errors, API, memory).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Fewer cycles and shorter load (a few minutes in all).
+    #[arg(long)]
+    quick: bool,
+    /// The aima binary to measure [default: aima next to this executable].
+    #[arg(long, value_name = "PATH")]
+    aima: Option<PathBuf>,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +87,7 @@ fn main() -> ExitCode {
         Command::Image(ImageCommand::Build { binary, force }) => {
             image_build(binary, force).map(|()| ExitCode::SUCCESS)
         }
+        Command::Bench(args) => bench(args),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");
@@ -139,6 +155,44 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.aima.is_none() {
+        build_aima_under_cargo()?;
+    }
+    let aima = match args.aima {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("aima"))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| anyhow::anyhow!("no aima binary next to this one; pass --aima PATH"))?,
+    };
+    let stub_binary = stub_image::locate_stub_binary()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(async {
+        let docker = harness::docker::connect().await?;
+        let image = stub_image::ensure_stub_image(&docker, &stub_binary)
+            .await?
+            .tag;
+        let options = harness::bench::BenchOptions {
+            quick: args.quick,
+            aima: aima.clone(),
+            stub_binary,
+            image,
+        };
+        harness::bench::run(options).await
+    })?;
+    print!("{}", harness::bench::table(&results));
+    println!("aima: {}", aima.display());
+    if let Some(path) = &args.json {
+        harness::bench::write_json(&results, path)?;
+        println!("json: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Under `cargo run` (`cargo harness run …`), builds the `aima` and `aima-stub-engine`

@@ -25,7 +25,7 @@ const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 /// Attempts at the Docker side of a start when the cause is transient.
 const START_ATTEMPTS: usize = 3;
 /// Pause before the next attempt, times the attempt number.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Log lines kept from a failed container.
 const KEPT_LOG_LINES: usize = 100;
 
@@ -582,6 +582,9 @@ impl Daemon {
             .flatten();
         Some(match found {
             Some((pid, command)) => PortHolder::Process { pid, command },
+            None if ports::outgoing_connection_on(port) => PortHolder::OutgoingConnection {
+                ephemeral: ports::ephemeral_range(),
+            },
             None => PortHolder::Unknown,
         })
     }

@@ -6,8 +6,19 @@ use std::net::{Ipv4Addr, TcpListener};
 /// Who holds a host port, as far as the host lets us see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortHolder {
-    Process { pid: u32, command: String },
-    Container { name: String, id: String },
+    Process {
+        pid: u32,
+        command: String,
+    },
+    Container {
+        name: String,
+        id: String,
+    },
+    /// The local end of an outgoing connection: the kernel handed the port out as an
+    /// ephemeral port. It frees itself, but the range should not overlap.
+    OutgoingConnection {
+        ephemeral: Option<(u16, u16)>,
+    },
     Unknown,
 }
 
@@ -17,6 +28,19 @@ impl fmt::Display for PortHolder {
             Self::Process { pid, command } => write!(f, "pid {pid} ({command})"),
             Self::Container { name, id } => {
                 write!(f, "container '{name}' ({})", id.get(..12).unwrap_or(id))
+            }
+            Self::OutgoingConnection { ephemeral } => {
+                write!(
+                    f,
+                    "an outgoing connection (the kernel lent it as an ephemeral port"
+                )?;
+                if let Some((first, last)) = ephemeral {
+                    write!(
+                        f,
+                        " from {first}-{last}; keep AIMA_PORT_RANGE outside that range"
+                    )?;
+                }
+                f.write_str(")")
             }
             Self::Unknown => {
                 f.write_str("a process this daemon cannot see (another user or namespace)")
@@ -81,6 +105,31 @@ fn command_line(pid: u32) -> String {
     } else {
         text
     }
+}
+
+/// True when some non-listening socket (an outgoing connection) has `port` as its
+/// local port.
+pub fn outgoing_connection_on(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .any(|table| {
+            table.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields
+                    .get(1)
+                    .and_then(|l| l.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                local_port == Some(port) && fields.get(3).is_some_and(|state| *state != "0A")
+            })
+        })
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut parts = text.split_whitespace().map(str::parse::<u16>);
+    Some((parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
 /// Inodes of sockets in LISTEN state (`0A`) on `port` in a /proc/net/tcp table.

@@ -52,6 +52,14 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         })?;
     let local_addr = listener.local_addr().map_err(StartError::Serve)?;
 
+    if let Some((first, last)) = super::ports::ephemeral_range() {
+        let range = settings.port_range;
+        if range.first <= last && range.last >= first {
+            tracing::warn!(
+                "AIMA_PORT_RANGE {range} overlaps the kernel's ephemeral ports {first}-{last}: outgoing connections can take service ports for a moment; choose a range below {first}"
+            );
+        }
+    }
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::from_env());
     let options = ServeOptions::from_settings(&settings);
     let daemon = Daemon::new(settings, store, Arc::clone(&runtime))?;

@@ -6,6 +6,6 @@ pub mod catalog;
 pub mod report;
 pub mod runner;
 mod steps;
-mod world;
+pub mod world;
 
 pub use runner::{RunOptions, run};

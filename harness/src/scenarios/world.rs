@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -39,7 +39,8 @@ fn config() -> &'static RunConfig {
 fn port_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 200;
-    let base = 30_000 + (std::process::id() % 10) as u16 * 2_000;
+    // Below the kernel's ephemeral ports (32768 and up), which outgoing connections borrow.
+    let base = 24_000 + (std::process::id() % 4) as u16 * 2_000;
     let first = base + slot * 10;
     (first, first + 9)
 }
@@ -78,6 +79,77 @@ pub struct DaemonProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl DaemonProcess {
+    /// Runs `aima start` on `home` with `AIMA_ADDR=127.0.0.1:0` and waits for its
+    /// "listening on" line; stderr is collected for log checks.
+    pub fn spawn(aima: &Path, home: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(aima);
+        cmd.arg("start")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("AIMA_HOME", home)
+            .env("AIMA_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", aima.display()))?;
+        let pipe = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr pipe"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(Ok(addr)) =
+                        rest.split_whitespace().next().map(str::parse::<SocketAddr>)
+                {
+                    let _ = ready_tx.send(addr);
+                }
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Ok(Self {
+                child,
+                addr,
+                stderr,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                anyhow::bail!(
+                    "aima start did not listen within 20 s: {:?}",
+                    stderr.lock().expect("lock")
+                )
+            }
+        }
+    }
+
+    /// True when a stderr line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A request sent halfway, to be finished after a signal.
@@ -182,59 +254,25 @@ impl AimaWorld {
 
     /// Starts `aima start` for this world's home and waits until it listens.
     pub fn start_daemon(&mut self) {
-        let mut cmd = Command::new(&config().aima);
-        cmd.arg("start")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("AIMA_HOME", self.home.path())
-            .env("AIMA_ADDR", "127.0.0.1:0")
-            .env(
-                "AIMA_PORT_RANGE",
+        let mut env = vec![
+            (
+                "AIMA_PORT_RANGE".to_owned(),
                 format!("{}-{}", self.port_range.0, self.port_range.1),
-            )
-            .env("AIMA_ENGINE_IMAGE_VLLM", &config().engine_image)
-            .env("RUST_LOG", "info,tower_http=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            ),
+            (
+                "AIMA_ENGINE_IMAGE_VLLM".to_owned(),
+                config().engine_image.clone(),
+            ),
+        ];
         if let Some(host) = &self.docker_host {
-            cmd.env("DOCKER_HOST", host);
+            env.push(("DOCKER_HOST".to_owned(), host.clone()));
         }
         if let Some(gpus) = &self.simulate_gpus {
-            cmd.env("AIMA_SIMULATE_GPUS", gpus);
+            env.push(("AIMA_SIMULATE_GPUS".to_owned(), gpus.clone()));
         }
-        let mut child = cmd.spawn().expect("spawn aima start");
-        let pipe = child.stderr.take().expect("stderr pipe");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1)
-                    && let Some(Ok(addr)) =
-                        rest.split_whitespace().next().map(str::parse::<SocketAddr>)
-                {
-                    let _ = ready_tx.send(addr);
-                }
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "aima start did not listen within 20 s: {:?}",
-                    stderr.lock().expect("lock")
-                );
-            }
-        };
-        self.daemon = Some(DaemonProcess {
-            child,
-            addr,
-            stderr,
-        });
+        let daemon = DaemonProcess::spawn(&config().aima, self.home.path(), &env)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        self.daemon = Some(daemon);
         self.exit = None;
     }
 

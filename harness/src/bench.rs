@@ -1,0 +1,621 @@
+//! `harness bench`: what AIMA costs on top of the floor it sits on (raw Docker with the
+//! same image and ports), measured side by side in one run against the real engine and
+//! the stub image. It reports; it does not gate `cargo test`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+
+use crate::scenarios::world::DaemonProcess;
+
+/// What to run and where to write it.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub quick: bool,
+    pub aima: PathBuf,
+    pub stub_binary: PathBuf,
+    pub image: String,
+}
+
+/// Every key of the issue, with the raw numbers behind the ratios.
+pub type BenchResults = BTreeMap<String, Value>;
+
+/// A daemon of the bench with its own home, port range and instance label.
+struct Daemon {
+    process: DaemonProcess,
+    home: tempfile::TempDir,
+    aima: PathBuf,
+    instance: String,
+}
+
+impl Daemon {
+    fn start(
+        options: &BenchOptions,
+        ports: (u16, u16),
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let home = tempfile::Builder::new().prefix("aima-bench-").tempdir()?;
+        Self::start_on(options, home, ports, extra)
+    }
+
+    fn start_on(
+        options: &BenchOptions,
+        home: tempfile::TempDir,
+        ports: (u16, u16),
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut env = vec![
+            (
+                "AIMA_PORT_RANGE".to_owned(),
+                format!("{}-{}", ports.0, ports.1),
+            ),
+            ("AIMA_ENGINE_IMAGE_VLLM".to_owned(), options.image.clone()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let process = DaemonProcess::spawn(&options.aima, home.path(), &env)?;
+        let mut daemon = Self {
+            process,
+            home,
+            aima: options.aima.clone(),
+            instance: String::new(),
+        };
+        wait_until(Duration::from_secs(30), || {
+            daemon.process.logged("ready") || daemon.process.logged("ready without")
+        })
+        .context("the daemon never became ready")?;
+        daemon.instance = daemon.cli_json(&["status"])?["instance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(daemon)
+    }
+
+    /// SIGTERM, wait for the exit, and hand back the home; the engine containers stay.
+    fn stop_keeping_containers(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let pid = nix::unistd::Pid::from_raw(self.process.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        self.process.child.wait()?;
+        self.instance.clear();
+        let placeholder = tempfile::tempdir()?;
+        Ok(std::mem::replace(&mut self.home, placeholder))
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.aima);
+        cmd.args(args)
+            .env("AIMA_ADDR", self.process.addr.to_string())
+            .env("AIMA_HOME", self.home.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the CLI, returns (success, wall time, stderr).
+    fn timed(&self, args: &[&str]) -> anyhow::Result<(bool, Duration, String)> {
+        let started = Instant::now();
+        let out = self.cli(args).output()?;
+        Ok((
+            out.status.success(),
+            started.elapsed(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    fn cli_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let out = self.cli(args).args(["-o", "json"]).output()?;
+        ensure!(
+            out.status.success(),
+            "aima {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.process.addr)
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.process.kill();
+        if !self.instance.is_empty() {
+            remove_labelled(&format!("aima.instance={}", self.instance));
+        }
+    }
+}
+
+fn remove_labelled(label: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output();
+    let ids: Vec<String> = out
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
+    while !check() {
+        ensure!(Instant::now() < until, "timed out after {deadline:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Runs every measurement and returns the results keyed as the issue names them.
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
+    let mut results = BenchResults::new();
+    let cycles = if options.quick { 10 } else { 20 };
+    // Below the kernel's ephemeral ports, which outgoing connections borrow for a moment.
+    let base = 10_000 + (std::process::id() % 10) as u16 * 100;
+
+    // -- start and stop, AIMA against raw docker, interleaved
+    let daemon = tokio::task::block_in_place(|| Daemon::start(&options, (base, base + 49), &[]))?;
+    let model = daemon.cli_json(&[
+        "model",
+        "create",
+        "--name",
+        "bench",
+        "--source",
+        "ollama",
+        "--repo",
+        "tinyllama",
+    ])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let service = daemon.cli_json(&[
+        "service",
+        "create",
+        "--model-id",
+        &model,
+        "--engine-type",
+        "vllm",
+    ])?;
+    let id = service["id"].as_str().unwrap_or_default().to_owned();
+    let raw_port = base + 60;
+    let raw_label = format!("aima.bench={}", std::process::id());
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let (mut aima_start, mut aima_stop, mut raw_start, mut raw_stop) =
+        (vec![], vec![], vec![], vec![]);
+    for _ in 0..cycles {
+        let (ok, took, err) =
+            tokio::task::block_in_place(|| daemon.timed(&["service", "start", &id, "--wait"]))?;
+        ensure!(ok, "aima start failed: {err}");
+        aima_start.push(ms(took));
+        let (ok, took, err) =
+            tokio::task::block_in_place(|| daemon.timed(&["service", "stop", &id]))?;
+        ensure!(ok, "aima stop failed: {err}");
+        aima_stop.push(ms(took));
+
+        let started = Instant::now();
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &format!("bench-raw-{}", std::process::id()),
+                "--label",
+                &raw_label,
+                "-p",
+            ])
+            .arg(format!("{raw_port}:8000"))
+            .arg(&options.image)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = format!("http://127.0.0.1:{raw_port}/health");
+        loop {
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "raw container never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        raw_start.push(ms(started.elapsed()));
+        let started = Instant::now();
+        let out = Command::new("docker")
+            .args(["rm", "-f", &format!("bench-raw-{}", std::process::id())])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "docker rm -f: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::task::block_in_place(|| {
+            wait_until(Duration::from_secs(10), || port_free(raw_port))
+        })?;
+        raw_stop.push(ms(started.elapsed()));
+    }
+    let (start_aima, start_raw) = (median(&mut aima_start), median(&mut raw_start));
+    let (stop_aima, stop_raw) = (median(&mut aima_stop), median(&mut raw_stop));
+    results.insert("start_aima_ms".into(), json!(round(start_aima)));
+    results.insert("start_raw_ms".into(), json!(round(start_raw)));
+    results.insert("start_ratio".into(), json!(round(start_aima / start_raw)));
+    results.insert("stop_aima_ms".into(), json!(round(stop_aima)));
+    results.insert("stop_raw_ms".into(), json!(round(stop_raw)));
+    results.insert("stop_ratio".into(), json!(round(stop_aima / stop_raw)));
+    results.insert("cycles".into(), json!(cycles));
+
+    // -- port conflict: a real process holds the service's port
+    let port = service["port"].as_u64().unwrap_or_default() as u16;
+    let mut blocker = Command::new(&options.stub_binary)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    tokio::task::block_in_place(|| wait_until(Duration::from_secs(10), || !port_free(port)))?;
+    let mut conflict = Vec::new();
+    for _ in 0..5 {
+        let (ok, took, err) =
+            tokio::task::block_in_place(|| daemon.timed(&["service", "start", &id, "--wait"]))?;
+        ensure!(
+            !ok && err.contains("already in use"),
+            "expected a port conflict, got: {err}"
+        );
+        conflict.push(ms(took));
+    }
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    results.insert("conflict_ms".into(), json!(round(median(&mut conflict))));
+
+    // -- concurrent starts: 10 services at once against one
+    let ten: Vec<String> = (0..10)
+        .map(|_| {
+            daemon
+                .cli_json(&[
+                    "service",
+                    "create",
+                    "--model-id",
+                    &model,
+                    "--engine-type",
+                    "vllm",
+                ])
+                .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let children: Vec<_> = ten
+        .iter()
+        .map(|svc| {
+            daemon
+                .cli(&["service", "start", svc, "--wait"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for mut child in children {
+        ensure!(
+            tokio::task::block_in_place(|| child.wait())?.success(),
+            "a concurrent start failed"
+        );
+    }
+    let concurrent = ms(started.elapsed());
+    let list = daemon.cli_json(&["service", "list"])?;
+    let ports: std::collections::BTreeSet<u64> = list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|s| s["status"] == "running")
+                .filter_map(|s| s["port"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        ports.len() == 10,
+        "expected 10 running services on unique ports, found {}",
+        ports.len()
+    );
+    results.insert("concurrent10_ms".into(), json!(round(concurrent)));
+    results.insert(
+        "concurrent10_ratio".into(),
+        json!(round(concurrent / start_aima)),
+    );
+    remove_labelled(&format!("aima.instance={}", daemon.instance));
+    remove_labelled(&raw_label);
+    drop(daemon);
+
+    // -- Docker unreachable
+    let unreachable = tokio::task::block_in_place(|| {
+        Daemon::start(
+            &options,
+            (base + 70, base + 79),
+            &[("DOCKER_HOST", "tcp://127.0.0.1:9")],
+        )
+    })?;
+    let model = unreachable.cli_json(&[
+        "model", "create", "--name", "b", "--source", "ollama", "--repo", "r",
+    ])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let svc = unreachable.cli_json(&[
+        "service",
+        "create",
+        "--model-id",
+        &model,
+        "--engine-type",
+        "vllm",
+    ])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (ok, took, err) = tokio::task::block_in_place(|| {
+            unreachable.timed(&["service", "start", &svc, "--wait"])
+        })?;
+        ensure!(
+            !ok && err.contains("unreachable"),
+            "expected docker unreachable, got: {err}"
+        );
+        times.push(ms(took));
+    }
+    results.insert(
+        "docker_unreachable_ms".into(),
+        json!(round(median(&mut times))),
+    );
+    drop(unreachable);
+
+    // -- memory and the API under load with 1000 services
+    let api =
+        tokio::task::block_in_place(|| Daemon::start(&options, (base + 1100, base + 2200), &[]))?;
+    results.insert("rss_idle_mib".into(), json!(round(api.rss_mib())));
+    let model = api.cli_json(&[
+        "model", "create", "--name", "load", "--source", "ollama", "--repo", "r",
+    ])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (http_ref, api_ref, model_ref) = (&http, &api, &model);
+    let create = |n: usize| async move {
+        let (http, api, model) = (http_ref, api_ref, model_ref);
+        for _ in 0..n {
+            let res = http
+                .post(api.url("/api/v1/services"))
+                .json(&json!({"model_id": model, "engine_type": "vllm"}))
+                .send()
+                .await?;
+            ensure!(res.status() == 201, "create answered {}", res.status());
+        }
+        anyhow::Ok(())
+    };
+    create(100).await?;
+    results.insert("rss_100_mib".into(), json!(round(api.rss_mib())));
+    create(900).await?;
+    let duration = Duration::from_secs(if options.quick { 3 } else { 10 });
+    let (aima_rps, aima_p50, aima_p99) = load(&api.url("/api/v1/services"), duration).await?;
+    let empty = empty_server().await?;
+    let (empty_rps, empty_p50, empty_p99) =
+        load(&format!("http://{empty}/api/v1/services"), duration).await?;
+    results.insert("api_rps".into(), json!(round(aima_rps)));
+    results.insert("api_p50_ms".into(), json!(round(aima_p50)));
+    results.insert("api_p99_ms".into(), json!(round(aima_p99)));
+    results.insert("api_empty_rps".into(), json!(round(empty_rps)));
+    results.insert("api_empty_p50_ms".into(), json!(round(empty_p50)));
+    results.insert("api_empty_p99_ms".into(), json!(round(empty_p99)));
+    results.insert("api_ratio".into(), json!(round(aima_rps / empty_rps)));
+    let mut list_times = Vec::new();
+    for _ in 0..5 {
+        let (ok, took, err) = tokio::task::block_in_place(|| api.timed(&["service", "list"]))?;
+        ensure!(ok, "service list failed: {err}");
+        list_times.push(ms(took));
+    }
+    results.insert("cli_list_ms".into(), json!(round(median(&mut list_times))));
+    drop(api);
+
+    // -- reconcile 50 running services at start
+    let ports = (base + 2300, base + 2360);
+    let daemon = tokio::task::block_in_place(|| Daemon::start(&options, ports, &[]))?;
+    let model = daemon.cli_json(&[
+        "model", "create", "--name", "r", "--source", "ollama", "--repo", "r",
+    ])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for _ in 0..50 {
+        let svc = daemon.cli_json(&[
+            "service",
+            "create",
+            "--model-id",
+            &model,
+            "--engine-type",
+            "vllm",
+        ])?;
+        let svc = svc["id"].as_str().unwrap_or_default().to_owned();
+        let (ok, _, err) =
+            tokio::task::block_in_place(|| daemon.timed(&["service", "start", &svc]))?;
+        ensure!(ok, "start: {err}");
+    }
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(120), || {
+            daemon.cli_json(&["service", "list"]).is_ok_and(|l| {
+                l["items"]
+                    .as_array()
+                    .is_some_and(|i| i.iter().filter(|s| s["status"] == "running").count() == 50)
+            })
+        })
+    })
+    .with_context(|| {
+        let list = daemon.cli_json(&["service", "list"]).unwrap_or_default();
+        let not_running: Vec<String> = list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|s| s["status"] != "running")
+                    .map(|s| format!("{} {} {}", s["id"], s["status"], s["status_reason"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("50 services did not all run: {not_running:?}")
+    })?;
+    let instance = daemon.instance.clone();
+    let home = tokio::task::block_in_place(|| daemon.stop_keeping_containers())?;
+    let started = Instant::now();
+    let restarted = tokio::task::block_in_place(|| Daemon::start_on(&options, home, ports, &[]))?;
+    let reconcile50 = ms(started.elapsed());
+    let adopted = restarted
+        .process
+        .stderr
+        .lock()
+        .map(|l| l.iter().any(|l| l.contains("adopted: 50")))
+        .unwrap_or(false);
+    ensure!(adopted, "the restart did not adopt all 50 services");
+    results.insert("reconcile50_ms".into(), json!(round(reconcile50)));
+    drop(restarted);
+    remove_labelled(&format!("aima.instance={instance}"));
+    Ok(results)
+}
+
+/// Keep-alive load from `CONNECTIONS` concurrent clients for `duration`: (rps, p50 ms, p99 ms).
+async fn load(url: &str, duration: Duration) -> anyhow::Result<(f64, f64, f64)> {
+    const CONNECTIONS: usize = 8;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()?;
+    // Warm up connections and caches.
+    for _ in 0..20 {
+        client.get(url).send().await?.bytes().await?;
+    }
+    let until = Instant::now() + duration;
+    let url: Arc<str> = Arc::from(url);
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, url) = (client.clone(), Arc::clone(&url));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    let res = client.get(&*url).send().await?;
+                    if !res.status().is_success() {
+                        bail!("GET answered {}", res.status());
+                    }
+                    res.bytes().await?;
+                    latencies.push(ms(started.elapsed()));
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    all.sort_by(f64::total_cmp);
+    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok((
+        all.len() as f64 / duration.as_secs_f64(),
+        pick(0.5),
+        pick(0.99),
+    ))
+}
+
+/// The floor for the API: an axum handler that does nothing, served the same way.
+async fn empty_server() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/api/v1/services", axum::routing::get(|| async { "" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// The results as a table for the terminal.
+pub fn table(results: &BenchResults) -> String {
+    let targets: BTreeMap<&str, &str> = BTreeMap::from([
+        ("start_ratio", "≤ 1.15"),
+        ("stop_ratio", "≤ 1.15"),
+        ("conflict_ms", "< 100"),
+        ("docker_unreachable_ms", "< 200"),
+        ("api_p99_ms", "< 10"),
+    ]);
+    let mut out = String::from("KEY                     VALUE      TARGET\n");
+    for (key, value) in results {
+        out.push_str(&format!(
+            "{key:<23} {:<10} {}\n",
+            value.to_string(),
+            targets.get(key.as_str()).unwrap_or(&"")
+        ));
+    }
+    out
+}
+
+/// Writes the JSON results.
+pub fn write_json(results: &BenchResults, path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(results)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
