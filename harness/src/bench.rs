@@ -384,6 +384,46 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
         "concurrent10_ratio".into(),
         json!(round(concurrent / start_aima)),
     );
+    // The floor: ten raw `docker run -d -p` at once, each polled until it answers.
+    let started = Instant::now();
+    let raw_children: Vec<_> = (0..10u16)
+        .map(|i| {
+            Command::new("docker")
+                .args(["run", "-d", "--label", &raw_label, "-p"])
+                .arg(format!("{}:8000", raw_port + 1 + i))
+                .arg(&options.image)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for mut child in raw_children {
+        ensure!(
+            tokio::task::block_in_place(|| child.wait())?.success(),
+            "a raw docker run failed"
+        );
+    }
+    for i in 0..10u16 {
+        let url = format!("http://127.0.0.1:{}/health", raw_port + 1 + i);
+        while !http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "raw containers never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let concurrent_raw = ms(started.elapsed());
+    results.insert("concurrent10_raw_ms".into(), json!(round(concurrent_raw)));
+    results.insert(
+        "concurrent10_vs_raw".into(),
+        json!(round(concurrent / concurrent_raw)),
+    );
     remove_labelled(&format!("aima.instance={}", daemon.instance));
     remove_labelled(&raw_label);
     drop(daemon);
@@ -392,7 +432,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     let unreachable = tokio::task::block_in_place(|| {
         Daemon::start(
             &options,
-            (base + 70, base + 79),
+            (base + 80, base + 89),
             &[("DOCKER_HOST", "tcp://127.0.0.1:9")],
         )
     })?;

@@ -128,6 +128,9 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
         .nest("/api", legacy)
         .fallback(unknown_route)
         .with_state(daemon)
+        .layer(axum::Extension(std::sync::Arc::new(
+            services::ListCache::default(),
+        )))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     // `Router::layer` wraps each route inside the point where axum adds `Allow` to a 405,
     // so the JSON error mapping wraps the whole routed service instead.

@@ -1,7 +1,10 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,14 +24,23 @@ use crate::domain::ServiceId;
     responses((status = 200, body = inline(List<ServiceDto>))))]
 pub async fn list_services(
     State(daemon): State<Daemon>,
-) -> Result<ApiJson<List<ServiceDto>>, ApiError> {
-    let items = daemon
+    Extension(cache): Extension<Arc<ListCache>>,
+) -> Result<Response, ApiError> {
+    // Scripts and dashboards poll this: the encoded list is kept until a service row
+    // changes (the store's generation), so a poll costs a copy, not a query and an encode.
+    let generation = daemon.store().services_generation();
+    if let Some(body) = cache.get(generation) {
+        return Ok(json_body(body));
+    }
+    let items: Vec<ServiceDto> = daemon
         .list_services()
         .await?
         .into_iter()
         .map(ServiceDto::from)
         .collect();
-    Ok(ApiJson(List { items }))
+    let body = Bytes::from(serde_json::to_vec(&List { items }).unwrap_or_default());
+    cache.put(generation, body.clone());
+    Ok(json_body(body))
 }
 
 /// Same as `GET /api/v1/services`, at the route the operator scripts use.
@@ -36,8 +48,30 @@ pub async fn list_services(
     responses((status = 200, body = inline(List<ServiceDto>))))]
 pub async fn legacy_list_services(
     state: State<Daemon>,
-) -> Result<ApiJson<List<ServiceDto>>, ApiError> {
-    list_services(state).await
+    cache: Extension<Arc<ListCache>>,
+) -> Result<Response, ApiError> {
+    list_services(state, cache).await
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The last encoded service list and the store generation it shows.
+#[derive(Debug, Default)]
+pub struct ListCache(std::sync::Mutex<Option<(u64, Bytes)>>);
+
+impl ListCache {
+    fn get(&self, generation: u64) -> Option<Bytes> {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((cached, body)) if *cached == generation => Some(body.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, generation: u64, body: Bytes) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, body));
+    }
 }
 
 /// Creates a service in `creating` and assigns its host port.

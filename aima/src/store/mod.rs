@@ -48,6 +48,9 @@ pub enum StoreError {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Bumped by every write to the services table, so readers can cache a listing
+    /// until it changes.
+    services_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -69,7 +72,19 @@ impl Store {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            services_generation: Arc::default(),
         })
+    }
+
+    /// Changes whenever a service row changes.
+    pub fn services_generation(&self) -> u64 {
+        self.services_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn services_changed(&self) {
+        self.services_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn path(&self) -> &Path {

@@ -81,7 +81,10 @@ impl Store {
             ],
         );
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.services_changed();
+                Ok(())
+            }
             Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -111,6 +114,7 @@ impl Store {
                 format_time(service.updated_at),
             ],
         )?;
+        self.services_changed();
         Ok(())
     }
 
@@ -151,6 +155,7 @@ impl Store {
         )?;
         let deleted = tx.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])? == 1;
         tx.commit()?;
+        self.services_changed();
         Ok(deleted)
     }
 
@@ -168,6 +173,7 @@ impl Store {
                 placement.map(|p| i64::try_from(p.1).unwrap_or(i64::MAX))
             ],
         )?;
+        self.services_changed();
         Ok(())
     }
 
@@ -397,7 +403,12 @@ mod tests {
         let (_dir, store) = temp_store();
         let m = model(&store);
         let a = service(&m, 8000);
+        let before = store.services_generation();
         store.insert_service(&a).expect("insert");
+        assert!(
+            store.services_generation() > before,
+            "a write changes the generation"
+        );
         assert!(matches!(
             store.insert_service(&service(&m, 8000)),
             Err(InsertServiceError::PortTaken(8000))
