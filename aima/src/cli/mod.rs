@@ -102,15 +102,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Start = cli.command {
         return start::run(settings);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::new(
-                CliError::FAILED,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
+    // A client makes one request at a time: one thread is plenty.
+    let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
     let client = Client::new(settings.addr);
     runtime.block_on(async {
         match cli.command {
@@ -120,6 +113,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Service(command) => service::run(&client, cli.output, command).await,
             Command::Device(command) => device::run(&client, cli.output, command).await,
         }
+    })
+}
+
+/// Builds the tokio runtime a command runs on.
+fn async_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, CliError> {
+    builder.enable_all().build().map_err(|e| {
+        CliError::new(
+            CliError::FAILED,
+            format!("cannot start the async runtime: {e}"),
+        )
     })
 }
 

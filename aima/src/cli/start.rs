@@ -13,15 +13,7 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::new(
-                CliError::FAILED,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
+    let runtime = super::async_runtime(tokio::runtime::Builder::new_multi_thread())?;
     runtime
         .block_on(crate::daemon::run(settings))
         .map_err(|e| CliError::new(CliError::FAILED, e.to_string()))

@@ -417,28 +417,53 @@ impl Daemon {
     /// Marks a running service failed because its container died outside AIMA's control.
     pub(super) async fn fail_running(
         &self,
-        service_id: &crate::domain::ServiceId,
+        service_id: &ServiceId,
         container_id: &str,
         exit_code: Option<i64>,
+    ) {
+        self.fail_running_with(service_id, container_id, |service, logs| {
+            match (exit_code, self.inner.engines.get(&service.engine)) {
+                (Some(code), Some(engine)) => exit_reason("while running", code, &engine, logs),
+                _ => "container was removed outside AIMA".to_owned(),
+            }
+        })
+        .await;
+    }
+
+    /// Marks a running service failed because its engine stopped answering.
+    pub(super) async fn fail_unhealthy(
+        &self,
+        service_id: &ServiceId,
+        container_id: &str,
+        reason: String,
+    ) {
+        self.fail_running_with(service_id, container_id, |_, _| reason)
+            .await;
+    }
+
+    /// The one way a running service turns `failed` outside a start: only if it still runs
+    /// in `container_id` (stops and starts handle their own), keeping the container's last
+    /// lines, removing it (a failed service has none) and recording the reason.
+    async fn fail_running_with(
+        &self,
+        service_id: &ServiceId,
+        container_id: &str,
+        reason: impl FnOnce(&Service, &str) -> String,
     ) {
         let lock = self.service_lock(service_id);
         let _guard = lock.lock().await;
         let Ok(mut service) = self.load_service(service_id).await else {
             return;
         };
-        // Only a running service whose own container died; stops and starts handle theirs.
         if service.status != ServiceStatus::Running
             || service.container_id.as_deref() != Some(container_id)
         {
             return;
         }
         let logs = self.keep_last_logs(&service, container_id).await;
-        let reason = match (exit_code, self.inner.engines.get(&service.engine)) {
-            (Some(code), Some(engine)) => exit_reason("while running", code, &engine, &logs),
-            _ => "container was removed outside AIMA".to_owned(),
-        };
+        let reason = reason(&service, &logs);
         if let Err(e) = self.remove_own_container(&service).await {
-            tracing::warn!(service = %service_id, "cleanup of dead container: {e}");
+            tracing::warn!(service = %service_id, "cleanup of the failed container: {e}");
         }
         service.container_id = None;
         if let Err(e) = self
@@ -479,37 +504,6 @@ impl Daemon {
             if let Err(e) = self.runtime().remove(container_id, Duration::ZERO).await {
                 tracing::warn!(service = %service_id, "cannot remove the stray container: {e}");
             }
-        }
-    }
-
-    /// Marks a running service failed because its engine stopped answering, and removes
-    /// its container (a failed service has none).
-    pub(super) async fn fail_unhealthy(
-        &self,
-        service_id: &ServiceId,
-        container_id: &str,
-        reason: String,
-    ) {
-        let lock = self.service_lock(service_id);
-        let _guard = lock.lock().await;
-        let Ok(mut service) = self.load_service(service_id).await else {
-            return;
-        };
-        if service.status != ServiceStatus::Running
-            || service.container_id.as_deref() != Some(container_id)
-        {
-            return;
-        }
-        self.keep_last_logs(&service, container_id).await;
-        if let Err(e) = self.remove_own_container(&service).await {
-            tracing::warn!(service = %service_id, "cleanup of the unhealthy container: {e}");
-        }
-        service.container_id = None;
-        if let Err(e) = self
-            .set_status(&mut service, ServiceStatus::Failed, Some(reason))
-            .await
-        {
-            tracing::error!(service = %service_id, "cannot record the failure: {e}");
         }
     }
 

@@ -49,9 +49,7 @@ pub(super) async fn run(
                         event = events.next() => event,
                     };
                     match event {
-                        // A create this daemon did not ask for: a request a killed daemon
-                        // left in flight, which Docker completed after reconciliation.
-                        Some(Ok(event)) if event.action == "create" => {
+                        Some(Ok(event)) => {
                             let Some(service) = event
                                 .labels
                                 .get("aima.service")
@@ -60,27 +58,25 @@ pub(super) async fn run(
                                 continue;
                             };
                             let daemon = daemon.clone();
-                            tokio::spawn(async move {
-                                daemon.remove_if_stray(&service, &event.container_id).await;
-                            });
-                        }
-                        Some(Ok(event)) if matches!(event.action.as_str(), "die" | "destroy") => {
-                            let Some(service) = event
-                                .labels
-                                .get("aima.service")
-                                .and_then(|s| s.parse::<ServiceId>().ok())
-                            else {
-                                continue;
+                            // Handled off the stream, so one slow cleanup never delays the next event.
+                            match event.action.as_str() {
+                                // A create this daemon did not ask for: a request a killed
+                                // daemon left in flight, which Docker completed after reconciling.
+                                "create" => tokio::spawn(async move {
+                                    daemon.remove_if_stray(&service, &event.container_id).await;
+                                }),
+                                "die" | "destroy" => tokio::spawn(async move {
+                                    daemon
+                                        .fail_running(
+                                            &service,
+                                            &event.container_id,
+                                            event.exit_code,
+                                        )
+                                        .await;
+                                }),
+                                _ => continue,
                             };
-                            let daemon = daemon.clone();
-                            // Handle off the stream so one slow cleanup never delays the next event.
-                            tokio::spawn(async move {
-                                daemon
-                                    .fail_running(&service, &event.container_id, event.exit_code)
-                                    .await;
-                            });
                         }
-                        Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             tracing::warn!("docker event stream failed: {e}; re-subscribing");
                             break;

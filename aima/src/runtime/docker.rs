@@ -71,6 +71,27 @@ impl DockerRuntime {
         unreachable(&self.address, err)
     }
 
+    /// The containers a listing names, inspected for the full picture (exit code, args);
+    /// one removed in between is skipped.
+    async fn find(
+        &self,
+        options: bollard::query_parameters::ListContainersOptions,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let summaries = self
+            .client()
+            .await?
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            if let Some(info) = self.inspect(&id).await? {
+                containers.push(info);
+            }
+        }
+        Ok(containers)
+    }
+
     fn error(&self, err: bollard::errors::Error) -> RuntimeError {
         translate(&self.address, err)
     }
@@ -245,44 +266,24 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let docker = self.client().await?;
         let filters = HashMap::from([("label", label_filters(labels))]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let summaries = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.error(e))?;
-        let mut containers = Vec::with_capacity(summaries.len());
-        for summary in summaries {
-            let Some(id) = summary.id else { continue };
-            // Inspect for the full picture (exit code, args); a container gone meanwhile is skipped.
-            if let Some(info) = self.inspect(&id).await? {
-                containers.push(info);
-            }
-        }
-        Ok(containers)
+        self.find(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        )
+        .await
     }
 
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let docker = self.client().await?;
         let filters = HashMap::from([("publish", vec![host_port.to_string()])]);
-        let options = ListContainersOptionsBuilder::new()
-            .filters(&filters)
-            .build();
-        let summaries = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.error(e))?;
-        let mut containers = Vec::new();
-        for id in summaries.into_iter().filter_map(|s| s.id) {
-            if let Some(info) = self.inspect(&id).await? {
-                containers.push(info);
-            }
-        }
-        Ok(containers)
+        self.find(
+            ListContainersOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        )
+        .await
     }
 
     async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
