@@ -61,20 +61,23 @@ impl Daemon {
     pub async fn delete_model(&self, id: &str) -> Result<Model, DaemonError> {
         let model = self.get_model(id).await?;
         let target = model.id.clone();
-        let users = self
-            .store()
-            .run(move |store| store.services_of_model(&target))
-            .await?;
-        if !users.is_empty() {
-            return Err(super::services::model_in_use(&model.id, &users));
-        }
-        let target = model.id.clone();
-        if !self
+        match self
             .store()
             .run(move |store| store.delete_model(&target))
-            .await?
+            .await
         {
-            return Err(model_not_found(&model.id));
+            Ok(true) => {}
+            Ok(false) => return Err(model_not_found(&model.id)),
+            // The foreign key is the one check, so a concurrent create cannot slip past it.
+            Err(crate::store::StoreError::Referenced(_)) => {
+                let target = model.id.clone();
+                let users = self
+                    .store()
+                    .run(move |store| store.services_of_model(&target))
+                    .await?;
+                return Err(super::services::model_in_use(&model.id, &users));
+            }
+            Err(e) => return Err(e.into()),
         }
         tracing::info!(id = %model.id, "model deleted");
         Ok(model)

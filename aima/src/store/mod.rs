@@ -35,6 +35,8 @@ pub enum StoreError {
     },
     #[error("a row with id {0} already exists")]
     Duplicate(String),
+    #[error("{0} is still referenced by other rows")]
+    Referenced(String),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -52,11 +52,22 @@ impl Store {
     }
 
     /// Deletes a model; returns whether it existed.
+    /// Deletes a model; returns whether it existed. A model that services still use is
+    /// refused by the foreign key ([`StoreError::Referenced`]), even if a service was
+    /// created after the caller checked.
     pub fn delete_model(&self, id: &ModelId) -> Result<bool, StoreError> {
-        Ok(self
+        match self
             .conn()
-            .execute("DELETE FROM models WHERE id = ?1", [id.as_str()])?
-            == 1)
+            .execute("DELETE FROM models WHERE id = ?1", [id.as_str()])
+        {
+            Ok(n) => Ok(n == 1),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Referenced(id.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -423,6 +423,18 @@ mod tests {
     }
 
     #[test]
+    fn a_model_in_use_cannot_be_deleted() {
+        let (_dir, store) = temp_store();
+        let m = model(&store);
+        store.insert_service(&service(&m, 8000)).expect("insert");
+        assert!(matches!(
+            store.delete_model(&m),
+            Err(StoreError::Referenced(_))
+        ));
+        assert!(store.get_model(&m).expect("get").is_some());
+    }
+
+    #[test]
     fn services_need_an_existing_model() {
         let (_dir, store) = temp_store();
         let ghost = ModelId::random();
