@@ -159,14 +159,29 @@ impl Settings {
             None => DEFAULT_SHUTDOWN_TIMEOUT,
         };
 
+        let known = |engine: &str| crate::engines::CATALOG.iter().any(|e| e.name == engine);
         let mut engine_images = BTreeMap::new();
         for (engine, over) in file.engines {
+            if !known(&engine) {
+                return Err(ConfigError::Invalid {
+                    setting: in_file("[engines]"),
+                    value: engine,
+                    expected: "an engine of the catalog: vllm, sglang, llamacpp or ollama",
+                });
+            }
             if let Some(image) = over.image {
                 engine_images.insert(engine, image);
             }
         }
         for (key, value) in all_env {
             if let Some(engine) = key.strip_prefix("AIMA_ENGINE_IMAGE_") {
+                if !known(&engine.to_ascii_lowercase()) {
+                    return Err(ConfigError::Invalid {
+                        setting: key.clone(),
+                        value,
+                        expected: "a variable named AIMA_ENGINE_IMAGE_<ENGINE> with ENGINE one of VLLM, SGLANG, LLAMACPP, OLLAMA",
+                    });
+                }
                 if value.trim().is_empty() || engine.is_empty() {
                     return Err(ConfigError::Invalid {
                         setting: key,
@@ -341,6 +356,7 @@ mod tests {
             ("AIMA_SHUTDOWN_TIMEOUT", "3x", "duration"),
             ("AIMA_ENGINE_IMAGE_VLLM", " ", "image"),
             ("AIMA_SIMULATE_GPUS", "H200", "NAME:MiB"),
+            ("AIMA_ENGINE_IMAGE_VLMM", "my/image:1", "ENGINE one of VLLM"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);

@@ -126,6 +126,7 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
     let routes = Router::new()
         .nest("/api/v1", v1)
         .nest("/api", legacy)
+        .route("/metrics", get(system::metrics))
         .fallback(unknown_route)
         .with_state(daemon)
         .layer(axum::Extension(std::sync::Arc::new(

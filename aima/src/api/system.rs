@@ -1,5 +1,6 @@
 use axum::Json;
 use axum::extract::State;
+use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::dto::{Health, StatusDto};
@@ -22,4 +23,52 @@ pub async fn status(State(daemon): State<Daemon>) -> Json<StatusDto> {
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
+}
+
+/// Prometheus metrics: daemon up and version, models, services by status, GPU claims.
+pub async fn metrics(State(daemon): State<Daemon>) -> Result<impl IntoResponse, super::ApiError> {
+    use std::fmt::Write as _;
+    let models = daemon.list_models().await?.len();
+    let services = daemon.list_services().await?;
+    let devices = daemon.devices().await?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP aima_up Whether the AIMA daemon answers.\n# TYPE aima_up gauge\naima_up 1"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP aima_build_info The running AIMA version.\n# TYPE aima_build_info gauge\naima_build_info{{version=\"{}\"}} 1",
+        crate::VERSION
+    );
+    let _ = writeln!(
+        out,
+        "# HELP aima_models Registered models.\n# TYPE aima_models gauge\naima_models {models}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP aima_services Services by status.\n# TYPE aima_services gauge"
+    );
+    for status in crate::domain::ServiceStatus::ALL {
+        let count = services.iter().filter(|s| s.status == status).count();
+        let _ = writeln!(out, "aima_services{{status=\"{status}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP aima_gpu_memory_claimed_mib GPU memory claimed by starting and running services.\n# TYPE aima_gpu_memory_claimed_mib gauge"
+    );
+    for gpu in &devices.gpus {
+        let _ = writeln!(
+            out,
+            "aima_gpu_memory_claimed_mib{{gpu=\"{}\",uuid=\"{}\"}} {}",
+            gpu.gpu.index, gpu.gpu.uuid, gpu.claimed_mib
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
 }

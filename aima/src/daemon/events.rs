@@ -13,12 +13,19 @@ const BUS_CAPACITY: usize = 1024;
 pub struct EventBus {
     store: Store,
     sender: broadcast::Sender<ServiceEvent>,
+    /// Storing (which numbers the event) and sending happen under one lock, so live
+    /// subscribers see events in `seq` order and skip none.
+    order: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EventBus {
     pub fn new(store: Store) -> Self {
         let (sender, _) = broadcast::channel(BUS_CAPACITY);
-        Self { store, sender }
+        Self {
+            store,
+            sender,
+            order: std::sync::Arc::default(),
+        }
     }
 
     /// Records and broadcasts an event. A failed write is logged and the event is still
@@ -29,6 +36,7 @@ impl EventBus {
         kind: EventKind,
         message: impl Into<String>,
     ) {
+        let _in_order = self.order.lock().await;
         let mut event = ServiceEvent::new(service_id.clone(), kind, message, Utc::now());
         let stored = event.clone();
         match self

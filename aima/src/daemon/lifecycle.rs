@@ -26,6 +26,8 @@ const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
 /// Pause before the next attempt, times the attempt number.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
+/// Where a local model's weights appear inside the engine container.
+const LOCAL_MODEL_PATH: &str = "/aima/model";
 /// Log lines kept from a failed container.
 const KEPT_LOG_LINES: usize = 100;
 
@@ -63,6 +65,11 @@ impl Daemon {
     /// service changes nothing.
     pub async fn start_service(&self, id: &str) -> Result<Service, DaemonError> {
         let id = parse_service_id(id)?;
+        // A start in flight holds the service's lock until the engine is healthy; asking
+        // again answers at once instead of queueing behind it.
+        if self.start_in_flight(&id) {
+            return self.load_service(&id).await;
+        }
         let guard = self.service_lock(&id).lock_owned().await;
         let mut service = self.load_service(&id).await?;
         if matches!(
@@ -77,6 +84,46 @@ impl Daemon {
                 service.status
             )));
         }
+        // Registered before the first await, so a stop can always cancel this start.
+        let cancel = CancellationToken::new();
+        self.inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), cancel.clone());
+        let prepared = self.prepare_start(&mut service).await;
+        let (model, engine) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.inner
+                    .starts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return Err(e);
+            }
+        };
+        let daemon = self.clone();
+        let starting = service.clone();
+        tokio::spawn(async move {
+            // The lock moves into the task: no other lifecycle operation runs until it ends.
+            let _guard = guard;
+            daemon.run_start(starting, engine, model, cancel).await;
+        });
+        Ok(service)
+    }
+
+    pub(super) fn start_in_flight(&self, id: &ServiceId) -> bool {
+        self.inner
+            .starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Checks the model and engine and records `starting`.
+    async fn prepare_start(&self, service: &mut Service) -> Result<(Model, Engine), DaemonError> {
+        let id = service.id.clone();
         self.events()
             .publish(
                 &id,
@@ -99,23 +146,9 @@ impl Daemon {
                 service.engine
             ))
         })?;
-
-        self.set_status(&mut service, ServiceStatus::Starting, None)
+        self.set_status(service, ServiceStatus::Starting, None)
             .await?;
-        let cancel = CancellationToken::new();
-        self.inner
-            .starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), cancel.clone());
-        let daemon = self.clone();
-        let starting = service.clone();
-        tokio::spawn(async move {
-            // The lock moves into the task: no other lifecycle operation runs until it ends.
-            let _guard = guard;
-            daemon.run_start(starting, engine, model, cancel).await;
-        });
-        Ok(service)
+        Ok((model, engine))
     }
 
     async fn run_start(
@@ -146,6 +179,11 @@ impl Daemon {
         container_id: String,
     ) {
         let guard = self.service_lock(&service.id).lock_owned().await;
+        // Between reconciliation and this lock a stop may have come: it wins.
+        match self.load_service(&service.id).await {
+            Ok(current) if current.status == ServiceStatus::Starting => {}
+            _ => return,
+        }
         let cancel = CancellationToken::new();
         self.inner
             .starts
@@ -383,35 +421,65 @@ impl Daemon {
     /// (only ever its own), and returns once the host port can be bound again.
     pub async fn stop_service(&self, id: &str) -> Result<Service, DaemonError> {
         let id = parse_service_id(id)?;
+        let daemon = self.clone();
+        // Its own task: a client that hangs up (or a request timeout) must not leave the
+        // service half-stopped.
+        tokio::spawn(async move {
+            let lock = daemon.cancel_start_and_lock(&id).await;
+            let _guard = lock.lock().await;
+            let mut service = daemon.load_service(&id).await?;
+            daemon.stop_locked(&mut service).await?;
+            Ok(service)
+        })
+        .await
+        .map_err(|e| DaemonError::Unavailable(format!("the stop task failed: {e}")))?
+    }
+
+    /// Cancels a start in flight and returns the service's lock, which the start releases
+    /// as it winds down.
+    pub(super) async fn cancel_start_and_lock(
+        &self,
+        id: &ServiceId,
+    ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
         if let Some(start) = self
             .inner
             .starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
+            .get(id)
         {
             start.cancel();
         }
-        let lock = self.service_lock(&id);
-        let _guard = lock.lock().await;
-        let mut service = self.load_service(&id).await?;
+        self.service_lock(id)
+    }
+
+    /// Stops a service whose lock the caller holds: removes its container (only ever its
+    /// own) and waits until the host port is free.
+    pub(super) async fn stop_locked(&self, service: &mut Service) -> Result<(), DaemonError> {
         if service.status != ServiceStatus::Stopped {
-            self.set_status(&mut service, ServiceStatus::Stopping, None)
+            self.set_status(service, ServiceStatus::Stopping, None)
                 .await?;
         }
-        if let Err(e) = self.remove_own_container(&service).await {
+        if let Err(e) = self.remove_own_container(service).await {
             let reason = format!("stop could not remove the container: {e}");
-            self.set_status(&mut service, ServiceStatus::Failed, Some(reason.clone()))
+            self.set_status(service, ServiceStatus::Failed, Some(reason.clone()))
                 .await?;
             return Err(DaemonError::Unavailable(reason));
         }
         self.wait_port_released(service.port).await;
         service.container_id = None;
         if service.status != ServiceStatus::Stopped {
-            self.set_status(&mut service, ServiceStatus::Stopped, None)
+            let reason = match self.port_holder(service.port).await {
+                Some(holder) => Some(format!(
+                    "stopped, but port {} is still held by {holder}",
+                    service.port
+                )),
+                None => None,
+            };
+            self.set_status(service, ServiceStatus::Stopped, reason)
                 .await?;
         }
-        Ok(service)
+        Ok(())
     }
 
     /// Marks a running service failed because its container died outside AIMA's control.
@@ -558,7 +626,7 @@ impl Daemon {
 
     /// Who holds `port`, or `None` when it is free. Docker's own publishers are named by
     /// container; anything else by process.
-    async fn port_holder(&self, port: u16) -> Option<PortHolder> {
+    pub(super) async fn port_holder(&self, port: u16) -> Option<PortHolder> {
         if ports::is_free(port) {
             return None;
         }
@@ -626,9 +694,16 @@ impl Daemon {
         let gpu = service
             .gpu_memory_utilization
             .unwrap_or(engine.spec.default_gpu_memory_utilization);
-        let model_ref = match model.source {
-            ModelSource::Local => model.path.clone().unwrap_or_default(),
-            _ => model.repo.clone().unwrap_or_default(),
+        // Local weights are mounted read-only at a fixed path; the engine sees that path.
+        let (model_ref, read_only_mounts) = match model.source {
+            ModelSource::Local => (
+                LOCAL_MODEL_PATH.to_owned(),
+                vec![(
+                    model.path.clone().unwrap_or_default(),
+                    LOCAL_MODEL_PATH.to_owned(),
+                )],
+            ),
+            _ => (model.repo.clone().unwrap_or_default(), Vec::new()),
         };
         let mut env = engine.env(&model_ref, gpu);
         env.extend(service.env.iter().map(ToString::to_string));
@@ -647,6 +722,7 @@ impl Daemon {
             container_port: engine.spec.container_port,
             host_port: service.port,
             gpu_device: gpu_device.map(str::to_owned),
+            read_only_mounts,
         }
     }
 }

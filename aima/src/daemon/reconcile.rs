@@ -39,16 +39,26 @@ impl Daemon {
         let mut done = Reconciled::default();
         for service in services {
             let own = by_service.remove(service.id.as_str()).unwrap_or_default();
-            self.reconcile_service(service, own, &mut done).await?;
+            let id = service.id.clone();
+            // One service Docker refuses to talk about must not leave the others unreconciled.
+            if let Err(e) = self.reconcile_service(service, own, &mut done).await {
+                tracing::warn!(service = %id, "cannot reconcile: {e}");
+            }
         }
         // Containers of this instance that no service owns (a crash between create and
         // record, or a deleted service) are leftovers.
         for container in by_service.into_values().flatten() {
             tracing::info!(container = %container.name, "removing a leftover container of this instance");
-            self.runtime()
+            match self
+                .runtime()
                 .remove(&container.id, std::time::Duration::ZERO)
-                .await?;
-            done.removed_leftovers += 1;
+                .await
+            {
+                Ok(()) => done.removed_leftovers += 1,
+                Err(e) => {
+                    tracing::warn!(container = %container.name, "cannot remove the leftover: {e}")
+                }
+            }
         }
         tracing::info!(elapsed = ?started.elapsed(), ?done, "reconciled services with docker");
         Ok(done)
@@ -60,15 +70,18 @@ impl Daemon {
         own: Vec<ContainerInfo>,
         done: &mut Reconciled,
     ) -> Result<(), DaemonError> {
+        // A start running in this daemon owns its service; nothing to reconcile.
+        if self.start_in_flight(&service.id) {
+            return Ok(());
+        }
         let lock = self.service_lock(&service.id);
         let guard = lock.lock().await;
-        // A start running in this daemon owns its service; nothing to reconcile.
-        if self
-            .inner
-            .starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&service.id)
+        // The snapshot was taken before the lock: if a start, stop or the watcher changed
+        // the service meanwhile, that operation's view is newer than ours.
+        let current = self.load_service(&service.id).await?;
+        if self.start_in_flight(&service.id)
+            || current.status != service.status
+            || current.container_id != service.container_id
         {
             return Ok(());
         }

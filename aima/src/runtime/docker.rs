@@ -204,6 +204,12 @@ impl ContainerRuntime for DockerRuntime {
             exposed_ports: Some(vec![container_port]),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                binds: (!spec.read_only_mounts.is_empty()).then(|| {
+                    spec.read_only_mounts
+                        .iter()
+                        .map(|(host, container)| format!("{host}:{container}:ro"))
+                        .collect()
+                }),
                 device_requests: spec.gpu_device.as_ref().map(|uuid| {
                     vec![DeviceRequest {
                         driver: Some("nvidia".to_owned()),

@@ -66,6 +66,8 @@ pub struct ContainerSpec {
     pub host_port: u16,
     /// A GPU (by uuid) to hand to the container through the NVIDIA runtime.
     pub gpu_device: Option<String>,
+    /// Host paths mounted read-only: (host path, path in the container).
+    pub read_only_mounts: Vec<(String, String)>,
 }
 
 /// A container as the runtime sees it now.

@@ -415,3 +415,40 @@ async fn health_status_and_openapi_describe_the_daemon() {
         assert!(schema.get(field).is_some(), "ModelDto schema lacks {field}");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_models_and_services_by_status() {
+    let d = TestDaemon::start();
+    let (_, model) = post_model(&d, json!({"name": "m", "source": "ollama", "repo": "r"})).await;
+    let res = client()
+        .post(d.url("/api/v1/services"))
+        .json(&json!({"model_id": model["id"], "engine_type": "vllm"}))
+        .send()
+        .await
+        .expect("create service");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = client()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text().await.expect("text");
+    for line in [
+        "aima_up 1",
+        "aima_models 1",
+        "aima_services{status=\"creating\"} 1",
+        "aima_services{status=\"running\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+}

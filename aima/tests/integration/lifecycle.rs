@@ -786,3 +786,65 @@ async fn the_operator_scripts_routes_serve_the_same_bodies() {
     json(d.cli().args(["service", "delete", &id]));
     assert_no_containers(&d);
 }
+
+#[test]
+fn asking_again_while_a_start_runs_answers_at_once() {
+    let d = TestDaemon::with_engine();
+    let model = create_model(&d);
+    let id = id_of(&create_service(
+        &d,
+        &model,
+        &["--env", "STUB_START_DELAY_MS=3000"],
+    ));
+    assert_eq!(
+        json(d.cli().args(["service", "start", &id]))["status"],
+        "starting"
+    );
+    let again = Instant::now();
+    assert_eq!(
+        json(d.cli().args(["service", "start", &id]))["status"],
+        "starting"
+    );
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "queued behind the start: {:?}",
+        again.elapsed()
+    );
+    // A stop right away cancels the start and leaves nothing behind.
+    assert_eq!(
+        json(d.cli().args(["service", "stop", &id]))["status"],
+        "stopped"
+    );
+    assert_no_containers(&d);
+}
+
+#[test]
+fn a_local_model_is_mounted_read_only_into_the_engine() {
+    let d = TestDaemon::with_engine();
+    let weights = tempfile::tempdir().expect("weights");
+    std::fs::write(weights.path().join("model.gguf"), b"weights").expect("write");
+    let path = weights.path().to_str().expect("utf-8").to_owned();
+    let model = json(d.cli().args([
+        "model", "create", "--name", "local", "--source", "local", "--path", &path,
+    ]));
+    let id = id_of(&create_service(&d, model["id"].as_str().expect("id"), &[]));
+    assert_eq!(start_wait(&d, &id).0, 0);
+    let container = get(&d, &id)["container_id"]
+        .as_str()
+        .expect("container")
+        .to_owned();
+    let inspect = |format: &str| {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", format, &container])
+            .output()
+            .expect("inspect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        inspect("{{json .HostConfig.Binds}}"),
+        format!("[\"{path}:/aima/model:ro\"]")
+    );
+    assert!(inspect("{{json .Config.Cmd}}").contains("\"--model\",\"/aima/model\""));
+    json(d.cli().args(["service", "delete", &id]));
+    assert_no_containers(&d);
+}
