@@ -1,9 +1,9 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::dto::{DevicesDto, ErrorBody, RecommendDto};
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::Daemon;
 
 /// The host's NVIDIA GPUs (or why there are none) and the services placed on each.
@@ -30,7 +30,7 @@ pub struct RecommendQuery {
     responses((status = 200, body = RecommendDto), (status = 404, body = ErrorBody)))]
 pub async fn recommend(
     State(daemon): State<Daemon>,
-    Query(query): Query<RecommendQuery>,
+    ApiQuery(query): ApiQuery<RecommendQuery>,
 ) -> Result<ApiJson<RecommendDto>, ApiError> {
     Ok(ApiJson(
         daemon.recommend(query.model_id.as_deref()).await?.into(),
@@ -42,7 +42,7 @@ pub async fn recommend(
     responses((status = 200, body = RecommendDto), (status = 404, body = ErrorBody)))]
 pub async fn legacy_recommend(
     state: State<Daemon>,
-    query: Query<RecommendQuery>,
+    query: ApiQuery<RecommendQuery>,
 ) -> Result<ApiJson<RecommendDto>, ApiError> {
     recommend(state, query).await
 }

@@ -1,6 +1,6 @@
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -86,6 +86,21 @@ impl From<JsonRejection> for ApiError {
             _ => rejection.body_text(),
         };
         Self::new(rejection.status(), message)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let detail = rejection.body_text();
+        let detail = detail
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&detail);
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad query string: {detail}; see /api/v1/openapi.json for this route's parameters"
+            ),
+        )
     }
 }
 

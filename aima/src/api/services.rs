@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use super::dto::{CreateServiceRequest, ErrorBody, EventDto, List, ServiceDto};
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::{Daemon, LogOutput};
 use crate::domain::ServiceId;
 
@@ -111,7 +111,7 @@ pub struct ServiceIdQuery {
     responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody)))]
 pub async fn legacy_service_status(
     State(daemon): State<Daemon>,
-    Query(query): Query<ServiceIdQuery>,
+    ApiQuery(query): ApiQuery<ServiceIdQuery>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
     Ok(ApiJson(daemon.get_service(&query.service_id).await?.into()))
 }
@@ -169,7 +169,7 @@ pub struct LogsQuery {
 pub async fn service_logs(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
-    Query(query): Query<LogsQuery>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
     logs_response(&daemon, &id, query).await
 }
@@ -187,7 +187,7 @@ pub struct LegacyLogsQuery {
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
 pub async fn legacy_service_logs(
     State(daemon): State<Daemon>,
-    Query(query): Query<LegacyLogsQuery>,
+    ApiQuery(query): ApiQuery<LegacyLogsQuery>,
 ) -> Result<Response, ApiError> {
     let LegacyLogsQuery {
         service_id,
@@ -226,7 +226,7 @@ pub struct EventsQuery {
 pub async fn service_events(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let service = daemon.get_service(&id).await?;
     events_response(daemon, Some(service.id), query).await
@@ -237,7 +237,7 @@ pub async fn service_events(
     responses((status = 200, content_type = "text/event-stream", body = EventDto)))]
 pub async fn all_events(
     State(daemon): State<Daemon>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     events_response(daemon, None, query).await
 }

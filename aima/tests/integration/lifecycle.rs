@@ -783,6 +783,12 @@ async fn the_operator_scripts_routes_serve_the_same_bodies() {
     assert_eq!(missing.status(), 400);
     let body: Value = missing.json().await.expect("json error body");
     assert_eq!(body["error"]["code"], "bad_request");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("bad query string: missing field `service_id`")
+            && message.contains("openapi.json"),
+        "{message}"
+    );
     json(d.cli().args(["service", "delete", &id]));
     assert_no_containers(&d);
 }
