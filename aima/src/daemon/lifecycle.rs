@@ -158,15 +158,19 @@ impl Daemon {
         model: Model,
         cancel: CancellationToken,
     ) {
-        let outcome = tokio::select! {
-            outcome = async {
-                let placement = self.admit(&service, &engine).await.map_err(StartFailure::Failed)?;
-                // The placement (and with it the GPU's loading turn) is held until the
-                // engine is healthy or the start fails.
-                self.start_pipeline(&service, &engine, &model, placement.as_ref()).await
-            } => outcome,
-            () = cancel.cancelled() => Err(StartFailure::Cancelled),
-        };
+        // Cancellation is checked between Docker calls, never in the middle of one: a
+        // dropped `create` would still be carried out by Docker and leave a container
+        // that the stop, already past its cleanup, never sees.
+        let outcome = async {
+            let placement = tokio::select! {
+                placement = self.admit(&service, &engine) => placement.map_err(StartFailure::Failed)?,
+                () = cancel.cancelled() => return Err(StartFailure::Cancelled),
+            };
+            // The placement (and with it the GPU's loading turn) is held until the
+            // engine is healthy or the start fails.
+            self.start_pipeline(&service, &engine, &model, placement.as_ref(), &cancel).await
+        }
+        .await;
         self.finish_start(service, outcome).await;
     }
 
@@ -243,10 +247,14 @@ impl Daemon {
         engine: &Engine,
         model: &Model,
         placement: Option<&super::gpus::Placement>,
+        cancel: &CancellationToken,
     ) -> Result<String, StartFailure> {
         let device = placement.and_then(|p| p.device.as_deref());
         let mut attempts: Vec<String> = Vec::new();
         let container_id = loop {
+            if cancel.is_cancelled() {
+                return Err(StartFailure::Cancelled);
+            }
             match self.launch(service, engine, model, device).await {
                 Ok(container_id) => break container_id,
                 Err(LaunchError::Fatal(reason)) => {
@@ -264,7 +272,10 @@ impl Daemon {
                             format!("attempt {} failed: {e}; retrying", attempts.len()),
                         )
                         .await;
-                    tokio::time::sleep(RETRY_PAUSE * attempts.len() as u32).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY_PAUSE * attempts.len() as u32) => {}
+                        () = cancel.cancelled() => return Err(StartFailure::Cancelled),
+                    }
                 }
                 Err(LaunchError::Runtime(e)) => {
                     attempts.push(e.to_string());
@@ -282,7 +293,11 @@ impl Daemon {
                 ),
             )
             .await;
-        self.wait_healthy(service, engine, &container_id).await?;
+        // Waiting is safe to abandon: the container exists, and the stop removes it.
+        tokio::select! {
+            healthy = self.wait_healthy(service, engine, &container_id) => healthy?,
+            () = cancel.cancelled() => return Err(StartFailure::Cancelled),
+        }
         Ok(container_id)
     }
 
