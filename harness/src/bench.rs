@@ -121,6 +121,34 @@ impl Daemon {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Registers a model and returns its id.
+    fn create_model(&self) -> anyhow::Result<String> {
+        let model = self.cli_json(&[
+            "model",
+            "create",
+            "--name",
+            "bench",
+            "--source",
+            "ollama",
+            "--repo",
+            "tinyllama",
+        ])?;
+        Ok(model["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Creates a vLLM service for `model` and returns its id.
+    fn create_service(&self, model: &str) -> anyhow::Result<String> {
+        let service = self.cli_json(&[
+            "service",
+            "create",
+            "--model-id",
+            model,
+            "--engine-type",
+            "vllm",
+        ])?;
+        Ok(service["id"].as_str().unwrap_or_default().to_owned())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.process.addr)
     }
@@ -208,19 +236,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
 
     // -- start and stop, AIMA against raw docker, interleaved
     let daemon = tokio::task::block_in_place(|| Daemon::start(&options, (base, base + 49), &[]))?;
-    let model = daemon.cli_json(&[
-        "model",
-        "create",
-        "--name",
-        "bench",
-        "--source",
-        "ollama",
-        "--repo",
-        "tinyllama",
-    ])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let model = daemon.create_model()?;
     let service = daemon.cli_json(&[
         "service",
         "create",
@@ -332,18 +348,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
 
     // -- concurrent starts: 10 services at once against one
     let ten: Vec<String> = (0..10)
-        .map(|_| {
-            daemon
-                .cli_json(&[
-                    "service",
-                    "create",
-                    "--model-id",
-                    &model,
-                    "--engine-type",
-                    "vllm",
-                ])
-                .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
-        })
+        .map(|_| daemon.create_service(&model))
         .collect::<anyhow::Result<_>>()?;
     let started = Instant::now();
     let children: Vec<_> = ten
@@ -436,23 +441,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
             &[("DOCKER_HOST", "tcp://127.0.0.1:9")],
         )
     })?;
-    let model = unreachable.cli_json(&[
-        "model", "create", "--name", "b", "--source", "ollama", "--repo", "r",
-    ])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let svc = unreachable.cli_json(&[
-        "service",
-        "create",
-        "--model-id",
-        &model,
-        "--engine-type",
-        "vllm",
-    ])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let model = unreachable.create_model()?;
+    let svc = unreachable.create_service(&model)?;
     let mut times = Vec::new();
     for _ in 0..5 {
         let (ok, took, err) = tokio::task::block_in_place(|| {
@@ -474,12 +464,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     let api =
         tokio::task::block_in_place(|| Daemon::start(&options, (base + 1100, base + 2200), &[]))?;
     results.insert("rss_idle_mib".into(), json!(round(api.rss_mib())));
-    let model = api.cli_json(&[
-        "model", "create", "--name", "load", "--source", "ollama", "--repo", "r",
-    ])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let model = api.create_model()?;
     let (http_ref, api_ref, model_ref) = (&http, &api, &model);
     let create = |n: usize| async move {
         let (http, api, model) = (http_ref, api_ref, model_ref);
@@ -520,22 +505,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     // -- reconcile 50 running services at start
     let ports = (base + 2300, base + 2360);
     let daemon = tokio::task::block_in_place(|| Daemon::start(&options, ports, &[]))?;
-    let model = daemon.cli_json(&[
-        "model", "create", "--name", "r", "--source", "ollama", "--repo", "r",
-    ])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let model = daemon.create_model()?;
     for _ in 0..50 {
-        let svc = daemon.cli_json(&[
-            "service",
-            "create",
-            "--model-id",
-            &model,
-            "--engine-type",
-            "vllm",
-        ])?;
-        let svc = svc["id"].as_str().unwrap_or_default().to_owned();
+        let svc = daemon.create_service(&model)?;
         let (ok, _, err) =
             tokio::task::block_in_place(|| daemon.timed(&["service", "start", &svc]))?;
         ensure!(ok, "start: {err}");
