@@ -284,44 +284,39 @@ fn a_port_held_by_another_process_fails_the_start_fast_and_names_it() {
     assert_no_containers(&d);
 }
 
-#[test]
-fn a_port_published_by_a_foreign_container_fails_the_start_and_names_it() {
-    let d = TestDaemon::with_engine();
-    let model = create_model(&d);
-    let service = create_service(&d, &model, &[]);
-    let (id, port) = (id_of(&service), port_of(&service));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_published_by_a_foreign_container_fails_the_start_and_names_it() {
+    use testcontainers::core::IntoContainerPort;
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+
+    let d = tokio::task::block_in_place(TestDaemon::with_engine);
+    let (id, port) = tokio::task::block_in_place(|| {
+        let model = create_model(&d);
+        let service = create_service(&d, &model, &[]);
+        (id_of(&service), port_of(&service))
+    });
+    // Someone else's container (no AIMA labels) publishing the service's port.
+    let (image, tag) = ensure_stub_image().split_once(':').expect("name:tag");
     let name = format!("foreign-{}", &d.instance[..8]);
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--label",
-            "aima.test=foreign",
-            "-p",
-        ])
-        .arg(format!("{port}:8000"))
-        .arg(ensure_stub_image())
-        .output()
-        .expect("docker run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (code, _, stderr) = start_wait(&d, &id);
-    let removed = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .output()
-        .expect("docker rm");
-    assert!(removed.status.success());
+    let foreign = GenericImage::new(image, tag)
+        .with_mapped_port(port, 8000.tcp())
+        .with_label("aima.test", "foreign")
+        .with_container_name(name.clone())
+        .start()
+        .await
+        .expect("start the foreign container");
+    let (code, _, stderr) = tokio::task::block_in_place(|| start_wait(&d, &id));
+    foreign.rm().await.expect("remove the foreign container");
     assert_eq!(code, 1);
     assert!(
         stderr.contains(&format!("port {port}")) && stderr.contains(&format!("container '{name}'")),
         "{stderr}"
     );
-    assert_eq!(get(&d, &id)["status"], "failed");
+    assert_eq!(
+        tokio::task::block_in_place(|| get(&d, &id))["status"],
+        "failed"
+    );
     assert_no_containers(&d);
 }
 
