@@ -47,6 +47,10 @@ fn describe(s: &StatusDto) -> String {
         ("Daemon", format!("pid {}, up {}s", s.pid, s.uptime_secs)),
         ("Home", s.home.clone()),
         ("Database", s.database.clone()),
+        (
+            "Instance",
+            format!("{} (the aima.instance label on its containers)", s.instance),
+        ),
         ("Docker", docker),
         ("GPUs", gpus),
     ])

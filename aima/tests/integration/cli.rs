@@ -336,7 +336,9 @@ fn status_reports_version_paths_docker_and_gpus() {
         .collect();
     assert_eq!(
         labels,
-        ["Version", "Daemon", "Home", "Database", "Docker", "GPUs"]
+        [
+            "Version", "Daemon", "Home", "Database", "Instance", "Docker", "GPUs"
+        ]
     );
     assert!(stdout.contains("Docker:   reachable at"), "{stdout}");
     if !cfg!(feature = "gpu") {
