@@ -80,21 +80,26 @@ pub struct ContainerGuard {
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         let id = self.id.clone();
-        let removal = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            runtime.block_on(async {
-                let docker = docker().await;
-                let options = RemoveContainerOptionsBuilder::default().force(true).build();
-                if let Err(err) = docker.remove_container(&id, Some(options)).await {
-                    eprintln!("warning: could not remove test container {id}: {err}");
-                }
-            });
+        cleanup(async move {
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Err(err) = docker().await.remove_container(&id, Some(options)).await {
+                eprintln!("warning: could not remove test container {id}: {err}");
+            }
         });
-        let _ = removal.join();
     }
+}
+
+/// Runs async cleanup from `Drop`, which cannot await: on its own thread and runtime,
+/// waited for.
+fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let removal = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for cleanup")
+            .block_on(work);
+    });
+    let _ = removal.join();
 }
 
 /// Removes a test image (by tag or id) on drop, like `ContainerGuard`.
@@ -105,18 +110,13 @@ pub struct ImageGuard {
 impl Drop for ImageGuard {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let removal = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            runtime.block_on(async {
-                let docker = docker().await;
-                let options = RemoveImageOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_image(&name, Some(options), None).await;
-            });
+        cleanup(async move {
+            let options = RemoveImageOptionsBuilder::default().force(true).build();
+            let _ = docker()
+                .await
+                .remove_image(&name, Some(options), None)
+                .await;
         });
-        let _ = removal.join();
     }
 }
 
