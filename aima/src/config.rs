@@ -4,7 +4,7 @@
 //! accepted form, so an operator can fix it from the one error line.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +16,12 @@ pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
     last: 8999,
 };
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Engine ports are published on loopback unless the operator opens them wider.
+pub const DEFAULT_PUBLISH_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Connections served at once; more wait in the kernel's backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// The file under `$AIMA_HOME` that may hold the API token.
+pub const TOKEN_FILE: &str = "token";
 
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +36,10 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("cannot find a home directory: HOME is not set; pass --home or set AIMA_HOME")]
     NoHome,
+    #[error(
+        "API token file {path} can be read by other users (mode {mode:o}); run 'chmod 600 {path}'"
+    )]
+    TokenFileOpen { path: PathBuf, mode: u32 },
 }
 
 /// Inclusive range of host ports handed to services.
@@ -63,6 +73,9 @@ struct ConfigFile {
     addr: Option<String>,
     port_range: Option<String>,
     shutdown_timeout: Option<String>,
+    publish_addr: Option<String>,
+    model_roots: Option<String>,
+    max_connections: Option<String>,
     #[serde(default)]
     engines: BTreeMap<String, EngineOverride>,
 }
@@ -91,6 +104,31 @@ pub struct Settings {
     pub engine_images: BTreeMap<String, String>,
     /// `AIMA_SIMULATE_GPUS`: GPUs to pretend to have (name, MiB), instead of NVML.
     pub simulate_gpus: Option<Vec<(String, u64)>>,
+    /// `AIMA_API_TOKEN`, else the contents of `$AIMA_HOME/token`: the bearer token every
+    /// request must carry. The daemon refuses a non-loopback address without one.
+    pub api_token: Option<ApiToken>,
+    /// `AIMA_PUBLISH_ADDR`: the host address engine ports are published on.
+    pub publish_addr: IpAddr,
+    /// `AIMA_MODEL_ROOTS`: directories local models must lie under (symlinks resolved).
+    pub model_roots: Vec<PathBuf>,
+    /// `AIMA_MAX_CONNECTIONS`: API connections served at once.
+    pub max_connections: usize,
+}
+
+/// A secret that must not end up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(…)")
+    }
 }
 
 impl Settings {
@@ -114,6 +152,12 @@ impl Settings {
             (None, Some(home)) => PathBuf::from(home),
             (None, None) => PathBuf::from(env("HOME").ok_or(ConfigError::NoHome)?).join(".aima"),
         };
+        // A relative home would move with the working directory of each command.
+        let home = absolute(&home).map_err(|_| ConfigError::Invalid {
+            setting: "AIMA_HOME".to_owned(),
+            value: home.display().to_string(),
+            expected: "an absolute directory, or a relative one from a working directory that exists",
+        })?;
         let file_path = home.join("config.toml");
         let file = read_config_file(&file_path)?;
         let in_file = |key: &str| format!("{key} in {}", file_path.display());
@@ -204,6 +248,60 @@ impl Settings {
             None => None,
         };
 
+        let api_token = match env("AIMA_API_TOKEN") {
+            Some(value) => Some(parse_token(&value).ok_or(ConfigError::Invalid {
+                setting: "AIMA_API_TOKEN".to_owned(),
+                value: "(hidden)".to_owned(),
+                expected: "a token of 16 or more printable characters without spaces, such as the output of 'openssl rand -hex 32'",
+            })?),
+            None => read_token_file(&home.join(TOKEN_FILE))?,
+        };
+
+        let publish_addr = match pick(
+            None,
+            env("AIMA_PUBLISH_ADDR").map(|v| ("AIMA_PUBLISH_ADDR".to_owned(), v)),
+            file.publish_addr.map(|v| (in_file("publish_addr"), v)),
+        ) {
+            Some((setting, value)) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+                setting,
+                value,
+                expected: "an IP address of this host such as 127.0.0.1, or 0.0.0.0 for every interface",
+            })?,
+            None => DEFAULT_PUBLISH_ADDR,
+        };
+
+        let model_roots = match pick(
+            None,
+            env("AIMA_MODEL_ROOTS").map(|v| ("AIMA_MODEL_ROOTS".to_owned(), v)),
+            file.model_roots.map(|v| (in_file("model_roots"), v)),
+        ) {
+            Some((setting, value)) => parse_roots(&value).ok_or(ConfigError::Invalid {
+                setting,
+                value,
+                expected: "absolute directories separated by ':', such as /srv/models:/data/weights",
+            })?,
+            None => vec![home.join("models")],
+        };
+
+        let max_connections = match pick(
+            None,
+            env("AIMA_MAX_CONNECTIONS").map(|v| ("AIMA_MAX_CONNECTIONS".to_owned(), v)),
+            file.max_connections
+                .map(|v| (in_file("max_connections"), v)),
+        ) {
+            Some((setting, value)) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (16..=1_000_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    setting,
+                    value,
+                    expected: "a number of connections from 16 to 1000000",
+                })?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
+
         Ok(Self {
             home,
             addr,
@@ -211,6 +309,10 @@ impl Settings {
             shutdown_timeout,
             engine_images,
             simulate_gpus,
+            api_token,
+            publish_addr,
+            model_roots,
+            max_connections,
         })
     }
 
@@ -225,6 +327,70 @@ impl Settings {
     pub fn lock_path(&self) -> PathBuf {
         self.home.join("daemon.lock")
     }
+}
+
+/// `path` made absolute against the working directory, without touching the filesystem.
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        std::path::absolute(path)
+    }
+}
+
+/// A usable token: long enough to resist guessing, and safe in an HTTP header.
+fn parse_token(value: &str) -> Option<ApiToken> {
+    let token = value.trim();
+    (token.len() >= 16 && token.chars().all(|c| c.is_ascii_graphic()))
+        .then(|| ApiToken(token.to_owned()))
+}
+
+/// `$AIMA_HOME/token`, if it exists; like an ssh key, it must not be readable by others.
+fn read_token_file(path: &Path) -> Result<Option<ApiToken>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            });
+        }
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::TokenFileOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    parse_token(&text)
+        .map(Some)
+        .ok_or_else(|| ConfigError::File {
+            path: path.to_owned(),
+            message: "the token must be 16 or more printable characters without spaces (for example the output of 'openssl rand -hex 32')".to_owned(),
+        })
+}
+
+/// Colon-separated absolute directories, none empty.
+fn parse_roots(value: &str) -> Option<Vec<PathBuf>> {
+    let roots: Vec<PathBuf> = value
+        .split(':')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    (!roots.is_empty() && roots.iter().all(|r| r.is_absolute())).then_some(roots)
 }
 
 /// The first of flag, environment and file that is set, with the setting's name.
@@ -357,6 +523,9 @@ mod tests {
             ("AIMA_ENGINE_IMAGE_VLLM", " ", "image"),
             ("AIMA_SIMULATE_GPUS", "H200", "NAME:MiB"),
             ("AIMA_ENGINE_IMAGE_VLMM", "my/image:1", "ENGINE one of VLLM"),
+            ("AIMA_PUBLISH_ADDR", "everywhere", "IP address"),
+            ("AIMA_MODEL_ROOTS", "models:/srv", "absolute directories"),
+            ("AIMA_MAX_CONNECTIONS", "3", "from 16"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);
@@ -366,6 +535,66 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_token_is_refused_without_echoing_it() {
+        let msg = resolve(
+            Flags::default(),
+            &[("HOME", "/h"), ("AIMA_API_TOKEN", "short secret")],
+        )
+        .expect_err("short token")
+        .to_string();
+        assert!(
+            msg.contains("AIMA_API_TOKEN") && msg.contains("16 or more"),
+            "{msg}"
+        );
+        assert!(!msg.contains("short secret"), "{msg}");
+    }
+
+    #[test]
+    fn the_token_file_is_read_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join(TOKEN_FILE);
+        std::fs::write(&file, "0123456789abcdef0123\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let msg = resolve(home_flag(dir.path()), &[])
+            .expect_err("world-readable token file")
+            .to_string();
+        assert!(msg.contains("chmod 600") && msg.contains("token"), "{msg}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let settings = resolve(home_flag(dir.path()), &[]).expect("private token file");
+        assert_eq!(
+            settings.api_token.as_ref().map(ApiToken::expose),
+            Some("0123456789abcdef0123")
+        );
+        // The environment wins over the file.
+        let settings = resolve(
+            home_flag(dir.path()),
+            &[("AIMA_API_TOKEN", "from-the-environment-1")],
+        )
+        .expect("env token");
+        assert_eq!(
+            settings.api_token.as_ref().map(ApiToken::expose),
+            Some("from-the-environment-1")
+        );
+    }
+
+    #[test]
+    fn a_relative_home_is_made_absolute_and_roots_default_under_it() {
+        let s = resolve(
+            Flags {
+                home: Some(PathBuf::from("rel-home")),
+                addr: None,
+            },
+            &[],
+        )
+        .expect("resolves");
+        assert!(s.home.is_absolute(), "{}", s.home.display());
+        assert!(s.home.ends_with("rel-home"));
+        assert_eq!(s.model_roots, vec![s.home.join("models")]);
+        assert_eq!(s.publish_addr, DEFAULT_PUBLISH_ADDR);
     }
 
     #[test]

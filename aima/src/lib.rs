@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engines;
 pub mod gpu;
 pub mod runtime;
+pub mod server;
 pub mod store;
 
 /// The version printed by `aima --version`, `aima status` and `/api/v1/health`.

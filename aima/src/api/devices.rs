@@ -19,6 +19,7 @@ pub async fn legacy_detect(state: State<Daemon>) -> Result<ApiJson<DevicesDto>, 
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecommendQuery {
     /// Only this model (default: every registered model).
     pub model_id: Option<String>,

@@ -29,6 +29,8 @@ impl ApiError {
 fn code_for(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
@@ -64,6 +66,10 @@ impl From<DaemonError> for ApiError {
             DaemonError::NotFound { .. } => StatusCode::NOT_FOUND,
             DaemonError::Conflict(_) => StatusCode::CONFLICT,
             DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // A full disk or a read-only file is the host's state, not a bug: 503 says retry.
+            DaemonError::Store(e) if crate::store::Store::is_unavailable(e) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DaemonError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, err.to_string())

@@ -4,11 +4,13 @@
 mod devices;
 pub mod dto;
 mod error;
+mod guard;
 mod models;
 mod services;
 mod system;
 
 pub use error::ApiError;
+pub use guard::AccessPolicy;
 
 use std::time::Duration;
 
@@ -89,8 +91,10 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
 )]
 pub struct ApiDoc;
 
-/// All routes, with JSON errors, a body limit, a request timeout and request tracing.
+/// All routes, with access checks, JSON errors, a body limit, a request timeout and
+/// request tracing.
 pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
+    let policy = AccessPolicy::new(daemon.settings().api_token.clone());
     let v1 = Router::new()
         .route("/health", get(system::health))
         .route("/status", get(system::status))
@@ -145,6 +149,10 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(policy),
+            guard::guard,
         ))
         .layer(axum::middleware::map_response(error::json_error_bodies))
         .layer(TraceLayer::new_for_http())

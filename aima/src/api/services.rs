@@ -102,6 +102,7 @@ pub async fn get_service(
 
 /// `?service_id=` for the operator scripts' routes.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ServiceIdQuery {
     pub service_id: String,
 }
@@ -154,6 +155,7 @@ pub async fn stop_service(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Keep streaming new output.
     #[serde(default)]
@@ -175,6 +177,7 @@ pub async fn service_logs(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LegacyLogsQuery {
     pub service_id: String,
     #[serde(default)]
@@ -203,15 +206,26 @@ async fn logs_response(daemon: &Daemon, id: &str, query: LogsQuery) -> Result<Re
         LogOutput::Saved(text) => Ok((text_plain, text).into_response()),
         LogOutput::Live(stream) => {
             let shutdown = daemon.shutdown_token();
+            // The container can go mid-stream (stopped, removed): the log simply ends there,
+            // as `docker logs` does, rather than as a broken chunked body.
             let body = stream
                 .take_until(async move { shutdown.cancelled().await })
-                .map(|chunk| chunk.map(|c| c.text).map_err(std::io::Error::other));
+                .take_while(|chunk| {
+                    if let Err(e) = chunk {
+                        tracing::debug!("log stream ended: {e}");
+                    }
+                    std::future::ready(chunk.is_ok())
+                })
+                .filter_map(|chunk| {
+                    std::future::ready(chunk.ok().map(|c| Ok::<_, std::io::Error>(c.text)))
+                });
             Ok((text_plain, Body::from_stream(body)).into_response())
         }
     }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Keep the stream open for new events (default true); false ends after the history.
     pub follow: Option<bool>,

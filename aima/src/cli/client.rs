@@ -20,13 +20,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: SocketAddr,
+    /// Sent as a bearer token on every request when set.
+    token: Option<crate::config::ApiToken>,
     http: reqwest::Client,
     /// For streams that stay open (logs -f, events): no overall timeout.
     streaming: reqwest::Client,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, token: Option<crate::config::ApiToken>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -41,6 +43,7 @@ impl Client {
             .unwrap_or_default();
         Self {
             addr,
+            token,
             http,
             streaming,
         }
@@ -66,15 +69,14 @@ impl Client {
     /// as soon as its head arrives.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
         let response = self
-            .streaming
-            .get(format!("http://{}{path}", self.addr))
+            .authorized(self.streaming.get(format!("http://{}{path}", self.addr)))
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
         if !response.status().is_success() {
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
-            return Err(api_error(status, &bytes));
+            return Err(self.api_error(status, &bytes));
         }
         Ok(response)
     }
@@ -115,8 +117,10 @@ impl Client {
                         Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
                         Some(Err(e)) => {
                             let error = CliError::new(
-                                CliError::FAILED,
-                                format!("event stream from {addr} broke: {e}"),
+                                CliError::UNREACHABLE,
+                                format!(
+                                    "event stream from {addr} broke: the aima daemon went away ({e}); check 'aima status'"
+                                ),
                             );
                             return Some((Err(error), (bytes, String::new())));
                         }
@@ -128,8 +132,17 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("http://{}{path}", self.addr))
+        self.authorized(
+            self.http
+                .request(method, format!("http://{}{path}", self.addr)),
+        )
+    }
+
+    fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
     }
 
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, CliError> {
@@ -140,7 +153,7 @@ impl Client {
             .await
             .map_err(|e| self.transport_error(&e))?;
         if !status.is_success() {
-            return Err(api_error(status, &bytes));
+            return Err(self.api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| {
             CliError::new(
@@ -162,6 +175,28 @@ impl Client {
                 ),
             );
         }
+        if err.is_timeout() {
+            return CliError::new(
+                CliError::FAILED,
+                format!(
+                    "the aima daemon at {} did not answer in time: {}; check 'aima status' and retry",
+                    self.addr,
+                    innermost(err)
+                ),
+            );
+        }
+        // The connection broke after it was made: the daemon died or was stopped
+        // mid-request, which scripts should treat like an unreachable daemon.
+        if err.is_request() || err.is_body() || err.is_decode() {
+            return CliError::new(
+                CliError::UNREACHABLE,
+                format!(
+                    "the aima daemon at {} went away during the request: {}; check that it still runs ('aima status') and retry",
+                    self.addr,
+                    innermost(err)
+                ),
+            );
+        }
         CliError::new(
             CliError::FAILED,
             format!(
@@ -170,6 +205,29 @@ impl Client {
                 innermost(err)
             ),
         )
+    }
+
+    /// The daemon's own message when it sent one, else the status; a refused token also
+    /// says where the CLI looked for one.
+    fn api_error(&self, status: StatusCode, body: &[u8]) -> CliError {
+        let message = serde_json::from_slice::<ErrorBody>(body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| format!("the daemon answered {status}"));
+        if status == StatusCode::UNAUTHORIZED {
+            let sent = if self.token.is_some() {
+                "the token this CLI sent was refused"
+            } else {
+                "this CLI sent no token"
+            };
+            return CliError::new(
+                CliError::FAILED,
+                format!(
+                    "the daemon at {} requires an API token and {sent}; set AIMA_API_TOKEN to the daemon's token, or write it to $AIMA_HOME/token (mode 600)",
+                    self.addr
+                ),
+            );
+        }
+        CliError::new(CliError::FAILED, message)
     }
 }
 
@@ -185,12 +243,4 @@ fn innermost(err: &reqwest::Error) -> String {
         None => &text,
     };
     text.to_lowercase()
-}
-
-/// The daemon's own message when it sent one, else the status.
-fn api_error(status: StatusCode, body: &[u8]) -> CliError {
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.error.message)
-        .unwrap_or_else(|_| format!("the daemon answered {status}"));
-    CliError::new(CliError::FAILED, message)
 }

@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            eprintln!("error: {}", crate::domain::one_line(&e.message));
             ExitCode::from(e.exit)
         }
     }
@@ -104,7 +104,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     // A client makes one request at a time: one thread is plenty.
     let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
-    let client = Client::new(settings.addr);
+    let client = Client::new(settings.addr, settings.api_token.clone());
     runtime.block_on(async {
         match cli.command {
             Command::Start => unreachable!("handled above"),

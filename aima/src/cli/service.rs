@@ -138,7 +138,12 @@ pub async fn run(
             let mut stdout = std::io::stdout();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
-                    CliError::new(CliError::FAILED, format!("log stream broke: {e}"))
+                    CliError::new(
+                        CliError::UNREACHABLE,
+                        format!(
+                            "log stream broke: the aima daemon went away ({e}); check 'aima status'"
+                        ),
+                    )
                 })?;
                 // A closed pipe (`| head`) ends the command quietly.
                 if stdout

@@ -15,6 +15,6 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
         .init();
     let runtime = super::async_runtime(tokio::runtime::Builder::new_multi_thread())?;
     runtime
-        .block_on(crate::daemon::run(settings))
+        .block_on(crate::server::run(settings))
         .map_err(|e| CliError::new(CliError::FAILED, e.to_string()))
 }

@@ -37,6 +37,8 @@ impl EventBus {
         message: impl Into<String>,
     ) {
         let _in_order = self.order.lock().await;
+        // Messages quote engine output and host commands: keep each to one line.
+        let message = crate::domain::one_line(&message.into());
         let mut event = ServiceEvent::new(service_id.clone(), kind, message, Utc::now());
         let stored = event.clone();
         match self

@@ -3,7 +3,7 @@
 //! is marked `failed` after a few misses in a row, and its container removed.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,8 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
     else {
         return;
     };
-    let mut misses: HashMap<ServiceId, u32> = HashMap::new();
+    // Misses in a row per service, and when the first of them was sent.
+    let mut misses: HashMap<ServiceId, (u32, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -43,28 +44,58 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
             let Some(engine) = daemon.inner.engines.get(&service.engine) else {
                 continue;
             };
-            let url = format!(
-                "http://127.0.0.1:{}{}",
-                service.port, engine.spec.health_path
-            );
-            let healthy = http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            let count = misses.entry(service.id.clone()).or_default();
-            *count = if healthy { 0 } else { *count + 1 };
+            let url = daemon.engine_url(service.port, engine.spec.health_path);
+            let sent = Instant::now();
+            let healthy = match http.get(&url).send().await {
+                Ok(response) => response.status().is_success(),
+                // The daemon itself is short of sockets or memory: that says nothing
+                // about the engine, so it is neither a miss nor a pass.
+                Err(e) if is_local_exhaustion(&e) => {
+                    tracing::warn!(service = %service.id, "cannot probe the engine: {e}; not counted as a miss");
+                    continue;
+                }
+                Err(_) => false,
+            };
+            if healthy {
+                misses.remove(&service.id);
+                continue;
+            }
+            let (count, first) = misses.entry(service.id.clone()).or_insert((0, sent));
+            *count += 1;
             if *count >= MISSES_ALLOWED {
+                let silent = first.elapsed();
                 misses.remove(&service.id);
                 if let Some(container) = service.container_id.as_deref() {
                     let reason = format!(
-                        "engine stopped answering {} for {} s while its container ran",
+                        "engine did not answer {} for {} s ({MISSES_ALLOWED} probes in a row) while its container ran",
                         engine.spec.health_path,
-                        (PROBE_EVERY * MISSES_ALLOWED).as_secs()
+                        silent.as_secs()
                     );
                     daemon.fail_unhealthy(&service.id, container, reason).await;
                 }
             }
         }
     }
+}
+
+/// True when a request failed for want of local resources (file handles, buffers,
+/// memory) rather than because the engine did not answer.
+fn is_local_exhaustion(err: &reqwest::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return [
+                nix::libc::EMFILE,
+                nix::libc::ENFILE,
+                nix::libc::ENOBUFS,
+                nix::libc::ENOMEM,
+                nix::libc::EADDRNOTAVAIL,
+            ]
+            .contains(&code);
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -28,6 +28,11 @@ const START_ATTEMPTS: usize = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Where a local model's weights appear inside the engine container.
 const LOCAL_MODEL_PATH: &str = "/aima/model";
+/// Back-off of a cleanup that Docker refused.
+const CLEANUP_FIRST_RETRY: Duration = Duration::from_millis(500);
+const CLEANUP_MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest status reason kept; the full story is in the events and logs.
+const REASON_MAX_CHARS: usize = 1000;
 /// Log lines kept from a failed container.
 const KEPT_LOG_LINES: usize = 100;
 
@@ -131,7 +136,7 @@ impl Daemon {
                 "checking model and engine",
             )
             .await;
-        let model = self
+        let mut model = self
             .get_model(service.model_id.as_str())
             .await
             .map_err(|_| {
@@ -140,6 +145,13 @@ impl Daemon {
                     service.model_id
                 ))
             })?;
+        // Checked again: the roots or the links under them may have changed since create.
+        if let (ModelSource::Local, Some(path)) = (model.source, &model.path) {
+            let resolved = self
+                .local_model_path(std::path::Path::new(path))
+                .map_err(|e| DaemonError::Conflict(format!("model {}: {e}", model.id)))?;
+            model.path = Some(resolved.display().to_string());
+        }
         let engine = self.inner.engines.get(&service.engine).ok_or_else(|| {
             DaemonError::Conflict(format!(
                 "engine '{}' is not in this daemon's catalog",
@@ -226,9 +238,7 @@ impl Daemon {
             Err(StartFailure::Cancelled) => Ok(()),
             Err(StartFailure::Failed(reason)) => {
                 // A failed start leaves no container behind.
-                if let Err(e) = self.remove_own_container(&service).await {
-                    tracing::warn!(service = %service.id, "cleanup after failed start: {e}");
-                }
+                self.clean_up_or_retry(&service).await;
                 service.container_id = None;
                 self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
                     .await
@@ -321,7 +331,12 @@ impl Daemon {
             format!("removing leftovers of {}", service.container_name()),
         )
         .await;
-        self.remove_own_container(service).await?;
+        if let Some(obstacle) = self.remove_own_container(service).await? {
+            return Err(LaunchError::Fatal(format!(
+                "{}; remove or rename it, then start again",
+                squatter_note(&obstacle)
+            )));
+        }
 
         publish(
             StartPhase::PortCheck,
@@ -394,10 +409,7 @@ impl Daemon {
         engine: &Engine,
         container_id: &str,
     ) -> Result<(), StartFailure> {
-        let url = format!(
-            "http://127.0.0.1:{}{}",
-            service.port, engine.spec.health_path
-        );
+        let url = self.engine_url(service.port, engine.spec.health_path);
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -475,11 +487,24 @@ impl Daemon {
             self.set_status(service, ServiceStatus::Stopping, None)
                 .await?;
         }
-        if let Err(e) = self.remove_own_container(service).await {
-            let reason = format!("stop could not remove the container: {e}");
-            self.set_status(service, ServiceStatus::Failed, Some(reason.clone()))
-                .await?;
-            return Err(DaemonError::Unavailable(reason));
+        match self.remove_own_container(service).await {
+            Ok(None) => {}
+            // Nothing of ours runs under that name, so the stop is done; the other
+            // container is named, never touched.
+            Ok(Some(obstacle)) => {
+                self.events()
+                    .publish(&service.id, EventKind::Note, squatter_note(&obstacle))
+                    .await;
+            }
+            Err(e) => {
+                let reason = format!(
+                    "stop could not remove the container: {e}; AIMA keeps trying in the background"
+                );
+                self.set_status(service, ServiceStatus::Failed, Some(reason.clone()))
+                    .await?;
+                self.retry_cleanup(service.clone());
+                return Err(DaemonError::Unavailable(reason));
+            }
         }
         self.wait_port_released(service.port).await;
         service.container_id = None;
@@ -545,9 +570,7 @@ impl Daemon {
         }
         let logs = self.keep_last_logs(&service, container_id).await;
         let reason = reason(&service, &logs);
-        if let Err(e) = self.remove_own_container(&service).await {
-            tracing::warn!(service = %service_id, "cleanup of the failed container: {e}");
-        }
+        self.clean_up_or_retry(&service).await;
         service.container_id = None;
         if let Err(e) = self
             .set_status(&mut service, ServiceStatus::Failed, Some(reason))
@@ -596,6 +619,9 @@ impl Daemon {
         status: ServiceStatus,
         reason: Option<String>,
     ) -> Result<(), DaemonError> {
+        // A reason quotes engine logs and host command lines: one line, bounded.
+        let reason =
+            reason.map(|r| crate::domain::shorten(&crate::domain::one_line(&r), REASON_MAX_CHARS));
         service.status = status;
         service.status_reason = reason.clone();
         service.updated_at = Utc::now();
@@ -625,18 +651,62 @@ impl Daemon {
     }
 
     /// Removes this service's container. A container with the same name that is not ours
-    /// is never touched: the start fails and says so.
-    pub(super) async fn remove_own_container(&self, service: &Service) -> Result<(), RuntimeError> {
+    /// is never touched: it comes back as the obstacle, for the caller to name.
+    pub(super) async fn remove_own_container(
+        &self,
+        service: &Service,
+    ) -> Result<Option<ContainerInfo>, RuntimeError> {
         let Some(found) = self.runtime().inspect(&service.container_name()).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if found.labels.get("aima.instance").map(String::as_str) != Some(self.instance()) {
-            return Err(RuntimeError::Failed(format!(
-                "a container named {} exists but was not created by this AIMA home; remove or rename it",
-                found.name
-            )));
+            return Ok(Some(found));
         }
-        self.runtime().remove(&found.id, STOP_GRACE).await
+        self.runtime().remove(&found.id, STOP_GRACE).await?;
+        Ok(None)
+    }
+
+    /// Removes the container of a service that is turning `failed`; when Docker refuses,
+    /// keeps trying in the background, so no container runs under a failed service.
+    async fn clean_up_or_retry(&self, service: &Service) {
+        if let Err(e) = self.remove_own_container(service).await {
+            tracing::warn!(service = %service.id, "cleanup failed, retrying in the background: {e}");
+            self.retry_cleanup(service.clone());
+        }
+    }
+
+    /// Retries removing a failed service's container with back-off until it is gone, the
+    /// service is started again (its start cleans up) or the daemon shuts down.
+    /// Reconciliation removes it too, when Docker comes back.
+    fn retry_cleanup(&self, service: Service) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let mut pause = CLEANUP_FIRST_RETRY;
+            loop {
+                tokio::select! {
+                    () = daemon.inner.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(CLEANUP_MAX_RETRY);
+                let lock = daemon.service_lock(&service.id);
+                let _guard = lock.lock().await;
+                match daemon.load_service(&service.id).await {
+                    Ok(current) if !current.status.can_start() => return,
+                    Ok(_) => {}
+                    Err(DaemonError::NotFound { .. }) => return,
+                    Err(_) => continue,
+                }
+                match daemon.remove_own_container(&service).await {
+                    Ok(_) => {
+                        tracing::info!(service = %service.id, "removed the container a failed cleanup left");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %service.id, retry_in = ?pause, "cleanup still failing: {e}");
+                    }
+                }
+            }
+        });
     }
 
     /// Who holds `port`, or `None` when it is free. Docker's own publishers are named by
@@ -736,6 +806,7 @@ impl Daemon {
             labels,
             container_port: engine.spec.container_port,
             host_port: service.port,
+            host_ip: self.settings().publish_addr,
             gpu_device: gpu_device.map(str::to_owned),
             read_only_mounts,
         }
@@ -756,6 +827,15 @@ fn every_attempt(mut attempts: Vec<String>) -> String {
         "start failed after {} attempts: {}",
         attempts.len(),
         listed.join("; ")
+    )
+}
+
+/// Names a container that holds this service's container name without being ours.
+fn squatter_note(obstacle: &ContainerInfo) -> String {
+    format!(
+        "container name {} is taken by container {} that this AIMA home did not create; it was left alone",
+        obstacle.name,
+        short(&obstacle.id)
     )
 }
 

@@ -9,20 +9,16 @@ mod lock;
 mod models;
 mod ports;
 mod reconcile;
-mod serve;
 mod services;
-mod start;
 mod watch;
 
 pub use events::EventBus;
 pub use gpus::{DeviceReport, GpuPlacementView, ModelAdvice, Recommendation};
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
-pub use ports::PortHolder;
+pub use ports::{PortHolder, ephemeral_range};
 pub use reconcile::Reconciled;
-pub use serve::{ServeOptions, serve};
 pub use services::{LogOutput, ServiceRequest};
-pub use start::{StartError, run};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -162,6 +158,17 @@ impl Daemon {
 
     fn runtime(&self) -> &dyn ContainerRuntime {
         self.inner.runtime.as_ref()
+    }
+
+    /// The URL of `path` on an engine's host port: on the publish address, or on loopback
+    /// when engines are published on every interface.
+    pub(crate) fn engine_url(&self, port: u16, path: &str) -> String {
+        let ip = match self.inner.settings.publish_addr {
+            ip if !ip.is_unspecified() => ip,
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        format!("http://{}{path}", std::net::SocketAddr::new(ip, port))
     }
 
     /// Labels every container of this instance carries.

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
@@ -24,8 +24,14 @@ impl Daemon {
             request.repo.as_deref(),
             request.path.as_deref(),
         )?;
+        let mut spec = spec;
         if let Some(path) = &spec.path {
-            check_local_path(Path::new(path))?;
+            // Stored resolved, so the mount is the directory that was checked.
+            spec.path = Some(
+                self.local_model_path(Path::new(path))?
+                    .display()
+                    .to_string(),
+            );
         }
         let model = self
             .store()
@@ -99,19 +105,64 @@ fn model_not_found(id: &ModelId) -> DaemonError {
     }
 }
 
-fn check_local_path(path: &Path) -> Result<(), Invalid> {
-    match std::fs::metadata(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Invalid::new(
-            "path",
-            format!(
-                "path {} does not exist on the daemon's host; pass the directory or file of the weights",
-                path.display()
-            ),
-        )),
-        Err(e) => Err(Invalid::new(
-            "path",
-            format!("path {} cannot be read: {e}", path.display()),
-        )),
+impl Daemon {
+    /// `path` with every symlink resolved, if it exists and lies under one of the model
+    /// roots (`AIMA_MODEL_ROOTS`); anything else could mount any host file, such as the
+    /// Docker socket, into an engine container.
+    pub(super) fn local_model_path(&self, path: &Path) -> Result<PathBuf, Invalid> {
+        let resolved = std::fs::canonicalize(path).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "does not exist on the daemon's host".to_owned()
+            } else {
+                format!("cannot be read: {e}")
+            };
+            Invalid::new(
+                "path",
+                format!(
+                    "path {} {why}; pass the directory or file of the weights",
+                    path.display()
+                ),
+            )
+        })?;
+        let roots = &self.settings().model_roots;
+        let inside = roots
+            .iter()
+            .filter_map(|root| std::fs::canonicalize(root).ok())
+            .any(|root| resolved.starts_with(root));
+        if !inside {
+            let shown = if resolved == path {
+                path.display().to_string()
+            } else {
+                format!("{} (resolved to {})", path.display(), resolved.display())
+            };
+            let listed = roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            return Err(Invalid::new(
+                "path",
+                format!(
+                    "path {shown} is outside the model roots ({listed}); move or link the weights under a root, or add their directory to AIMA_MODEL_ROOTS"
+                ),
+            ));
+        }
+        // A link may point at a name Docker cannot mount.
+        let text = resolved.to_str().ok_or_else(|| {
+            Invalid::new(
+                "path",
+                format!("path {} is not valid UTF-8; rename it", resolved.display()),
+            )
+        })?;
+        if text.contains(':') || text.chars().any(crate::domain::is_unsafe_char) {
+            return Err(Invalid::new(
+                "path",
+                format!(
+                    "path {} contains ':' or control characters, which Docker cannot mount; rename the directory",
+                    crate::domain::one_line(text)
+                ),
+            ));
+        }
+        Ok(resolved)
     }
 }

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
 
+/// Longest command line quoted in an error.
+const COMMAND_MAX_CHARS: usize = 120;
+
 /// Who holds a host port, as far as the host lets us see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortHolder {
@@ -56,13 +59,16 @@ pub fn is_free(port: u16) -> bool {
 }
 
 /// The process listening on `port`, found through /proc: the socket's inode in
-/// /proc/net/tcp{,6}, then the process holding a descriptor to that inode.
+/// /proc/net/tcp{,6}, then the process holding a descriptor to that inode. The tables
+/// are read line by line, so memory does not grow with the host's socket count.
 pub fn process_listening_on(port: u16) -> Option<(u32, String)> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .flat_map(|table| listening_inodes(&table, port))
-        .collect();
+    let mut inodes: Vec<u64> = Vec::new();
+    scan_sockets(|socket| {
+        if socket.local_port == port && socket.state == LISTEN && socket.inode != 0 {
+            inodes.push(socket.inode);
+        }
+        false
+    });
     if inodes.is_empty() {
         return None;
     }
@@ -90,6 +96,58 @@ pub fn process_listening_on(port: u16) -> Option<(u32, String)> {
     None
 }
 
+/// TCP state `0A` in /proc/net/tcp.
+const LISTEN: u8 = 0x0A;
+
+/// One row of /proc/net/tcp{,6}.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Socket {
+    local_port: u16,
+    state: u8,
+    inode: u64,
+}
+
+/// Calls `visit` for every TCP socket of the host until it returns true; true if it did.
+fn scan_sockets(mut visit: impl FnMut(Socket) -> bool) -> bool {
+    use std::io::BufRead;
+    let mut line = String::new();
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut header = true;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if std::mem::take(&mut header) {
+                continue;
+            }
+            if let Some(socket) = parse_socket(&line)
+                && visit(socket)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn parse_socket(line: &str) -> Option<Socket> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    let state = fields.nth(1)?;
+    let inode = fields.nth(5)?;
+    Some(Socket {
+        local_port: u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?,
+        state: u8::from_str_radix(state, 16).ok()?,
+        inode: inode.parse().ok()?,
+    })
+}
+
 fn command_line(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let text = raw
@@ -98,31 +156,21 @@ fn command_line(pid: u32) -> String {
         .map(|part| String::from_utf8_lossy(part).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    if text.is_empty() {
+    let text = if text.is_empty() {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|c| c.trim().to_owned())
             .unwrap_or_else(|_| "unknown command".to_owned())
     } else {
         text
-    }
+    };
+    // Command lines can be kilobytes long and hold newlines; the error is one line.
+    crate::domain::shorten(&crate::domain::one_line(&text), COMMAND_MAX_CHARS)
 }
 
 /// True when some non-listening socket (an outgoing connection) has `port` as its
 /// local port.
 pub fn outgoing_connection_on(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .any(|table| {
-            table.lines().skip(1).any(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let local_port = fields
-                    .get(1)
-                    .and_then(|l| l.rsplit(':').next())
-                    .and_then(|p| u16::from_str_radix(p, 16).ok());
-                local_port == Some(port) && fields.get(3).is_some_and(|state| *state != "0A")
-            })
-        })
+    scan_sockets(|socket| socket.local_port == port && socket.state != LISTEN)
 }
 
 /// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
@@ -132,31 +180,31 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
     Some((parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
-/// Inodes of sockets in LISTEN state (`0A`) on `port` in a /proc/net/tcp table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = fields.get(1)?;
-            let state = fields.get(3)?;
-            let inode = fields.get(9)?.parse().ok()?;
-            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            (local_port == port && *state == "0A" && inode != 0).then_some(inode)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_listening_sockets_from_proc_tables() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000\n   1: 0100007F:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000\n";
-        assert_eq!(listening_inodes(table, 8000), [4242]);
-        assert!(listening_inodes(table, 8001).is_empty());
+    fn parses_rows_of_the_proc_tables() {
+        let listening = "   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000";
+        let connected = "   1: 0100007F:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000";
+        assert_eq!(
+            parse_socket(listening),
+            Some(Socket {
+                local_port: 8000,
+                state: LISTEN,
+                inode: 4242
+            })
+        );
+        assert_eq!(
+            parse_socket(connected),
+            Some(Socket {
+                local_port: 8000,
+                state: 1,
+                inode: 777
+            })
+        );
+        assert_eq!(parse_socket("  sl  local_address rem_address"), None);
     }
 
     #[test]

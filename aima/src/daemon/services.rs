@@ -1,4 +1,5 @@
 use chrono::Utc;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::{Daemon, DaemonError, ports};
@@ -68,15 +69,25 @@ impl Daemon {
             Some(name) => validate_service_name(name)?,
             None => format!("{}-{}", model.name, request.engine),
         };
+        let range = self.settings().port_range;
         if request.port == Some(0) {
             return Err(Invalid::new(
                 "port",
-                "port 0 is not a port; pass --port 1-65535 or leave it out",
+                format!("port 0 is not a port; pass a --port in {range} or leave it out"),
             )
             .into());
         }
-
-        let range = self.settings().port_range;
+        if let Some(port) = request.port
+            && !(range.first..=range.last).contains(&port)
+        {
+            return Err(Invalid::new(
+                "port",
+                format!(
+                    "port {port} is outside the service port range {range}; pick a port in it, leave --port out, or widen AIMA_PORT_RANGE"
+                ),
+            )
+            .into());
+        }
         let engine = request.engine.clone();
         let model_id = model.id.clone();
         let explicit = request.port;
@@ -192,9 +203,21 @@ impl Daemon {
         let service = self.get_service(id).await?;
         match self.own_container(&service).await {
             Ok(Some(container)) => {
-                return Ok(LogOutput::Live(
-                    self.runtime().logs(&container.id, tail, follow).await?,
-                ));
+                let mut live = self.runtime().logs(&container.id, tail, follow).await?;
+                if follow {
+                    return Ok(LogOutput::Live(live));
+                }
+                // Docker is asked on the first read; a container removed in between
+                // (a stop racing this request) falls back to the lines kept below.
+                match live.next().await {
+                    Some(Err(e)) => {
+                        tracing::debug!(service = %service.id, "logs from the store: {e}");
+                    }
+                    first => {
+                        let first = futures::stream::iter(first);
+                        return Ok(LogOutput::Live(Box::pin(first.chain(live))));
+                    }
+                }
             }
             Ok(None) => {}
             // With Docker away, the lines kept from the last failure still explain it.

@@ -5,6 +5,7 @@ mod gpu;
 mod id;
 mod model;
 mod service;
+mod text;
 
 pub use event::{EventKind, ServiceEvent, StartPhase};
 pub use gpu::{
@@ -17,6 +18,7 @@ pub use service::{
     EnvVar, Service, ServiceId, ServiceStatus, is_engine_name, lowest_free_port,
     validate_gpu_memory_utilization, validate_service_name,
 };
+pub use text::{is_unsafe_char, one_line, shorten};
 
 /// Input that breaks a domain rule. `field` is the JSON field / CLI flag at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -202,10 +202,10 @@ fn validate_name(name: &str) -> Result<String, Invalid> {
             format!("model name is {chars} characters long; the limit is {NAME_MAX_CHARS}"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(super::is_unsafe_char) {
         return Err(Invalid::new(
             "name",
-            "model name contains control characters; use printable text",
+            "model name contains control or text-direction characters; use printable text",
         ));
     }
     Ok(name.to_owned())
@@ -243,8 +243,21 @@ fn validate_path(path: &str) -> Result<String, Invalid> {
             format!("path '{path}' is relative; pass an absolute path"),
         ));
     }
-    if path.chars().any(char::is_control) {
-        return Err(Invalid::new("path", "path contains control characters"));
+    if path.chars().any(super::is_unsafe_char) {
+        return Err(Invalid::new(
+            "path",
+            "path contains control or text-direction characters; rename the directory",
+        ));
+    }
+    // Docker's bind syntax is HOST:CONTAINER:MODE, so a ':' in the host path breaks the
+    // mount at start; refuse it now rather than then.
+    if path.contains(':') {
+        return Err(Invalid::new(
+            "path",
+            format!(
+                "path '{path}' contains ':', which Docker cannot mount; rename the directory or link it from a path without ':'"
+            ),
+        ));
     }
     Ok(path.to_owned())
 }
@@ -317,7 +330,7 @@ mod tests {
     fn bad_input_names_the_field() {
         let long = "x".repeat(NAME_MAX_CHARS + 1);
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
-        let cases: [Case; 10] = [
+        let cases: [Case; 13] = [
             ("", "ollama", Some("r"), None, "name"),
             ("   ", "ollama", Some("r"), None, "name"),
             (&long, "ollama", Some("r"), None, "name"),
@@ -328,6 +341,9 @@ mod tests {
             ("m", "local", Some("r"), Some("/p"), "repo"),
             ("m", "local", None, None, "path"),
             ("m", "local", None, Some("relative/dir"), "path"),
+            ("admin\u{202E}txt.exe", "ollama", Some("r"), None, "name"),
+            ("m", "local", None, Some("/srv/a:b"), "path"),
+            ("m", "local", None, Some("/srv/a\u{2066}b"), "path"),
         ];
         for (name, source, repo, path, field) in cases {
             assert_eq!(

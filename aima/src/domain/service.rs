@@ -188,12 +188,12 @@ pub fn validate_service_name(name: &str) -> Result<String, Invalid> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > super::NAME_MAX_CHARS
-        || name.chars().any(char::is_control)
+        || name.chars().any(super::is_unsafe_char)
     {
         return Err(Invalid::new(
             "name",
             format!(
-                "service name must be 1-{} printable characters",
+                "service name must be 1-{} printable characters (no control or text-direction characters)",
                 super::NAME_MAX_CHARS
             ),
         ));
@@ -284,6 +284,15 @@ mod tests {
             "svc--1234abcd",
         ] {
             assert!(bad.parse::<ServiceId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_names_refuse_control_and_direction_characters() {
+        assert_eq!(validate_service_name(" chat ").expect("valid"), "chat");
+        for bad in ["", "a\nb", "evil\u{202E}gpj", "x\u{2067}y", "\u{1b}[31mred"] {
+            let err = validate_service_name(bad).expect_err(bad);
+            assert_eq!(err.field, "name");
         }
     }
 

@@ -192,7 +192,7 @@ impl ContainerRuntime for DockerRuntime {
         let bindings = HashMap::from([(
             container_port.clone(),
             Some(vec![PortBinding {
-                host_ip: None,
+                host_ip: Some(spec.host_ip.to_string()),
                 host_port: Some(spec.host_port.to_string()),
             }]),
         )]);

@@ -64,6 +64,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     pub container_port: u16,
     pub host_port: u16,
+    /// The host address the port is published on (`AIMA_PUBLISH_ADDR`).
+    pub host_ip: std::net::IpAddr,
     /// A GPU (by uuid) to hand to the container through the NVIDIA runtime.
     pub gpu_device: Option<String>,
     /// Host paths mounted read-only: (host path, path in the container).

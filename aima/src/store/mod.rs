@@ -39,6 +39,10 @@ pub enum StoreError {
     Referenced(String),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "database {path} is not writable: {reason}; fix its permissions (the daemon's user must own it), free disk space, or point AIMA_HOME elsewhere"
+    )]
+    NotWritable { path: PathBuf, reason: String },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
@@ -68,14 +72,45 @@ impl Store {
             path: path.to_owned(),
             source,
         };
+        // SQLite opens a file it cannot write read-only and fails only at the first write;
+        // a directory it cannot write breaks its journal. Say which, with the fix.
+        for target in [Some(path), path.parent()].into_iter().flatten() {
+            if target.exists()
+                && let Err(errno) = nix::unistd::access(target, nix::unistd::AccessFlags::W_OK)
+            {
+                return Err(StoreError::NotWritable {
+                    path: path.to_owned(),
+                    reason: format!("{}: {}", target.display(), errno.desc().to_lowercase()),
+                });
+            }
+        }
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrations::apply(&mut conn, path)?;
+        // A read-only file opens and reads fine; find out now, not at the first write.
+        check_writable(&conn).map_err(|e| StoreError::NotWritable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             services_generation: Arc::default(),
         })
+    }
+
+    /// True when the error means the database cannot take writes right now (read-only
+    /// file, full disk, I/O error), as opposed to a bug or a bad row.
+    pub fn is_unavailable(error: &StoreError) -> bool {
+        use rusqlite::ErrorCode as C;
+        match error {
+            StoreError::NotWritable { .. } => true,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::ReadOnly | C::DiskFull | C::SystemIoFailure | C::CannotOpen | C::DatabaseBusy
+            ),
+            _ => false,
+        }
     }
 
     /// Changes whenever a service row changes.
@@ -119,6 +154,16 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// One real write, rolled into the meta table.
+fn check_writable(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('opened_at', datetime('now'))
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [],
+    )
+    .map(drop)
 }
 
 /// Per-connection settings. WAL persists in the file; the rest must be set on every open.

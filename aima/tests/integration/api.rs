@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use aima::daemon::ServeOptions;
+use aima::server::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -103,8 +103,8 @@ async fn every_source_registers_and_local_paths_must_exist() {
         .await;
         assert_eq!(status, StatusCode::CREATED, "{source}: {body}");
     }
-    let weights = tempfile::tempdir().expect("weights dir");
-    let path = weights.path().to_str().expect("utf-8 path");
+    let weights = d.model_dir("weights");
+    let path = weights.to_str().expect("utf-8 path");
     let (status, body) = post_model(
         &d,
         json!({"name": "local", "source": "local", "path": path}),
@@ -114,7 +114,7 @@ async fn every_source_registers_and_local_paths_must_exist() {
     assert_eq!(body["path"], path);
     assert_eq!(body["repo"], Value::Null);
 
-    let missing = weights.path().join("missing");
+    let missing = weights.join("missing");
     let (status, body) = post_model(
         &d,
         json!({"name": "gone", "source": "local", "path": missing}),
@@ -319,6 +319,7 @@ fn a_request_that_stalls_is_cut_off_by_the_request_timeout() {
     let d = TestDaemon::start_with(ServeOptions {
         drain_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
     });
     // Headers promise a body that never comes, so the handler waits until the timeout.
     let mut stream = std::net::TcpStream::connect(d.addr).expect("connect");
@@ -327,7 +328,7 @@ fn a_request_that_stalls_is_cut_off_by_the_request_timeout() {
         .expect("timeout");
     write!(
         stream,
-        "POST /api/v1/models HTTP/1.1\r\nHost: aima\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"name\":"
+        "POST /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"name\":"
     )
     .expect("write");
     let mut response = String::new();

@@ -49,7 +49,7 @@ fn model_list_table() {
 
     create(&d, "tinyllama", "tinyllama");
     create(&d, "phi", "microsoft/phi-2");
-    let weights = tempfile::tempdir().expect("weights");
+    let weights = d.model_dir("weights");
     let (code, _, stderr) = run(d
         .cli()
         .args([
@@ -61,11 +61,11 @@ fn model_list_table() {
             "local",
             "--path",
         ])
-        .arg(weights.path()));
+        .arg(&weights));
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, _) = run(d.cli().args(["model", "list"]));
     assert_eq!(code, 0);
-    let table = stdout.replace(weights.path().to_str().expect("utf-8"), "/WEIGHTS");
+    let table = stdout.replace(weights.to_str().expect("utf-8"), "/WEIGHTS");
     with_stable_values(|| insta::assert_snapshot!(table));
 }
 
@@ -131,17 +131,14 @@ fn json_and_yaml_outputs_have_the_contract_shapes() {
 #[test]
 fn relative_local_paths_are_sent_as_absolute() {
     let d = TestDaemon::start();
-    let cwd = tempfile::tempdir().expect("cwd");
-    std::fs::create_dir(cwd.path().join("weights")).expect("mkdir");
-    let (code, stdout, stderr) = run(d.cli().current_dir(cwd.path()).args([
+    let weights = d.model_dir("weights");
+    let cwd = weights.parent().expect("model root");
+    let (code, stdout, stderr) = run(d.cli().current_dir(cwd).args([
         "-o", "json", "model", "create", "--name", "m", "--source", "local", "--path", "weights",
     ]));
     assert_eq!(code, 0, "{stderr}");
     let model: Value = serde_json::from_str(&stdout).expect("json");
-    assert_eq!(
-        model["path"],
-        cwd.path().join("weights").to_str().expect("utf-8")
-    );
+    assert_eq!(model["path"], weights.to_str().expect("utf-8"));
 }
 
 #[test]

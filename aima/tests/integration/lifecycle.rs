@@ -489,7 +489,7 @@ async fn twenty_concurrent_creates_get_twenty_ports() {
 fn service_input_errors_are_clear() {
     let d = TestDaemon::with_engine();
     let model = create_model(&d);
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--model-id", "model-00000000", "--engine-type", "vllm"],
             "no model with id 'model-00000000'",
@@ -523,6 +523,17 @@ fn service_input_errors_are_clear() {
         (
             &["--model-id", &model, "--engine-type", "vllm", "--port", "0"],
             "port 0 is not a port",
+        ),
+        (
+            &[
+                "--model-id",
+                &model,
+                "--engine-type",
+                "vllm",
+                "--port",
+                "80",
+            ],
+            "port 80 is outside the service port range",
         ),
     ];
     for (args, expected) in cases {
@@ -609,7 +620,7 @@ fn a_foreign_container_with_the_service_name_is_never_touched() {
     let model = create_model(&d);
     let id = id_of(&create_service(&d, &model, &[]));
     let name = format!("aima-{id}");
-    // Same name, no aima.instance label: someone else's container.
+    // Same name, no aima.instance label: someone else's container squats the name.
     let out = Command::new("docker")
         .args([
             "create",
@@ -626,32 +637,43 @@ fn a_foreign_container_with_the_service_name_is_never_touched() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let squatter = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let exists = || {
+        Command::new("docker")
+            .args(["inspect", &squatter])
+            .output()
+            .expect("inspect")
+            .status
+            .success()
+    };
     let (code, _, stderr) = start_wait(&d, &id);
-    let still_there = Command::new("docker")
-        .args(["inspect", &name])
-        .output()
-        .expect("inspect")
-        .status
-        .success();
-    let (stop_code, _, _) = run(d.cli().args(["service", "stop", &id]));
-    let still_there_after_stop = Command::new("docker")
-        .args(["inspect", &name])
-        .output()
-        .expect("inspect")
-        .status
-        .success();
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    let after_start = exists();
+    let (stop_code, _, stop_err) = run(d.cli().args(["service", "stop", &id]));
+    let stopped = get(&d, &id);
+    let after_stop = exists();
+    let (delete_code, _, delete_err) = run(d.cli().args(["service", "delete", &id]));
+    let after_delete = exists();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &squatter])
+        .output();
+
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("was not created by this AIMA home"),
-        "{stderr}"
+        stderr.contains(&format!(
+            "container name {name} is taken by container {}",
+            &squatter[..12]
+        )) && stderr.contains("remove or rename it"),
+        "the start names the obstacle and its id: {stderr}"
     );
-    assert!(still_there, "start must not remove a foreign container");
-    assert_ne!(stop_code, 0, "stop refuses rather than touching it");
-    assert!(
-        still_there_after_stop,
-        "stop must not remove a foreign container"
+    assert!(after_start, "start must not remove a foreign container");
+    assert_eq!(
+        stop_code, 0,
+        "nothing of ours runs, so the stop completes: {stop_err}"
     );
+    assert_eq!(stopped["status"], "stopped");
+    assert!(after_stop, "stop must not remove a foreign container");
+    assert_eq!(delete_code, 0, "delete completes too: {delete_err}");
+    assert!(after_delete, "delete must not remove a foreign container");
 }
 
 #[test]
@@ -822,9 +844,9 @@ fn asking_again_while_a_start_runs_answers_at_once() {
 #[test]
 fn a_local_model_is_mounted_read_only_into_the_engine() {
     let d = TestDaemon::with_engine();
-    let weights = tempfile::tempdir().expect("weights");
-    std::fs::write(weights.path().join("model.gguf"), b"weights").expect("write");
-    let path = weights.path().to_str().expect("utf-8").to_owned();
+    let weights = d.model_dir("weights");
+    std::fs::write(weights.join("model.gguf"), b"weights").expect("write");
+    let path = weights.to_str().expect("utf-8").to_owned();
     let model = json(d.cli().args([
         "model", "create", "--name", "local", "--source", "local", "--path", &path,
     ]));

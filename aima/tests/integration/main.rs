@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod gpu;
+mod hardening;
 mod lifecycle;
 mod process;
 mod restart;

@@ -406,7 +406,7 @@ fn a_second_signal_forces_the_exit() {
     let mut stalled = std::net::TcpStream::connect(d.addr).expect("connect");
     std::io::Write::write_all(
         &mut stalled,
-        b"POST /api/v1/models HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+        b"POST /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
     )
     .expect("write");
     d.wait_for_log("started processing request", Duration::from_secs(10));
@@ -729,6 +729,7 @@ fn an_engine_that_stops_answering_is_failed_and_removed() {
     let model = new_model(&d);
     let svc = id(&new_service(&d, &model, &["STUB_HANG_AFTER_SECS=1"]));
     start_wait(&d, &svc);
+    let running_since = Instant::now();
     let failed = poll(
         Duration::from_secs(60),
         "the hung engine to be noticed",
@@ -738,7 +739,20 @@ fn an_engine_that_stops_answering_is_failed_and_removed() {
         },
     );
     let reason = failed["status_reason"].as_str().expect("reason");
-    assert!(reason.contains("stopped answering /health"), "{reason}");
+    assert!(reason.contains("did not answer /health for "), "{reason}");
+    // The reason states the real detection time: from the first missed probe (the engine
+    // hangs 1 s after start) to the decision, five probes 2 s apart.
+    let said: u64 = reason
+        .split("for ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s").next())
+        .and_then(|n| n.parse().ok())
+        .expect("seconds in the reason");
+    assert!(
+        (8..=running_since.elapsed().as_secs()).contains(&said),
+        "{said} s stated, {:?} observed: {reason}",
+        running_since.elapsed()
+    );
     assert!(
         containers(&format!("aima.service={svc}"), false).is_empty(),
         "its container is removed"

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use aima::config::{Flags, Settings};
-use aima::daemon::{Daemon, ServeOptions};
+use aima::daemon::Daemon;
 use aima::runtime::DockerRuntime;
+use aima::server::ServeOptions;
 use aima::store::Store;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -138,6 +139,7 @@ impl TestDaemon {
         Self::start_with(ServeOptions {
             drain_timeout: Duration::from_secs(5),
             request_timeout: ServeOptions::DEFAULT_REQUEST_TIMEOUT,
+            ..ServeOptions::default()
         })
     }
 
@@ -158,6 +160,7 @@ impl TestDaemon {
             ServeOptions {
                 drain_timeout: Duration::from_secs(5),
                 request_timeout: ServeOptions::DEFAULT_REQUEST_TIMEOUT,
+                ..ServeOptions::default()
             },
             |settings| {
                 settings.engine_images.insert("vllm".into(), image.into());
@@ -198,7 +201,7 @@ impl TestDaemon {
                 let shutdown = async {
                     let _ = shutdown_rx.await;
                 };
-                aima::daemon::serve(listener, daemon, shutdown, options)
+                aima::server::serve(listener, daemon, shutdown, options)
                     .await
                     .expect("serve");
             });
@@ -224,6 +227,13 @@ impl TestDaemon {
     /// The `aima` binary pointed at this daemon.
     pub fn cli(&self) -> assert_cmd::Command {
         cli_for(self.addr, self.home.path())
+    }
+
+    /// A fresh directory of weights under this daemon's model root (`$AIMA_HOME/models`).
+    pub fn model_dir(&self, name: &str) -> PathBuf {
+        let dir = self.home.path().join("models").join(name);
+        std::fs::create_dir_all(&dir).expect("model dir");
+        dir
     }
 
     /// The `aima.instance=…` label selecting this daemon's containers.
@@ -273,7 +283,55 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `aima start --addr 127.0.0.1:0` and waits for its "listening" line.
     pub fn start(home: &Path, env: &[(&str, &str)]) -> Self {
-        let (child, stderr, ready) = Self::spawn(home, "127.0.0.1:0", env);
+        Self::start_on(home, "127.0.0.1:0", env)
+    }
+
+    /// Starts `aima start --addr addr` and waits for its "listening" line.
+    pub fn start_on(home: &Path, addr: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(Self::command(home, addr, env), home)
+    }
+
+    /// `aima start` with a clean environment aimed at `home` and `addr`, not yet spawned,
+    /// for tests that run it differently (another user, other limits).
+    pub fn command(home: &Path, addr: &str, env: &[(&str, &str)]) -> Command {
+        Self::command_via(&[], home, addr, env)
+    }
+
+    /// Like [`DaemonProcess::command`], run through `launcher` (for example a shell that
+    /// lowers a limit first): `launcher… aima start`.
+    pub fn command_via(
+        launcher: &[&str],
+        home: &Path,
+        addr: &str,
+        env: &[(&str, &str)],
+    ) -> Command {
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(aima_bin());
+                cmd
+            }
+            None => Command::new(aima_bin()),
+        };
+        cmd.arg("start")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("AIMA_HOME", home)
+            .env("AIMA_ADDR", addr)
+            .env("RUST_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// Spawns `cmd` (from [`DaemonProcess::command`]) and waits for its "listening" line.
+    pub fn launch(cmd: Command, home: &Path) -> Self {
+        let (child, stderr, ready) = Self::spawn(cmd);
         let addr = match ready.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => addr,
             Err(_) => panic!(
@@ -295,7 +353,12 @@ impl DaemonProcess {
         addr: &str,
         env: &[(&str, &str)],
     ) -> (ExitStatus, Vec<String>) {
-        let (mut child, stderr, _ready) = Self::spawn(home, addr, env);
+        Self::launch_expecting_failure(Self::command(home, addr, env))
+    }
+
+    /// Spawns `cmd` expecting it to refuse: returns its exit status and stderr.
+    pub fn launch_expecting_failure(cmd: Command) -> (ExitStatus, Vec<String>) {
+        let (mut child, stderr, _ready) = Self::spawn(cmd);
         let status = poll(Duration::from_secs(20), "the daemon to exit", || {
             child.try_wait().expect("wait")
         });
@@ -310,25 +373,7 @@ impl DaemonProcess {
         (status, lines)
     }
 
-    fn spawn(
-        home: &Path,
-        addr: &str,
-        env: &[(&str, &str)],
-    ) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Receiver<SocketAddr>) {
-        let mut cmd = Command::new(aima_bin());
-        cmd.arg("start")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home)
-            .env("AIMA_HOME", home)
-            .env("AIMA_ADDR", addr)
-            .env("RUST_LOG", "info,tower_http=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
+    fn spawn(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Receiver<SocketAddr>) {
         let mut child = cmd.spawn().expect("spawn aima start");
         let pipe = child.stderr.take().expect("stderr");
         let stderr = Arc::new(Mutex::new(Vec::new()));

@@ -113,7 +113,7 @@ async fn request_in_flight(w: &mut AimaWorld) {
         .expect("timeout");
     write!(
         stream,
-        "POST /api/v1/models HTTP/1.1\r\nHost: aima\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "POST /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
         &body[..half]
     )

@@ -1,31 +1,62 @@
-use std::future::{Future, IntoFuture};
+//! The server entry: `aima start` and the in-process test daemon both come through here.
+//! It sits above `api/` and `daemon/` and composes them on one listener; the connection
+//! limits live in `connections.rs`.
+
+mod connections;
+mod run;
+
+pub use run::{StartError, run};
+
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::Daemon;
 use crate::config::Settings;
+use crate::daemon::Daemon;
 
 /// Longest the daemon waits for the first reconciliation before serving anyway.
 const RECONCILE_WAIT: Duration = Duration::from_secs(30);
 
-/// Timing knobs of the HTTP server.
+/// Timing knobs and limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
     /// How long a request may take to produce its response head.
     pub request_timeout: Duration,
+    /// How long a connection may take to send a request head, counted from when the
+    /// server waits for it: on a new connection, and between requests on a kept-alive one
+    /// (so it is the idle timeout too).
+    pub header_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            drain_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl ServeOptions {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Apache's keep-alive timeout is 5 s, nginx's header timeout 60 s; a local CLI sends
+    /// its request at once, so 10 s is generous and frees a silent slot soon.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             drain_timeout: settings.shutdown_timeout,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            max_connections: settings.max_connections,
         }
     }
 }
@@ -40,7 +71,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> std::io::Result<()> {
-    let (draining_tx, mut draining_rx) = watch::channel(false);
     // Ready means reconciled: the service list agrees with Docker before the first request.
     let started = std::time::Instant::now();
     match daemon.start_background(RECONCILE_WAIT).await {
@@ -50,30 +80,26 @@ pub async fn serve(
     // Under systemd (Type=notify) this marks the unit started; elsewhere it does nothing.
     notify_systemd(sd_notify::NotifyState::Ready);
     let app = crate::api::router(daemon.clone(), options.request_timeout);
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = draining_rx.wait_for(|draining| *draining).await;
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
 
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => {}
-    }
+    let draining = CancellationToken::new();
+    let connections = connections::Connections::new(options);
+    let accepting = tokio::spawn(connections.clone().accept(listener, app, draining.clone()));
+
+    shutdown.await;
     tracing::info!(drain_timeout = ?options.drain_timeout, "shutting down: no new connections, draining in-flight requests");
     notify_systemd(sd_notify::NotifyState::Stopping);
-    let _ = draining_tx.send(true);
+    draining.cancel();
+    // The accept loop owns the listener: once it ends, new connections are refused.
+    let _ = accepting.await;
     // Background tasks and following streams end now; engine containers keep running.
     daemon.shutdown();
-    // axum waits for in-flight requests without a limit, so the drain time is ours to enforce.
-    match tokio::time::timeout(options.drain_timeout, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(drain_timeout = ?options.drain_timeout, "drain time is up; closing the remaining connections");
-            Ok(())
-        }
+    if tokio::time::timeout(options.drain_timeout, connections.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(drain_timeout = ?options.drain_timeout, "drain time is up; closing the remaining connections");
     }
+    Ok(())
 }
 
 /// Tells systemd about readiness and stopping when it is the supervisor (`NOTIFY_SOCKET`).
