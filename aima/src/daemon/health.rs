@@ -80,8 +80,8 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
 
 /// True when a request failed for want of local resources (file handles, buffers,
 /// memory) rather than because the engine did not answer.
-fn is_local_exhaustion(err: &reqwest::Error) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(err);
+fn is_local_exhaustion(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && let Some(code) = io.raw_os_error()
@@ -98,4 +98,35 @@ fn is_local_exhaustion(err: &reqwest::Error) -> bool {
         cause = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error wrapping `inner`, as reqwest and hyper wrap the socket's.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn running_out_of_file_handles_is_not_a_miss_but_a_refusal_is() {
+        let emfile = Wrapped(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
+        assert!(is_local_exhaustion(&emfile));
+        let refused = Wrapped(std::io::Error::from_raw_os_error(nix::libc::ECONNREFUSED));
+        assert!(!is_local_exhaustion(&refused));
+        let timeout = Wrapped(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
+        assert!(!is_local_exhaustion(&timeout));
+    }
 }

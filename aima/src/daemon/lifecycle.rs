@@ -882,10 +882,16 @@ mod tests {
         RuntimeVersion,
     };
 
-    /// A runtime whose `create_container` fails with the queued errors, in order.
+    /// A runtime whose `create_container` fails with the queued errors, in order, and
+    /// whose `remove` fails `failing_removes` times. Once `instance` is set, a container
+    /// of that instance is there to remove until a removal succeeds.
+    #[derive(Default)]
     struct FailingCreates {
         errors: Mutex<Vec<RuntimeError>>,
         creates: Mutex<usize>,
+        instance: Mutex<Option<String>>,
+        failing_removes: Mutex<usize>,
+        removes: Mutex<usize>,
     }
 
     #[async_trait]
@@ -930,8 +936,19 @@ mod tests {
         async fn wait_exit(&self, _: &str) -> Result<i64, RuntimeError> {
             futures::future::pending().await
         }
-        async fn inspect(&self, _: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
-            Ok(None)
+        async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+            let instance = self.instance.lock().expect("lock").clone();
+            Ok(instance.map(|instance| ContainerInfo {
+                id: "c0ffee".into(),
+                name: name.to_owned(),
+                image: "stub".into(),
+                args: Vec::new(),
+                labels: BTreeMap::from([("aima.instance".to_owned(), instance)]),
+                running: true,
+                exit_code: None,
+                oom_killed: false,
+                host_ports: Vec::new(),
+            }))
         }
         async fn list(
             &self,
@@ -943,6 +960,14 @@ mod tests {
             Ok(Vec::new())
         }
         async fn remove(&self, _: &str, _: Duration) -> Result<(), RuntimeError> {
+            *self.removes.lock().expect("lock") += 1;
+            let mut failing = self.failing_removes.lock().expect("lock");
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(RuntimeError::Transient("device or resource busy".into()));
+            }
+            // Removed: nothing left to inspect.
+            self.instance.lock().expect("lock").take();
             Ok(())
         }
         async fn logs(
@@ -964,6 +989,21 @@ mod tests {
     }
 
     async fn failed_reason(errors: Vec<RuntimeError>) -> (String, usize) {
+        let runtime = Arc::new(FailingCreates {
+            errors: Mutex::new(errors),
+            ..FailingCreates::default()
+        });
+        let (reason, _daemon) = fail_a_start(Arc::clone(&runtime), |_| {}).await;
+        let creates = *runtime.creates.lock().expect("lock");
+        (reason, creates)
+    }
+
+    /// Starts a service on `runtime` and waits for it to fail; `prepare` sees the daemon
+    /// before the start.
+    async fn fail_a_start(
+        runtime: Arc<FailingCreates>,
+        prepare: impl FnOnce(&Daemon),
+    ) -> (String, (tempfile::TempDir, Daemon)) {
         let (dir, store) = crate::store::temp_store();
         let settings = Settings::resolve_with(
             &Flags {
@@ -974,11 +1014,8 @@ mod tests {
             Vec::new(),
         )
         .expect("settings");
-        let runtime = Arc::new(FailingCreates {
-            errors: Mutex::new(errors),
-            creates: Mutex::new(0),
-        });
         let daemon = Daemon::new(settings, store, runtime.clone()).expect("daemon");
+        prepare(&daemon);
         let model = daemon
             .create_model(ModelRequest {
                 name: "m".into(),
@@ -1003,8 +1040,7 @@ mod tests {
         for _ in 0..200 {
             let s = daemon.get_service(service.id.as_str()).await.expect("get");
             if s.status == crate::domain::ServiceStatus::Failed {
-                let creates = *runtime.creates.lock().expect("lock");
-                return (s.status_reason.unwrap_or_default(), creates);
+                return (s.status_reason.unwrap_or_default(), (dir, daemon));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -1024,6 +1060,31 @@ mod tests {
         assert!(
             reason.contains("2) docker: Conflict") && reason.contains("3) docker: Conflict"),
             "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_docker_refuses_is_retried_until_the_container_is_gone() {
+        let runtime = Arc::new(FailingCreates {
+            failing_removes: Mutex::new(5),
+            ..FailingCreates::default()
+        });
+        let (_reason, _daemon) = fail_a_start(Arc::clone(&runtime), |daemon| {
+            *runtime.instance.lock().expect("lock") = Some(daemon.instance().to_owned());
+        })
+        .await;
+        // Three launch attempts and the failed start's cleanup are refused; the
+        // background retries (after 0.5 s, then 1 s) go on until a removal succeeds.
+        for _ in 0..100 {
+            if runtime.instance.lock().expect("lock").is_none() {
+                assert_eq!(*runtime.removes.lock().expect("lock"), 6);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the container is still there after {} removals",
+            runtime.removes.lock().expect("lock")
         );
     }
 

@@ -10,6 +10,9 @@ use super::{Daemon, DaemonError};
 use crate::domain::{EventKind, Service, ServiceStatus};
 use crate::runtime::ContainerInfo;
 
+/// How long reconciliation waits for a container an interrupted start may still create.
+const LATE_CREATE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What a reconciliation did, for the log and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
@@ -153,6 +156,11 @@ impl Daemon {
                     done.recreated += 1;
                     return Ok(());
                 }
+                if service.status == ServiceStatus::Starting {
+                    // A create the previous daemon sent just before it died may land
+                    // now; wait for it briefly, so ready means its leftover is gone too.
+                    self.remove_late_create(&service).await;
+                }
                 service.container_id = None;
                 let reason = if service.status == ServiceStatus::Starting {
                     "the daemon stopped during the start; start it again"
@@ -188,6 +196,29 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Removes the container of an interrupted start if Docker creates it within
+    /// [`LATE_CREATE_WAIT`] (the killed daemon's request still in Docker's hands).
+    async fn remove_late_create(&self, service: &Service) {
+        let deadline = Instant::now() + LATE_CREATE_WAIT;
+        while Instant::now() < deadline {
+            match self.own_container(service).await {
+                Ok(Some(late)) => {
+                    tracing::info!(service = %service.id, container = short(&late.id), "removing the container of an interrupted start");
+                    if let Err(e) = self
+                        .runtime()
+                        .remove(&late.id, std::time::Duration::ZERO)
+                        .await
+                    {
+                        tracing::warn!(service = %service.id, "cannot remove it: {e}");
+                    }
+                    return;
+                }
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                Err(_) => return,
+            }
+        }
     }
 
     /// The image and arguments the service's container must have, if its engine and

@@ -868,6 +868,15 @@ fn a_local_model_is_mounted_read_only_into_the_engine() {
         format!("[\"{path}:/aima/model:ro\"]")
     );
     assert!(inspect("{{json .Config.Cmd}}").contains("\"--model\",\"/aima/model\""));
+    // Unprivileged, no host network, the port published on loopback only.
+    assert_eq!(inspect("{{.HostConfig.Privileged}}"), "false");
+    assert_ne!(inspect("{{.HostConfig.NetworkMode}}"), "host");
+    assert_eq!(inspect("{{json .HostConfig.CapAdd}}"), "null");
+    assert!(
+        inspect("{{json .HostConfig.PortBindings}}").contains("\"HostIp\":\"127.0.0.1\""),
+        "{}",
+        inspect("{{json .HostConfig.PortBindings}}")
+    );
     json(d.cli().args(["service", "delete", &id]));
     assert_no_containers(&d);
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod contract;
 mod gpu;
 mod hardening;
 mod lifecycle;

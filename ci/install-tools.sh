@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the reference tools the tests drive, from PyPI: openapi-spec-validator (the
+# OpenAPI document) and schemathesis (fuzzes every API operation for server errors).
+set -euo pipefail
+
+python3 -m pip install --quiet --disable-pip-version-check \
+  'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10'
+# pyenv installs entry points behind shims that need a rehash; elsewhere this is a no-op.
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+for tool in schemathesis openapi-spec-validator; do
+  if ! command -v "$tool" >/dev/null 2>&1 \
+    && [ ! -x "$(python3 -m site --user-base)/bin/$tool" ]; then
+    echo "ci/install-tools.sh: $tool was installed but is not on PATH" >&2
+    exit 1
+  fi
+done
