@@ -15,10 +15,18 @@ pub enum ModelCommand {
     #[command(visible_alias = "ls")]
     List,
     /// Show one model.
-    Get { id: String },
+    Get {
+        /// The model: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Delete a model.
     #[command(visible_alias = "rm")]
-    Delete { id: String },
+    Delete {
+        /// The model: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -17,11 +17,21 @@ pub enum ServiceCommand {
     #[command(visible_alias = "ls")]
     List,
     /// Show one service.
-    Get { id: String },
+    Get {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Show a service's status and its reason.
-    Status { id: String },
+    Status {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Start a service's engine container.
     Start {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
         id: String,
         /// Wait until the service runs (exit 0) or fails (exit 1), showing each phase.
         #[arg(long)]
@@ -31,12 +41,22 @@ pub enum ServiceCommand {
         timeout: u64,
     },
     /// Stop a service; returns once its port is free.
-    Stop { id: String },
+    Stop {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Stop (if needed) and delete a service, freeing its port.
     #[command(visible_alias = "rm")]
-    Delete { id: String },
+    Delete {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Print the engine container's output (kept after a failure).
     Logs {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
         id: String,
         /// Keep printing new output.
         #[arg(short, long)]
@@ -53,6 +73,8 @@ pub enum ServiceCommand {
     },
     /// Print the service's events (phases, status changes).
     Events {
+        /// The service: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
         id: String,
         /// Keep printing new events.
         #[arg(short, long)]
@@ -62,8 +84,8 @@ pub enum ServiceCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Model to serve (see 'aima model list').
-    #[arg(long)]
+    /// Model to serve: its id, its name or a unique id prefix (see 'aima model list').
+    #[arg(long, value_name = "ID|NAME")]
     model_id: String,
     /// Inference engine: vllm, sglang, llamacpp or ollama.
     #[arg(long)]

@@ -7,7 +7,6 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::services::parse_service_id;
 use super::{Daemon, DaemonError, PortHolder, ports};
 use crate::domain::{EventKind, Model, ModelSource, Service, ServiceId, ServiceStatus, StartPhase};
 use crate::engines::Engine;
@@ -69,7 +68,7 @@ impl Daemon {
     /// runs in the background and publishes each phase. Starting a running or starting
     /// service changes nothing.
     pub async fn start_service(&self, id: &str) -> Result<Service, DaemonError> {
-        let id = parse_service_id(id)?;
+        let id = self.resolve_service(id).await?;
         // A start in flight holds the service's lock until the engine is healthy; asking
         // again answers at once instead of queueing behind it.
         if self.start_in_flight(&id) {
@@ -447,7 +446,7 @@ impl Daemon {
     /// Stops a service from any status: cancels a start in flight, removes its container
     /// (only ever its own), and returns once the host port can be bound again.
     pub async fn stop_service(&self, id: &str) -> Result<Service, DaemonError> {
-        let id = parse_service_id(id)?;
+        let id = self.resolve_service(id).await?;
         let daemon = self.clone();
         // Its own task: a client that hangs up (or a request timeout) must not leave the
         // service half-stopped.

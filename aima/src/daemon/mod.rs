@@ -39,7 +39,7 @@ use crate::store::{Store, StoreError};
 pub enum DaemonError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    #[error("no {kind} with id '{id}'; list them with 'aima {kind} list'")]
+    #[error("no {kind} with id, name or id prefix '{id}'; list them with 'aima {kind} list'")]
     NotFound { kind: &'static str, id: String },
     /// The request is valid but clashes with the current state.
     #[error("{0}")]
@@ -48,7 +48,19 @@ pub enum DaemonError {
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Names are the caller's to choose: a taken one is a conflict, not a fault.
+            StoreError::NameTaken { name, holder } => Self::Conflict(format!(
+                "the name '{name}' is taken by {holder}; pick another --name, or delete {holder}"
+            )),
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<RuntimeError> for DaemonError {

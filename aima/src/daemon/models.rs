@@ -55,7 +55,7 @@ impl Daemon {
     }
 
     pub async fn get_model(&self, id: &str) -> Result<Model, DaemonError> {
-        let id = parse_model_id(id)?;
+        let id = self.resolve_model(id).await?;
         let lookup = id.clone();
         self.store()
             .run(move |store| store.get_model(&lookup))
@@ -90,12 +90,16 @@ impl Daemon {
     }
 }
 
-/// A malformed id cannot name any model, so it is simply "not found".
-fn parse_model_id(id: &str) -> Result<ModelId, DaemonError> {
-    id.parse().map_err(|_: Invalid| DaemonError::NotFound {
-        kind: "model",
-        id: id.to_owned(),
-    })
+impl Daemon {
+    /// The model `reference` names: its id, its name, or a unique prefix of its id.
+    async fn resolve_model(&self, reference: &str) -> Result<ModelId, DaemonError> {
+        let wanted = reference.to_owned();
+        let found = self
+            .store()
+            .run(move |store| store.find_model(&wanted))
+            .await?;
+        super::services::resolved("model", reference, found)
+    }
 }
 
 fn model_not_found(id: &ModelId) -> DaemonError {

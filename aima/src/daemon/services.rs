@@ -9,7 +9,7 @@ use crate::domain::{
 };
 use crate::engines::Engines;
 use crate::runtime::{LogChunk, RuntimeError};
-use crate::store::InsertServiceError;
+use crate::store::{InsertServiceError, Lookup, StoreError};
 
 /// Fields of a service creation as the caller gave them, before validation.
 #[derive(Debug, Clone, Default)]
@@ -65,9 +65,10 @@ impl Daemon {
             .iter()
             .map(|e| e.parse::<EnvVar>())
             .collect::<Result<Vec<_>, _>>()?;
-        let name = match &request.name {
-            Some(name) => validate_service_name(name)?,
-            None => format!("{}-{}", model.name, request.engine),
+        // A name the caller gave must be free; one we make up takes the next free suffix.
+        let (base_name, generated) = match &request.name {
+            Some(name) => (validate_service_name(name)?, false),
+            None => (format!("{}-{}", model.name, request.engine), true),
         };
         let range = self.settings().port_range;
         if request.port == Some(0) {
@@ -94,6 +95,8 @@ impl Daemon {
         let service = self
             .store()
             .run(move |store| {
+                let mut name = base_name.clone();
+                let mut suffix = 1;
                 for _ in 0..PORT_RACE_RETRIES {
                     let held = store.held_ports()?;
                     let port = match explicit {
@@ -128,6 +131,14 @@ impl Daemon {
                         Err(InsertServiceError::NoSuchModel(id)) => {
                             return Ok(Err(DaemonError::NotFound { kind: "model", id }));
                         }
+                        Err(InsertServiceError::Store(StoreError::NameTaken { .. })) if generated => {
+                            suffix += 1;
+                            name = format!("{base_name}-{suffix}");
+                            continue;
+                        }
+                        Err(InsertServiceError::Store(e @ StoreError::NameTaken { .. })) => {
+                            return Ok(Err(e.into()));
+                        }
                         Err(InsertServiceError::Store(e)) => return Err(e),
                     }
                 }
@@ -155,7 +166,7 @@ impl Daemon {
     }
 
     pub async fn get_service(&self, id: &str) -> Result<Service, DaemonError> {
-        let id = parse_service_id(id)?;
+        let id = self.resolve_service(id).await?;
         self.load_service(&id).await
     }
 
@@ -172,7 +183,7 @@ impl Daemon {
 
     /// Stops the service if needed, removes it and frees its port.
     pub async fn delete_service(&self, id: &str) -> Result<Service, DaemonError> {
-        let id = parse_service_id(id)?;
+        let id = self.resolve_service(id).await?;
         let daemon = self.clone();
         // Stop and delete under one hold of the lock, so no start slips in between, in a
         // task of its own so a client hanging up cannot leave it half done.
@@ -244,12 +255,40 @@ impl Daemon {
     }
 }
 
-/// A malformed id cannot name any service, so it is simply "not found".
-pub(super) fn parse_service_id(id: &str) -> Result<ServiceId, DaemonError> {
-    id.parse().map_err(|_: Invalid| DaemonError::NotFound {
-        kind: "service",
-        id: id.to_owned(),
-    })
+impl Daemon {
+    /// The service `reference` names: its id, its name, or a unique prefix of its id.
+    pub(super) async fn resolve_service(&self, reference: &str) -> Result<ServiceId, DaemonError> {
+        let wanted = reference.to_owned();
+        let found = self
+            .store()
+            .run(move |store| store.find_service(&wanted))
+            .await?;
+        resolved("service", reference, found)
+    }
+}
+
+/// Turns a store lookup into an id, or the error that tells the caller what to type.
+pub(super) fn resolved<T: std::str::FromStr>(
+    kind: &'static str,
+    reference: &str,
+    found: Lookup,
+) -> Result<T, DaemonError> {
+    match found {
+        Lookup::Found(id) => id.parse().map_err(|_| {
+            DaemonError::Store(crate::store::StoreError::Corrupt(format!(
+                "{kind} id '{id}' in the database"
+            )))
+        }),
+        Lookup::Missing => Err(DaemonError::NotFound {
+            kind,
+            id: crate::domain::one_line(reference),
+        }),
+        Lookup::Ambiguous(ids) => Err(DaemonError::Conflict(format!(
+            "'{}' is the start of several {kind} ids ({}); give more of the id, or the name",
+            crate::domain::one_line(reference),
+            ids.join(", ")
+        ))),
+    }
 }
 
 /// Services keep their model; deleting it first would orphan them.

@@ -20,6 +20,12 @@ pub use service::{
 };
 pub use text::{is_unsafe_char, one_line, shorten};
 
+/// True for text that parses as a model or service id: names must not, so that a name
+/// and an id can never be confused.
+pub fn looks_like_an_id(text: &str) -> bool {
+    text.parse::<ModelId>().is_ok() || text.parse::<ServiceId>().is_ok()
+}
+
 /// Input that breaks a domain rule. `field` is the JSON field / CLI flag at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -208,6 +208,14 @@ fn validate_name(name: &str) -> Result<String, Invalid> {
             "model name contains control or text-direction characters; use printable text",
         ));
     }
+    if super::looks_like_an_id(name) {
+        return Err(Invalid::new(
+            "name",
+            format!(
+                "model name '{name}' has the form of an id, so it could name the wrong thing; pick another name"
+            ),
+        ));
+    }
     Ok(name.to_owned())
 }
 
@@ -330,7 +338,7 @@ mod tests {
     fn bad_input_names_the_field() {
         let long = "x".repeat(NAME_MAX_CHARS + 1);
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
-        let cases: [Case; 13] = [
+        let cases: [Case; 15] = [
             ("", "ollama", Some("r"), None, "name"),
             ("   ", "ollama", Some("r"), None, "name"),
             (&long, "ollama", Some("r"), None, "name"),
@@ -342,6 +350,8 @@ mod tests {
             ("m", "local", None, None, "path"),
             ("m", "local", None, Some("relative/dir"), "path"),
             ("admin\u{202E}txt.exe", "ollama", Some("r"), None, "name"),
+            ("model-1a2b3c4d", "ollama", Some("r"), None, "name"),
+            ("svc-vllm-1a2b3c4d", "ollama", Some("r"), None, "name"),
             ("m", "local", None, Some("/srv/a:b"), "path"),
             ("m", "local", None, Some("/srv/a\u{2066}b"), "path"),
         ];

@@ -198,6 +198,14 @@ pub fn validate_service_name(name: &str) -> Result<String, Invalid> {
             ),
         ));
     }
+    if super::looks_like_an_id(name) {
+        return Err(Invalid::new(
+            "name",
+            format!(
+                "service name '{name}' has the form of an id, so it could name the wrong thing; pick another name"
+            ),
+        ));
+    }
     Ok(name.to_owned())
 }
 
@@ -290,7 +298,15 @@ mod tests {
     #[test]
     fn service_names_refuse_control_and_direction_characters() {
         assert_eq!(validate_service_name(" chat ").expect("valid"), "chat");
-        for bad in ["", "a\nb", "evil\u{202E}gpj", "x\u{2067}y", "\u{1b}[31mred"] {
+        for bad in [
+            "",
+            "a\nb",
+            "evil\u{202E}gpj",
+            "x\u{2067}y",
+            "\u{1b}[31mred",
+            "svc-vllm-1a2b3c4d",
+            "model-00000000",
+        ] {
             let err = validate_service_name(bad).expect_err(bad);
             assert_eq!(err.field, "name");
         }

@@ -52,7 +52,18 @@ const MIGRATIONS: &[&str] = &[
     // 3: where a service's engine is placed on a GPU, and how much memory it claims.
     "ALTER TABLE services ADD COLUMN gpu_uuid TEXT;
     ALTER TABLE services ADD COLUMN gpu_claim_mib INTEGER;",
+    // 4: names are unique, so requests can name a model or a service. Older databases
+    // may hold duplicates: the later ones get their id's hex as a suffix.
+    "UPDATE models SET name = name || '-' || substr(id, -8)
+        WHERE seq NOT IN (SELECT MIN(seq) FROM models GROUP BY name);
+    CREATE UNIQUE INDEX models_name ON models(name);
+    UPDATE services SET name = name || '-' || substr(id, -8)
+        WHERE seq NOT IN (SELECT MIN(seq) FROM services GROUP BY name);
+    CREATE UNIQUE INDEX services_name ON services(name);",
 ];
+
+/// The migration that makes names unique (renaming later duplicates).
+const UNIQUE_NAMES: usize = 4;
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -67,6 +78,9 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        if index + 1 == UNIQUE_NAMES {
+            report_duplicate_names(conn);
+        }
         // Each migration and its version bump commit together, so a crash never leaves
         // a half-migrated schema.
         let tx = conn.transaction()?;
@@ -75,6 +89,24 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Says once, before they are renamed, which names were held more than once.
+fn report_duplicate_names(conn: &Connection) {
+    for table in ["models", "services"] {
+        let duplicates: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name || ' (' || COUNT(*) || ' times)' FROM {table} GROUP BY name HAVING COUNT(*) > 1"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_default();
+        if !duplicates.is_empty() {
+            tracing::warn!(
+                "names must be unique now: {table} named {} keep the name on the oldest; the others get their id's last 8 characters as a suffix",
+                duplicates.join(", ")
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +138,41 @@ mod tests {
         drop(store);
         let again = Store::open(&dir.path().join("aima.db")).expect("reopen");
         assert_eq!(again.integrity_check().expect("check"), "ok");
+    }
+
+    #[test]
+    fn duplicate_names_of_older_databases_get_suffixes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("aima.db");
+        let mut conn = Connection::open(&path).expect("open");
+        for (index, sql) in MIGRATIONS.iter().enumerate().take(UNIQUE_NAMES - 1) {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .expect("version");
+        }
+        for id in ["model-0000000a", "model-0000000b", "model-0000000c"] {
+            conn.execute(
+                "INSERT INTO models (id, name, source, repo, status, created_at)
+                 VALUES (?1, 'tiny', 'ollama', 'tiny', 'registered', '2026-01-01T00:00:00.000Z')",
+                [id],
+            )
+            .expect("insert");
+        }
+        apply(&mut conn, &path).expect("migrate");
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM models ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        assert_eq!(names, ["tiny", "tiny-0000000b", "tiny-0000000c"]);
+        let again = conn.execute(
+            "INSERT INTO models (id, name, source, repo, status, created_at)
+             VALUES ('model-0000000d', 'tiny', 'ollama', 'tiny', 'registered', 'x')",
+            [],
+        );
+        assert!(again.is_err(), "the name is unique from now on");
     }
 
     #[test]

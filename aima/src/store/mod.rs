@@ -4,10 +4,12 @@
 //! work onto tokio's blocking pool. One connection behind a mutex is enough: the daemon
 //! is the single writer and every query is short.
 
+mod lookup;
 mod migrations;
 mod models;
 mod services;
 
+pub use lookup::Lookup;
 pub use services::{EVENTS_KEPT_PER_SERVICE, InsertServiceError};
 
 use std::path::{Path, PathBuf};
@@ -35,6 +37,9 @@ pub enum StoreError {
     },
     #[error("a row with id {0} already exists")]
     Duplicate(String),
+    /// Names are unique; `holder` is the id of the row that has it.
+    #[error("the name '{name}' is taken by {holder}")]
+    NameTaken { name: String, holder: String },
     #[error("{0} is still referenced by other rows")]
     Referenced(String),
     #[error("stored row is corrupt: {0}")]

@@ -7,7 +7,8 @@ use crate::domain::{Model, ModelId};
 const COLUMNS: &str = "id, name, source, repo, path, status, created_at";
 
 impl Store {
-    /// Inserts a model; fails with [`StoreError::Duplicate`] if its id is taken.
+    /// Inserts a model; fails with [`StoreError::Duplicate`] if its id is taken and
+    /// [`StoreError::NameTaken`] if its name is.
     pub fn insert_model(&self, model: &Model) -> Result<(), StoreError> {
         let result = self.conn().execute(
             "INSERT INTO models (id, name, source, repo, path, status, created_at)
@@ -24,10 +25,17 @@ impl Store {
         );
         match result {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
+            Err(rusqlite::Error::SqliteFailure(e, msg))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(StoreError::Duplicate(model.id.to_string()))
+                if msg.is_some_and(|m| m.contains("models.name")) {
+                    Err(StoreError::NameTaken {
+                        name: model.name.clone(),
+                        holder: self.holder_of_name("models", &model.name)?,
+                    })
+                } else {
+                    Err(StoreError::Duplicate(model.id.to_string()))
+                }
             }
             Err(e) => Err(e.into()),
         }
@@ -159,10 +167,20 @@ mod tests {
         let (_dir, store) = temp_store();
         let m = model("a");
         store.insert_model(&m).expect("insert");
+        let mut same_id = model("b");
+        same_id.id = m.id.clone();
         assert!(matches!(
-            store.insert_model(&m),
+            store.insert_model(&same_id),
             Err(StoreError::Duplicate(_))
         ));
+        let mut same_name = model("a");
+        same_name.id = ModelId::random();
+        match store.insert_model(&same_name) {
+            Err(StoreError::NameTaken { name, holder }) => {
+                assert_eq!((name.as_str(), holder), ("a", m.id.to_string()));
+            }
+            other => panic!("expected NameTaken, got {other:?}"),
+        }
         assert_eq!(store.list_models().expect("list").len(), 1);
     }
 

@@ -90,6 +90,12 @@ impl Store {
             {
                 if msg.contains("services.port") {
                     Err(InsertServiceError::PortTaken(service.port))
+                } else if msg.contains("services.name") {
+                    Err(StoreError::NameTaken {
+                        name: service.name.clone(),
+                        holder: self.holder_of_name("services", &service.name)?,
+                    }
+                    .into())
                 } else if msg.contains("FOREIGN KEY") {
                     Err(InsertServiceError::NoSuchModel(
                         service.model_id.to_string(),
@@ -386,9 +392,10 @@ mod tests {
 
     fn service(model: &ModelId, port: u16) -> Service {
         let env = vec!["STUB_FAIL=oom".parse().expect("env")];
+        let id = ServiceId::random("vllm");
         Service::create(
-            ServiceId::random("vllm"),
-            "s".into(),
+            id.clone(),
+            format!("s-{}", &id.as_str()[9..]),
             model.clone(),
             "vllm".into(),
             port,

@@ -453,3 +453,111 @@ async fn metrics_count_models_and_services_by_status() {
         );
     }
 }
+
+async fn post_service(d: &TestDaemon, body: Value) -> (StatusCode, Value) {
+    let res = client()
+        .post(d.url("/api/v1/services"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn names_are_unique_and_every_id_argument_takes_a_name_or_a_unique_prefix() {
+    let d = TestDaemon::start();
+    let (status, tiny) = post_model(
+        &d,
+        json!({"name": "tiny", "source": "ollama", "repo": "tinyllama"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let tiny_id = tiny["id"].as_str().expect("id").to_owned();
+    let (status, body) = post_model(
+        &d,
+        json!({"name": "tiny", "source": "ollama", "repo": "other"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let message = error_message(&body, "conflict");
+    assert!(
+        message.contains("'tiny' is taken by") && message.contains(&tiny_id),
+        "{message}"
+    );
+    let (status, body) = post_model(
+        &d,
+        json!({"name": "model-1a2b3c4d", "source": "ollama", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // The model by name and by a prefix of its id.
+    for reference in ["tiny", &tiny_id[..9], &tiny_id] {
+        let (status, got) = get_json(&d, &format!("/api/v1/models/{reference}")).await;
+        assert_eq!(status, StatusCode::OK, "{reference}");
+        assert_eq!(got["id"], tiny_id, "{reference}");
+    }
+
+    // Services: the model named by name; generated names take the next free suffix.
+    let (status, first) =
+        post_service(&d, json!({"model_id": "tiny", "engine_type": "vllm"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["model_id"], tiny_id);
+    assert_eq!(first["name"], "tiny-vllm");
+    let (status, second) =
+        post_service(&d, json!({"model_id": "tiny", "engine_type": "vllm"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_eq!(second["name"], "tiny-vllm-2");
+    let (status, body) = post_service(
+        &d,
+        json!({"model_id": "tiny", "engine_type": "vllm", "name": "tiny-vllm"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let message = error_message(&body, "conflict");
+    assert!(
+        message.contains(first["id"].as_str().expect("id")),
+        "{message}"
+    );
+
+    let (status, got) = get_json(&d, "/api/v1/services/tiny-vllm-2").await;
+    assert_eq!((status, &got["id"]), (StatusCode::OK, &second["id"]));
+    let (status, got) = get_json(&d, "/api/service/status?service_id=tiny-vllm").await;
+    assert_eq!((status, &got["id"]), (StatusCode::OK, &first["id"]));
+    // Both ids start with "svc-vllm-": ambiguous, and the answer says how to fix it.
+    let (status, body) = get_json(&d, "/api/v1/services/svc-vllm-").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        error_message(&body, "conflict").contains("give more of the id, or the name"),
+        "{body}"
+    );
+    let (status, body) = get_json(&d, "/api/v1/services/nothing-like-it").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_message(&body, "not_found").contains("'nothing-like-it'"));
+
+    // Stop and delete by name, as the CLI does.
+    let out = d
+        .cli()
+        .args(["service", "stop", "tiny-vllm"])
+        .output()
+        .expect("stop");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d
+        .cli()
+        .args(["-o", "json", "service", "delete", "tiny-vllm-2"])
+        .output()
+        .expect("delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(deleted["id"], second["id"]);
+}

@@ -492,7 +492,7 @@ fn service_input_errors_are_clear() {
     let cases: [(&[&str], &str); 6] = [
         (
             &["--model-id", "model-00000000", "--engine-type", "vllm"],
-            "no model with id 'model-00000000'",
+            "no model with id, name or id prefix 'model-00000000'",
         ),
         (
             &["--model-id", &model, "--engine-type", "tgi"],
