@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the reference tools the tests drive, from PyPI: openapi-spec-validator (the
-# OpenAPI document) and schemathesis (fuzzes every API operation for server errors).
+# OpenAPI document), schemathesis (fuzzes every API operation for server errors) and
+# openai (the official client, pointed at the gateway).
 set -euo pipefail
 
-python3 -m pip install --quiet --disable-pip-version-check \
-  'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10'
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10' 'openai>=1.40,<4'
 # pyenv installs entry points behind shims that need a rehash; elsewhere this is a no-op.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+python3 -c 'import openai' || { echo "ci/install-tools.sh: the openai package does not import" >&2; exit 1; }
 for tool in schemathesis openapi-spec-validator; do
   if ! command -v "$tool" >/dev/null 2>&1 \
     && [ ! -x "$(python3 -m site --user-base)/bin/$tool" ]; then

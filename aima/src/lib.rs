@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod engines;
+pub mod gateway;
 pub mod gpu;
 pub mod runtime;
 pub mod server;

@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// List the scenarios, their criteria and tags.
     List,
-    /// Run a scenario (scenario-NN) or all of them, print each criterion's verdict with
+    /// Run a feature (scenario-NN, gateway) or all of them, print each criterion's verdict with
     /// its evidence, and write report.md and junit.xml.
     Run(RunArgs),
     /// Manage the stub engine image (aima-stub-engine:latest).
@@ -48,7 +48,7 @@ struct BenchArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// scenario-NN, or all.
+    /// A feature: scenario-NN or a capability such as gateway; or all.
     scenario: String,
     /// The aima binary to test [default: aima next to this executable].
     #[arg(long, value_name = "PATH")]
@@ -106,7 +106,7 @@ fn list() -> anyhow::Result<ExitCode> {
         let tags: Vec<String> = c
             .tags
             .iter()
-            .filter(|t| !t.starts_with("scenario-"))
+            .filter(|t| **t != c.scenario)
             .map(|t| format!("@{t}"))
             .collect();
         println!(
@@ -125,10 +125,19 @@ fn list() -> anyhow::Result<ExitCode> {
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let selection = match args.scenario.as_str() {
         "all" => None,
-        s if s.starts_with("scenario-") => Some(s.to_owned()),
-        other => anyhow::bail!(
-            "'{other}' is not a scenario; pass scenario-NN or all (see 'harness list')"
-        ),
+        name => {
+            let known: std::collections::BTreeSet<String> =
+                catalog::load(&catalog::default_features_dir())?
+                    .into_iter()
+                    .map(|c| c.scenario)
+                    .collect();
+            anyhow::ensure!(
+                known.contains(name),
+                "'{name}' is not a feature; pass one of {} or all (see 'harness list')",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            Some(name.to_owned())
+        }
     };
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     if args.aima.is_none() {

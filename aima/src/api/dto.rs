@@ -168,6 +168,12 @@ pub struct ServiceDto {
     pub status_reason: Option<String>,
     pub container_id: Option<String>,
     pub gpu_memory_utilization: Option<f64>,
+    /// The gateway stops the engine after this long without requests (`5m`); null: never.
+    pub idle_timeout: Option<String>,
+    /// How long a gateway request waits for the engine to load (`10m`).
+    pub load_timeout: String,
+    /// Where a request for its model goes when none of the model's services runs.
+    pub default: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -184,6 +190,12 @@ impl From<Service> for ServiceDto {
             status_reason: s.status_reason,
             container_id: s.container_id,
             gpu_memory_utilization: s.gpu_memory_utilization,
+            idle_timeout: s
+                .serving
+                .idle_timeout
+                .map(|d| humantime::format_duration(d).to_string()),
+            load_timeout: humantime::format_duration(s.serving.load_timeout).to_string(),
+            default: s.serving.default,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
@@ -207,6 +219,15 @@ pub struct CreateServiceRequest {
     /// `KEY=VALUE` entries passed to the engine container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Stop the engine after this long without gateway requests (`30s`, `5m`); default never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// How long a gateway request waits for the engine to load; default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_timeout: Option<String>,
+    /// Send requests for the model here when none of its services runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
 }
 
 impl From<CreateServiceRequest> for ServiceRequest {
@@ -218,6 +239,11 @@ impl From<CreateServiceRequest> for ServiceRequest {
             port: r.port,
             gpu_memory_utilization: r.gpu_memory_utilization,
             env: r.env,
+            idle_timeout: r.idle_timeout,
+            load_timeout: r.load_timeout,
+            max_concurrency: None,
+            pinned: false,
+            default: r.default,
         }
     }
 }

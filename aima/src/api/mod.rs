@@ -10,7 +10,7 @@ mod services;
 mod system;
 
 pub use error::ApiError;
-pub use guard::AccessPolicy;
+pub use guard::{AccessPolicy, guard};
 
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::daemon::Daemon;
@@ -91,10 +90,9 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
 )]
 pub struct ApiDoc;
 
-/// All routes, with access checks, JSON errors, a body limit, a request timeout and
-/// request tracing.
+/// All routes, with JSON errors, a body limit and a request timeout. The server adds
+/// the access guard and request tracing around this and the gateway alike.
 pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
-    let policy = AccessPolicy::new(daemon.settings().api_token.clone());
     let v1 = Router::new()
         .route("/health", get(system::health))
         .route("/status", get(system::status))
@@ -150,12 +148,7 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(policy),
-            guard::guard,
-        ))
         .layer(axum::middleware::map_response(error::json_error_bodies))
-        .layer(TraceLayer::new_for_http())
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -102,6 +102,15 @@ pub struct CreateArgs {
     /// Environment for the engine container; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// The gateway stops the engine after this long without requests (30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// How long a gateway request waits for the engine to load [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    load_timeout: Option<String>,
+    /// Send the gateway's requests for this model here when none of its services runs.
+    #[arg(long)]
+    default: bool,
 }
 
 pub async fn run(
@@ -118,6 +127,9 @@ pub async fn run(
                 port: args.port,
                 gpu_memory_utilization: args.gpu_memory_utilization,
                 env: args.env,
+                idle_timeout: args.idle_timeout,
+                load_timeout: args.load_timeout,
+                default: args.default,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
             output::print(format, &service, || service.id.clone())

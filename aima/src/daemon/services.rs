@@ -4,8 +4,8 @@ use futures::stream::BoxStream;
 
 use super::{Daemon, DaemonError, ports};
 use crate::domain::{
-    EnvVar, EventKind, Invalid, ModelId, Service, ServiceId, ServiceStatus, lowest_free_port,
-    validate_gpu_memory_utilization, validate_service_name,
+    EnvVar, EventKind, Invalid, ModelId, Service, ServiceId, ServiceStatus, ServingPolicy,
+    lowest_free_port, validate_gpu_memory_utilization, validate_service_name,
 };
 use crate::engines::Engines;
 use crate::runtime::{LogChunk, RuntimeError};
@@ -20,6 +20,11 @@ pub struct ServiceRequest {
     pub port: Option<u16>,
     pub gpu_memory_utilization: Option<f64>,
     pub env: Vec<String>,
+    pub idle_timeout: Option<String>,
+    pub load_timeout: Option<String>,
+    pub max_concurrency: Option<u32>,
+    pub pinned: bool,
+    pub default: bool,
 }
 
 /// Where a service's logs come from: its live container, or the lines kept from the
@@ -60,6 +65,13 @@ impl Daemon {
             .gpu_memory_utilization
             .map(validate_gpu_memory_utilization)
             .transpose()?;
+        let serving = ServingPolicy::new(
+            request.idle_timeout.as_deref(),
+            request.load_timeout.as_deref(),
+            request.max_concurrency,
+            request.pinned,
+            request.default,
+        )?;
         let env = request
             .env
             .iter()
@@ -109,7 +121,7 @@ impl Daemon {
                     if explicit.is_some() && !ports::is_free(port) {
                         return Ok(Err(port_in_use(port)));
                     }
-                    let service = Service::create(
+                    let mut service = Service::create(
                         ServiceId::random(&engine),
                         name.clone(),
                         model_id.clone(),
@@ -119,6 +131,7 @@ impl Daemon {
                         env.clone(),
                         Utc::now(),
                     );
+                    service.serving = serving.clone();
                     match store.insert_service(&service) {
                         Ok(()) => return Ok(Ok(service)),
                         Err(InsertServiceError::PortTaken(port)) if explicit.is_some() => {

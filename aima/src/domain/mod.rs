@@ -15,7 +15,7 @@ pub use gpu::{
 pub use id::random_hex8;
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};
 pub use service::{
-    EnvVar, Service, ServiceId, ServiceStatus, is_engine_name, lowest_free_port,
+    EnvVar, Service, ServiceId, ServiceStatus, ServingPolicy, is_engine_name, lowest_free_port,
     validate_gpu_memory_utilization, validate_service_name,
 };
 pub use text::{is_unsafe_char, one_line, shorten};

@@ -232,8 +232,84 @@ pub struct Service {
     pub container_id: Option<String>,
     pub gpu_memory_utilization: Option<f64>,
     pub env: Vec<EnvVar>,
+    /// How the gateway starts, shares and unloads it.
+    pub serving: ServingPolicy,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How the model gateway treats a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingPolicy {
+    /// Stop the engine after this long without requests; `None`: never.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// How long a request waits for the engine to load before it fails.
+    pub load_timeout: std::time::Duration,
+    /// Requests passed to the engine at once; the rest queue. `None`: no limit.
+    pub max_concurrency: Option<u32>,
+    /// Never stopped to make room for another engine.
+    pub pinned: bool,
+    /// The service a request for its model goes to when none of the model's runs.
+    pub default: bool,
+}
+
+impl ServingPolicy {
+    /// A cold start of a big model (70B, CUDA graphs) takes minutes.
+    pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// A policy from what the caller gave: durations such as `30s`, `5m` or `1h 30m`.
+    pub fn new(
+        idle_timeout: Option<&str>,
+        load_timeout: Option<&str>,
+        max_concurrency: Option<u32>,
+        pinned: bool,
+        default: bool,
+    ) -> Result<Self, Invalid> {
+        let duration = |field: &'static str, text: &str| {
+            humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Invalid::new(
+                        field,
+                        format!(
+                            "{} '{text}' is not a duration; write it like 30s, 5m or 1h 30m",
+                            field.replace('_', "-")
+                        ),
+                    )
+                })
+        };
+        if max_concurrency == Some(0) {
+            return Err(Invalid::new(
+                "max_concurrency",
+                "max-concurrency 0 would never pass a request; give 1 or more, or leave it out for no limit",
+            ));
+        }
+        Ok(Self {
+            idle_timeout: idle_timeout
+                .map(|t| duration("idle_timeout", t))
+                .transpose()?,
+            load_timeout: load_timeout
+                .map(|t| duration("load_timeout", t))
+                .transpose()?
+                .unwrap_or(Self::DEFAULT_LOAD_TIMEOUT),
+            max_concurrency,
+            pinned,
+            default,
+        })
+    }
+}
+
+impl Default for ServingPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: None,
+            load_timeout: Self::DEFAULT_LOAD_TIMEOUT,
+            max_concurrency: None,
+            pinned: false,
+            default: false,
+        }
+    }
 }
 
 impl Service {
@@ -261,6 +337,7 @@ impl Service {
             container_id: None,
             gpu_memory_utilization,
             env,
+            serving: ServingPolicy::default(),
             created_at: now,
             updated_at: now,
         }
@@ -309,6 +386,30 @@ mod tests {
         ] {
             let err = validate_service_name(bad).expect_err(bad);
             assert_eq!(err.field, "name");
+        }
+    }
+
+    #[test]
+    fn serving_policies_parse_durations_and_refuse_nonsense() {
+        let policy =
+            ServingPolicy::new(Some("5m"), Some("90s"), Some(4), true, false).expect("valid");
+        assert_eq!(
+            policy.idle_timeout,
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(policy.load_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(
+            ServingPolicy::new(None, None, None, false, false).expect("defaults"),
+            ServingPolicy::default()
+        );
+        for (idle, load, max, field) in [
+            (Some("soon"), None, None, "idle_timeout"),
+            (Some("0s"), None, None, "idle_timeout"),
+            (None, Some("-1"), None, "load_timeout"),
+            (None, None, Some(0), "max_concurrency"),
+        ] {
+            let err = ServingPolicy::new(idle, load, max, false, false).expect_err(field);
+            assert_eq!(err.field, field);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The server entry: `aima start` and the in-process test daemon both come through here.
-//! It sits above `api/` and `daemon/` and composes them on one listener; the connection
-//! limits live in `connections.rs`.
+//! It sits above `api/`, `gateway/` and `daemon/` and composes them on one listener; the
+//! connection limits live in `connections.rs`.
 
 mod connections;
 mod run;
@@ -79,7 +79,7 @@ pub async fn serve(
     }
     // Under systemd (Type=notify) this marks the unit started; elsewhere it does nothing.
     notify_systemd(sd_notify::NotifyState::Ready);
-    let app = crate::api::router(daemon.clone(), options.request_timeout);
+    let app = app(daemon.clone(), &options);
 
     let draining = CancellationToken::new();
     let connections = connections::Connections::new(options);
@@ -100,6 +100,21 @@ pub async fn serve(
         tracing::warn!(drain_timeout = ?options.drain_timeout, "drain time is up; closing the remaining connections");
     }
     Ok(())
+}
+
+/// Everything on the one listener: the model gateway (`/v1/...`), and the API and
+/// metrics for the rest, behind one access guard and one request trace.
+pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
+    let policy = std::sync::Arc::new(crate::api::AccessPolicy::new(
+        daemon.settings().api_token.clone(),
+    ));
+    crate::gateway::router(crate::gateway::Gateway::new(daemon.clone()))
+        .fallback_service(crate::api::router(daemon, options.request_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            crate::api::guard,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Tells systemd about readiness and stopping when it is the supervisor (`NOTIFY_SOCKET`).

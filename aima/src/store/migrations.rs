@@ -60,6 +60,12 @@ const MIGRATIONS: &[&str] = &[
     UPDATE services SET name = name || '-' || substr(id, -8)
         WHERE seq NOT IN (SELECT MIN(seq) FROM services GROUP BY name);
     CREATE UNIQUE INDEX services_name ON services(name);",
+    // 5: how the model gateway starts, shares and unloads each service.
+    "ALTER TABLE services ADD COLUMN idle_timeout_ms INTEGER;
+    ALTER TABLE services ADD COLUMN load_timeout_ms INTEGER NOT NULL DEFAULT 600000;
+    ALTER TABLE services ADD COLUMN max_concurrency INTEGER;
+    ALTER TABLE services ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN is_default INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The migration that makes names unique (renaming later duplicates).

@@ -12,7 +12,8 @@ use crate::domain::{
 pub const EVENTS_KEPT_PER_SERVICE: i64 = 500;
 
 const COLUMNS: &str = "id, name, model_id, engine, port, status, status_reason, container_id, \
-                       gpu_memory_utilization, env, created_at, updated_at";
+                       gpu_memory_utilization, env, created_at, updated_at, \
+                       idle_timeout_ms, load_timeout_ms, max_concurrency, pinned, is_default";
 
 /// Why a service could not be inserted.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ impl Store {
     /// two concurrent creates can never both get one port.
     pub fn insert_service(&self, service: &Service) -> Result<(), InsertServiceError> {
         let result = self.conn().execute(
-            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
                 service.id.as_str(),
                 service.name,
@@ -78,6 +79,11 @@ impl Store {
                 encode_env(&service.env),
                 format_time(service.created_at),
                 format_time(service.updated_at),
+                service.serving.idle_timeout.map(millis),
+                millis(service.serving.load_timeout),
+                service.serving.max_concurrency,
+                service.serving.pinned,
+                service.serving.default,
             ],
         );
         match result {
@@ -335,6 +341,20 @@ struct RawService {
     env: String,
     created_at: String,
     updated_at: String,
+    idle_timeout_ms: Option<i64>,
+    load_timeout_ms: i64,
+    max_concurrency: Option<u32>,
+    pinned: bool,
+    is_default: bool,
+}
+
+/// A duration as stored: whole milliseconds.
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl RawService {
@@ -352,6 +372,11 @@ impl RawService {
             env: row.get(9)?,
             created_at: row.get(10)?,
             updated_at: row.get(11)?,
+            idle_timeout_ms: row.get(12)?,
+            load_timeout_ms: row.get(13)?,
+            max_concurrency: row.get(14)?,
+            pinned: row.get(15)?,
+            is_default: row.get(16)?,
         })
     }
 
@@ -371,6 +396,13 @@ impl RawService {
             status_reason: self.status_reason,
             container_id: self.container_id,
             gpu_memory_utilization: self.gpu_memory_utilization,
+            serving: crate::domain::ServingPolicy {
+                idle_timeout: self.idle_timeout_ms.map(from_millis),
+                load_timeout: from_millis(self.load_timeout_ms),
+                max_concurrency: self.max_concurrency,
+                pinned: self.pinned,
+                default: self.is_default,
+            },
         })
     }
 }

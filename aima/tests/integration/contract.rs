@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::support::{TestDaemon, ensure_stub_image, poll};
 
 /// The tool's path, or `None` (after saying why) when it may be skipped.
-fn tool(name: &str) -> Option<PathBuf> {
+pub fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod contract;
+mod gateway;
 mod gpu;
 mod hardening;
 mod lifecycle;

@@ -5,8 +5,12 @@
 //! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
 //! `STUB_FAIL=oom|<message>` (fail at start, exit 1), `STUB_CRASH_AFTER_SECS` (die
 //! later, exit 3), `STUB_HANG_AFTER_SECS` (stop answering but keep running) and
-//! `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM). SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request per
-//! connection, so it compiles fast and runs `FROM scratch`.
+//! `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM), `STUB_TOKEN_DELAY_MS` (pause
+//! between streamed tokens, as a real engine decodes). Completions report `usage`
+//! (and a usage chunk with `stream_options.include_usage`); `ignore_eos` with `max_tokens`
+//! makes a reply exactly that long, as vLLM does; `/v1/embeddings` answers with small
+//! deterministic vectors. SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request
+//! per connection, so it compiles fast and runs `FROM scratch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +25,10 @@ use serde_json::{Value, json};
 const VLLM_VERSION: &str = "0.6.3";
 const DEFAULT_MODEL: &str = "facebook/opt-125m";
 const MAX_MODEL_LEN: u64 = 4096;
+/// Longest reply `ignore_eos` may ask for.
+const MAX_REPLY_TOKENS: usize = 100_000;
+/// Dimensions of the stub's embeddings.
+const EMBEDDING_DIMS: usize = 8;
 /// Bounds one request, so a stuck or oversized client cannot pin a thread or memory.
 const MAX_HEAD_BYTES: u64 = 64 * 1024;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -456,18 +464,39 @@ fn write_response(stream: &mut TcpStream, status: u16, body: Body) -> std::io::R
             )
         }
         Body::Events(events) => {
-            // No length: the stream ends when the connection closes, as HTTP/1.1 allows.
+            // Chunked, as uvicorn sends it: an engine that dies mid-stream leaves the body
+            // visibly incomplete instead of looking like a clean end.
             stream.write_all(
-                format!("{head}Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")
+                format!("{head}Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
                     .as_bytes(),
             )?;
-            for event in events {
-                stream.write_all(format!("data: {event}\n\n").as_bytes())?;
-                stream.flush()?;
+            let delay = token_delay();
+            let total = events.len();
+            for (sent, event) in events.into_iter().enumerate() {
+                if sent > 0 && !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                let data = format!("data: {event}\n\n");
+                let written = stream
+                    .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+                    .and_then(|()| stream.flush());
+                if let Err(e) = written {
+                    // Tests read this line to see that a client's hang-up reached the engine.
+                    println!("INFO:     client disconnected after {sent} of {total} events: {e}");
+                    return Err(e);
+                }
             }
-            Ok(())
+            stream.write_all(b"0\r\n\r\n")
         }
     }
+}
+
+/// `STUB_TOKEN_DELAY_MS`: the pause between streamed events.
+fn token_delay() -> Duration {
+    std::env::var("STUB_TOKEN_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis)
 }
 
 fn vllm_error(code: u16, message: &str) -> Value {
@@ -500,9 +529,16 @@ fn route(request: &Request, served: &str) -> (u16, Body) {
         ),
         ("POST", "/v1/completions") => completion(&request.body, served, false),
         ("POST", "/v1/chat/completions") => completion(&request.body, served, true),
-        (_, "/health" | "/version" | "/v1/models" | "/v1/completions" | "/v1/chat/completions") => {
-            (405, Body::Json(json!({"detail": "Method Not Allowed"})))
-        }
+        ("POST", "/v1/embeddings") => embeddings(&request.body, served),
+        (
+            _,
+            "/health"
+            | "/version"
+            | "/v1/models"
+            | "/v1/completions"
+            | "/v1/chat/completions"
+            | "/v1/embeddings",
+        ) => (405, Body::Json(json!({"detail": "Method Not Allowed"}))),
         _ => (404, Body::Json(json!({"detail": "Not Found"}))),
     }
 }
@@ -562,16 +598,27 @@ fn completion(body: &[u8], served: &str, chat: bool) -> (u16, Body) {
         }
     };
     let reply = format!("Hello from the aima stub engine serving {served}.");
-    let mut pieces: Vec<&str> = reply.split_whitespace().collect();
+    let sentence: Vec<&str> = reply.split_whitespace().collect();
+    let mut pieces = sentence.clone();
     let mut finish_reason = "stop";
-    if let Some(max) = request
+    let max_tokens = request
         .get("max_tokens")
         .and_then(Value::as_u64)
-        .map(|max| usize::try_from(max).unwrap_or(usize::MAX))
-        && max < pieces.len()
-    {
-        pieces.truncate(max);
-        finish_reason = "length";
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
+    if let Some(max) = max_tokens {
+        if request.get("ignore_eos").and_then(Value::as_bool) == Some(true) {
+            // vLLM's extension: no end of sequence, exactly max_tokens (bounded here).
+            pieces = sentence
+                .iter()
+                .copied()
+                .cycle()
+                .take(max.min(MAX_REPLY_TOKENS))
+                .collect();
+            finish_reason = "length";
+        } else if max < pieces.len() {
+            pieces.truncate(max);
+            finish_reason = "length";
+        }
     }
     let text = pieces.join(" ");
     let completion_tokens = pieces.len() as u64;
@@ -616,6 +663,16 @@ fn completion(body: &[u8], served: &str, chat: bool) -> (u16, Body) {
         } else {
             json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason})
         }));
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if include_usage {
+            events.push(
+                json!({"id": id, "object": object, "created": created, "model": served, "choices": [], "usage": usage})
+                    .to_string(),
+            );
+        }
         events.push("[DONE]".to_owned());
         return (200, Body::Events(events));
     }
@@ -641,4 +698,73 @@ fn completion(body: &[u8], served: &str, chat: bool) -> (u16, Body) {
             "usage": usage,
         })),
     )
+}
+
+/// Answers `/v1/embeddings`: one small unit vector per input, derived from its text, so
+/// equal inputs embed equally; tokens are whitespace words.
+fn embeddings(body: &[u8], served: &str) -> (u16, Body) {
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) | Err(_) => {
+            return (
+                400,
+                Body::Json(vllm_error(400, "request body must be a JSON object")),
+            );
+        }
+    };
+    let inputs: Vec<String> = match request.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => {
+            return (
+                400,
+                Body::Json(vllm_error(
+                    400,
+                    "field 'input' must be a string or an array of strings",
+                )),
+            );
+        }
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({"object": "embedding", "index": index, "embedding": embed(text)})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|t| words(t)).sum();
+    (
+        200,
+        Body::Json(json!({
+            "object": "list",
+            "data": data,
+            "model": served,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })),
+    )
+}
+
+fn embed(text: &str) -> Vec<f64> {
+    // FNV-1a per dimension: cheap, stable across runs, no dependency.
+    let raw: Vec<f64> = (0..EMBEDDING_DIMS)
+        .map(|dim| {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ dim as u64;
+            for byte in text.bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            (hash % 2001) as f64 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::EPSILON);
+    raw.iter().map(|x| x / norm).collect()
 }

@@ -9,7 +9,7 @@ use cucumber::gherkin::{self, GherkinEnv};
 /// One criterion of one operator scenario, as written in a feature file.
 #[derive(Debug, Clone)]
 pub struct Criterion {
-    /// `scenario-20`
+    /// The feature's name in `harness run`: `scenario-20`, `gateway`.
     pub scenario: String,
     pub feature: String,
     pub name: String,
@@ -66,11 +66,14 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<Criterion>> {
             .iter()
             .map(|t| t.trim_start_matches('@').to_owned())
             .collect();
-        let scenario = feature_tags
-            .iter()
-            .find(|t| t.starts_with("scenario-"))
-            .cloned()
-            .with_context(|| format!("{} has no @scenario-NN tag", file.display()))?;
+        // The first tag names the feature: `@scenario-20` for an operator scenario,
+        // `@gateway` for a capability.
+        let scenario = feature_tags.first().cloned().with_context(|| {
+            format!(
+                "{} has no naming tag; tag it @scenario-NN or with its capability (@gateway)",
+                file.display()
+            )
+        })?;
         for s in feature
             .scenarios
             .iter()

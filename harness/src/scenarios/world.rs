@@ -159,6 +159,18 @@ pub struct InFlight {
     pub rest: String,
 }
 
+/// One answer of the model gateway, as a client saw it.
+#[derive(Debug, Clone)]
+pub struct GatewayAnswer {
+    pub status: u16,
+    /// `x-aima-service`: the service that answered.
+    pub service: Option<String>,
+    pub body: String,
+    /// The body broke off (the connection failed) rather than ending cleanly.
+    pub broken: bool,
+    pub elapsed: Duration,
+}
+
 #[derive(Debug, cucumber::World)]
 #[world(init = Self::new)]
 pub struct AimaWorld {
@@ -184,6 +196,8 @@ pub struct AimaWorld {
     pub removed_at: Option<Instant>,
     pub events: Option<Arc<Mutex<Vec<Value>>>>,
     pub recommendation: Option<Value>,
+    /// What the model gateway answered, in order.
+    pub answers: Vec<GatewayAnswer>,
     /// Facts for the report: output excerpts, timings, ports, container counts.
     pub evidence: Vec<String>,
     pub started: Instant,
@@ -213,6 +227,7 @@ impl AimaWorld {
             removed_at: None,
             events: None,
             recommendation: None,
+            answers: Vec::new(),
             evidence: Vec::new(),
             started: Instant::now(),
         }

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use super::world::{AimaWorld, Cycle, InFlight, ServiceRef, containers_with_label};
 
+mod gateway;
+
 const WAIT_TIMEOUT: &str = "60";
 
 fn port_is_free(port: u16) -> bool {
@@ -271,6 +273,12 @@ async fn a_service_with_env(w: &mut AimaWorld, name: String, model: String, env:
 #[given(expr = "a running service {string} for model {string}")]
 async fn a_running_service(w: &mut AimaWorld, name: String, model: String) {
     create_service(w, &name, &model, &[]).await;
+    run_and_record(w, name).await;
+}
+
+#[given(expr = "a running service {string} for model {string} with env {string}")]
+async fn a_running_service_with_env(w: &mut AimaWorld, name: String, model: String, env: String) {
+    create_service(w, &name, &model, &[env]).await;
     run_and_record(w, name).await;
 }
 

@@ -1,0 +1,101 @@
+//! Starting a cold service on demand: one start per service however many requests wait
+//! for it, all of them told the same outcome.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::daemon::Daemon;
+use crate::domain::{EventKind, ServiceId, ServiceStatus};
+
+/// A start in progress; `Err` carries the start's one-line reason.
+type Load = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// Loads in progress, by service.
+#[derive(Default)]
+pub(super) struct Loads(Mutex<HashMap<ServiceId, Load>>);
+
+impl Loads {
+    /// Resolves once the service runs, starting it if nobody else is; every caller that
+    /// arrives during one start waits on that start.
+    pub async fn ready(
+        &self,
+        daemon: &Daemon,
+        id: &ServiceId,
+        load_timeout: Duration,
+    ) -> Result<(), String> {
+        let load = {
+            let mut loads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            loads
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    start_and_wait(daemon.clone(), id.clone(), load_timeout)
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        let outcome = load.clone().await;
+        // The first to finish clears it, so the next cold request starts afresh.
+        let mut loads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if loads.get(id).is_some_and(|current| current.ptr_eq(&load)) {
+            loads.remove(id);
+        }
+        outcome
+    }
+}
+
+/// Starts the service through the daemon's ordinary pipeline and waits for `running`.
+async fn start_and_wait(
+    daemon: Daemon,
+    id: ServiceId,
+    load_timeout: Duration,
+) -> Result<(), String> {
+    // Subscribed before the start, so its outcome cannot slip past.
+    let mut events = daemon.events().subscribe();
+    let started = daemon
+        .start_service(id.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    if started.status == ServiceStatus::Running {
+        return Ok(());
+    }
+    let outcome = async {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.service_id == id => match event.kind {
+                    EventKind::Status(ServiceStatus::Running) => return Ok(()),
+                    EventKind::Status(ServiceStatus::Failed) => {
+                        return Err(format!("service {id} failed to start: {}", event.message));
+                    }
+                    EventKind::Status(ServiceStatus::Stopping | ServiceStatus::Stopped) => {
+                        return Err(format!("service {id} was stopped while it loaded"));
+                    }
+                    _ => {}
+                },
+                Ok(_) => {}
+                // Fell behind the bus: ask for the status itself.
+                Err(RecvError::Lagged(_)) => {
+                    match daemon.get_service(id.as_str()).await.map(|s| s.status) {
+                        Ok(ServiceStatus::Running) => return Ok(()),
+                        Ok(ServiceStatus::Starting) => {}
+                        Ok(other) => return Err(format!("service {id} is {other}")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Err(RecvError::Closed) => return Err("the daemon is shutting down".to_owned()),
+            }
+        }
+    };
+    match tokio::time::timeout(load_timeout, outcome).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "service {id} did not load within its load timeout of {}; raise --load-timeout or see 'aima service events {id}'",
+            humantime::format_duration(load_timeout)
+        )),
+    }
+}

@@ -1,0 +1,135 @@
+//! Passing a request to the engine and its answer back: headers filtered, the body
+//! streamed through as the engine writes it, never collected.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures::{Stream, StreamExt};
+
+use super::openai::OpenAiError;
+
+/// Connection-level headers (RFC 9110 §7.6.1) that a proxy must not forward, plus the
+/// ones it sets itself.
+const NOT_FORWARDED: &[HeaderName] = &[
+    header::CONNECTION,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    // The daemon's token is for AIMA, not for the engine.
+    header::AUTHORIZATION,
+];
+
+fn forwardable(name: &HeaderName) -> bool {
+    !NOT_FORWARDED.contains(name) && name.as_str() != "keep-alive"
+}
+
+/// The request headers the engine gets.
+pub(super) fn upstream_headers(incoming: &HeaderMap) -> reqwest::header::HeaderMap {
+    let mut out = reqwest::header::HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        if forwardable(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The engine's answer as the client gets it: status and headers passed on, the body
+/// streamed, and AIMA's own headers added: the service that answered and the time the
+/// gateway itself added (the engine's time and any cold start not counted).
+pub(super) fn downstream(
+    upstream: reqwest::Response,
+    service: &str,
+    overhead: std::time::Duration,
+    guard: impl Send + 'static,
+) -> Response {
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::with_capacity(upstream.headers().len() + 3);
+    for (name, value) in upstream.headers() {
+        if forwardable(name) || name == header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let streaming = is_event_stream(&headers);
+    let body = pass_through(upstream.bytes_stream(), streaming, guard);
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    add_aima_headers(response.headers_mut(), service, overhead, streaming);
+    response
+}
+
+pub(super) fn add_aima_headers(
+    headers: &mut HeaderMap,
+    service: &str,
+    overhead: std::time::Duration,
+    streaming: bool,
+) {
+    if let Ok(value) = HeaderValue::from_str(service) {
+        headers.insert("x-aima-service", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+        headers.insert("x-aima-overhead-ms", value);
+    }
+    if streaming {
+        // Tell nginx and friends not to buffer the stream.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The engine's body chunk by chunk. If the engine breaks off an event stream (it died),
+/// the client gets an error event before the end instead of a silent cut. `guard` lives
+/// as long as the body, so in-flight counts end when the client has the last byte or
+/// hangs up (which drops this stream and with it the engine connection).
+pub(super) fn pass_through(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    streaming: bool,
+    guard: impl Send + 'static,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(
+        (Box::pin(body), Some(guard), false),
+        move |(mut body, guard, ended)| async move {
+            if ended {
+                drop(guard);
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), (body, guard, false))),
+                Some(Err(e)) if streaming => {
+                    let error = OpenAiError {
+                        status: StatusCode::BAD_GATEWAY,
+                        message: format!("the engine broke off the stream: {}", innermost(&e)),
+                        kind: "server_error",
+                        code: Some("engine_error"),
+                        retry_after: None,
+                    };
+                    let event = Bytes::from(format!("data: {}\n\n", error.body()));
+                    Some((Ok(event), (body, guard, true)))
+                }
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), (body, guard, true))),
+                None => None,
+            }
+        },
+    )
+}
+
+/// The root cause of a request error, without the layers around it.
+pub(super) fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,358 @@
+//! The model gateway on the daemon's listener, driven by the official OpenAI client and by
+//! plain HTTP, against the stub engine in real containers.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aima::domain::{EventKind, ServiceStatus, StartPhase};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestDaemon, poll};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+async fn post(d: &TestDaemon, path: &str, body: Value) -> Value {
+    let response = client()
+        .post(d.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
+
+/// A model named `name` and one stopped service for it, with `env` for the stub.
+async fn model_with_service(d: &TestDaemon, name: &str, env: &[&str]) -> Value {
+    post(
+        d,
+        "/api/v1/models",
+        json!({"name": name, "source": "ollama", "repo": name}),
+    )
+    .await;
+    post(
+        d,
+        "/api/v1/services",
+        json!({"model_id": name, "engine_type": "vllm", "env": env}),
+    )
+    .await
+}
+
+async fn status_of(d: &TestDaemon, service: &Value) -> String {
+    let id = service["id"].as_str().expect("id");
+    let got: Value = client()
+        .get(d.url(&format!("/api/v1/services/{id}")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    got["status"].as_str().expect("status").to_owned()
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Starts of `service` so far: its validate phases.
+fn starts(d: &TestDaemon, service: &Value) -> usize {
+    let id = service["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("service id");
+    d.store
+        .events(Some(&id), 0)
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == EventKind::Phase(StartPhase::Validate))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_is_routed_started_streamed_and_embedded() {
+    let Some(python) = crate::contract::tool("python3") else {
+        return;
+    };
+    let has_openai = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_openai {
+        assert!(
+            std::env::var_os("AIMA_REQUIRE_TOOLS").is_none(),
+            "AIMA_REQUIRE_TOOLS is set and the openai package is missing; pip install openai"
+        );
+        eprintln!("SKIPPED: the openai Python package is not installed; pip install openai");
+        return;
+    }
+    let d = TestDaemon::with_engine();
+    let service = model_with_service(&d, "tiny", &[]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/openai_gateway.py"
+    );
+    let base = d.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &base, "tiny"])
+            .output()
+            .expect("run the OpenAI client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON");
+
+    assert_eq!(seen["models"], json!(["tiny"]));
+    let chat = &seen["chat"];
+    assert_eq!(
+        chat["content"], "Hello from the aima stub engine serving tiny.",
+        "{seen}"
+    );
+    assert!(chat["total_tokens"].as_u64().expect("usage") > 0);
+    assert_eq!(chat["service_header"], "tiny-vllm");
+    let overhead: f64 = chat["overhead_header"]
+        .as_str()
+        .expect("x-aima-overhead-ms")
+        .parse()
+        .expect("a number of ms");
+    assert!((0.0..1000.0).contains(&overhead), "{overhead}");
+    assert_eq!(
+        seen["stream"]["text"], chat["content"],
+        "the stream carries the same reply"
+    );
+    assert!(seen["stream"]["chunks"].as_u64().expect("chunks") > 3);
+    assert!(seen["stream"]["total_tokens"].as_u64().expect("usage") > 0);
+    assert_eq!(seen["completion"]["finish_reason"], "length");
+    assert_eq!(seen["embeddings"], json!([8, 8]));
+    let unknown = &seen["unknown"];
+    assert_eq!(unknown["status"], 404, "{seen}");
+    assert_eq!(unknown["code"], "model_not_found");
+    assert!(
+        unknown["message"]
+            .as_str()
+            .expect("message")
+            .contains("tiny, tiny-vllm"),
+        "{unknown}"
+    );
+    assert_eq!(status_of(&d, &service).await, "running");
+    assert_eq!(starts(&d, &service), 1, "the cold request started it once");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_cold_requests_trigger_one_start() {
+    let d = TestDaemon::with_engine();
+    let service = model_with_service(&d, "cold", &["STUB_START_DELAY_MS=1500"]).await;
+    let requests = (0..20).map(|_| {
+        client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&chat("cold", false))
+            .send()
+    });
+    let answers = futures::future::join_all(requests).await;
+    for answer in answers {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(answer.headers()["x-aima-service"], "cold-vllm");
+    }
+    assert_eq!(starts(&d, &service), 1, "one start for twenty requests");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_request_hears_loading_comments_until_the_engine_answers() {
+    let d = TestDaemon::with_engine();
+    model_with_service(&d, "slow", &["STUB_START_DELAY_MS=4000"]).await;
+    let asked = Instant::now();
+    let response = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("slow", true))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the stream begins before the engine is up"
+    );
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let text = response.text().await.expect("body");
+    let comments: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(": loading slow-vllm"))
+        .collect();
+    assert!(comments.len() >= 3, "{text}");
+    assert!(comments.iter().any(|c| c.ends_with("health")), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_gives_every_waiting_request_its_reason() {
+    let d = TestDaemon::with_engine();
+    let service = model_with_service(&d, "broken", &["STUB_FAIL=oom"]).await;
+    let requests = (0..3).map(|_| {
+        client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&chat("broken", false))
+            .send()
+    });
+    let stream = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("broken", true))
+        .send();
+    let (answers, streamed) = tokio::join!(futures::future::join_all(requests), stream);
+    for answer in answers {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = answer.json().await.expect("json");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("out of GPU memory"), "{body}");
+        assert_eq!(body["error"]["type"], "server_error");
+        assert!(!message.contains('\n'));
+    }
+    let text = streamed.expect("stream").text().await.expect("body");
+    assert!(
+        text.contains("\"service_unavailable\"") && text.contains("out of GPU memory"),
+        "{text}"
+    );
+    assert_eq!(status_of(&d, &service).await, "failed");
+    assert_eq!(starts(&d, &service), 1);
+    assert!(
+        d.containers().is_empty(),
+        "a failed start leaves no container"
+    );
+}
+
+/// Opens a long stream on a running service and returns it after the first chunk.
+async fn long_stream(d: &TestDaemon, model: &str) -> reqwest::Response {
+    let body = json!({
+        "model": model, "stream": true, "max_tokens": 400, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    });
+    let response = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+fn container_of(d: &TestDaemon, service: &Value) -> String {
+    let id = service["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("service id");
+    d.store
+        .get_service(&id)
+        .expect("get")
+        .and_then(|s| s.container_id)
+        .expect("a container")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_cancels_the_engine_request() {
+    let d = TestDaemon::with_engine();
+    let service = model_with_service(&d, "chatty", &["STUB_TOKEN_DELAY_MS=20"]).await;
+    let warm = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("chatty", false))
+        .send()
+        .await
+        .expect("warm up");
+    assert_eq!(warm.status(), StatusCode::OK);
+    let mut body = long_stream(&d, "chatty").await.bytes_stream();
+    body.next().await.expect("a first chunk").expect("bytes");
+    drop(body);
+    let container = container_of(&d, &service);
+    let logs = poll(
+        Duration::from_secs(15),
+        "the engine to see the hang-up",
+        || {
+            let out = Command::new("docker")
+                .args(["logs", &container])
+                .output()
+                .expect("docker logs");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("client disconnected after").then_some(text)
+        },
+    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("client disconnected after"))
+        .expect("line");
+    let sent: usize = line
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("events sent");
+    assert!(sent < 300, "the engine stopped early: {line}");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_killed_mid_stream_ends_it_with_an_error_event() {
+    let d = TestDaemon::with_engine();
+    let service = model_with_service(&d, "fragile", &["STUB_TOKEN_DELAY_MS=20"]).await;
+    let warm = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("fragile", false))
+        .send()
+        .await
+        .expect("warm up");
+    assert_eq!(warm.status(), StatusCode::OK);
+    let mut body = long_stream(&d, "fragile").await.bytes_stream();
+    let mut text = String::new();
+    let first = body.next().await.expect("a first chunk").expect("bytes");
+    text.push_str(&String::from_utf8_lossy(&first));
+    let container = container_of(&d, &service);
+    let killed = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success());
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(e) => panic!("the stream should end cleanly with an error event: {e}; got {text}"),
+        }
+    }
+    assert!(
+        text.contains("\"engine_error\"") && !text.contains("[DONE]"),
+        "{text}"
+    );
+    let id = service["id"].as_str().expect("id").parse().expect("id");
+    poll(
+        Duration::from_secs(10),
+        "the service to turn failed",
+        || {
+            let s = d.store.get_service(&id).expect("get").expect("exists");
+            (s.status == ServiceStatus::Failed).then_some(())
+        },
+    );
+    assert!(d.containers().is_empty());
+}

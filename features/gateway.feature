@@ -1,0 +1,56 @@
+@gateway
+Feature: Model gateway - one OpenAI endpoint that routes by model and starts engines on demand
+  An application points its OpenAI client at AIMA and names a model. AIMA finds the
+  model's service, starts it when it is cold (once, however many requests wait), streams
+  the engine's answer back as it is written, and cleans up after an engine that dies.
+
+  Background:
+    Given a running AIMA daemon
+    And a registered model "gw-model"
+
+  Scenario: 1. A request names a model and reaches its service
+    Given a running service "gw" for model "gw-model"
+    When I send a chat request for "gw-model" to the gateway
+    Then the gateway answers 200 from service "gw"
+
+  Scenario: 2. A cold service is started by the first request, which is held and answered
+    Given a service "gw" for model "gw-model" with env "STUB_START_DELAY_MS=1500"
+    When I send a chat request for "gw-model" to the gateway
+    Then the gateway answers 200 from service "gw"
+    And service "gw" is "running"
+    And service "gw" was started once
+
+  Scenario: 3. Twenty concurrent requests for a cold service start it once
+    Given a service "gw" for model "gw-model" with env "STUB_START_DELAY_MS=1000"
+    When I send 20 chat requests for "gw-model" to the gateway at once
+    Then every answer is 200 from service "gw"
+    And service "gw" was started once
+
+  Scenario: 4. A streaming request that waits for a cold engine hears that it is loading
+    Given a service "gw" for model "gw-model" with env "STUB_START_DELAY_MS=4000"
+    When I send a streaming chat request for "gw-model" to the gateway
+    Then the stream carried loading comments and ended with [DONE]
+
+  Scenario: 5. A client that hangs up cancels the engine's request
+    Given a running service "gw" for model "gw-model" with env "STUB_TOKEN_DELAY_MS=20"
+    When I start a long streaming request for "gw-model" and hang up after the first chunk
+    Then the engine of service "gw" saw the client disconnect early
+
+  Scenario: 6. An engine killed mid-stream ends the stream with an error event
+    Given a running service "gw" for model "gw-model" with env "STUB_TOKEN_DELAY_MS=20"
+    When I start a long streaming request for "gw-model" and the engine of service "gw" is killed
+    Then the stream ended with an error event
+    And within 10000 ms service "gw" is "failed" with a reason mentioning "exited"
+    And no container of this run is left
+
+  @wip
+  Scenario: 7. An idle service is unloaded after its idle timeout, never during a long stream
+    Idle unload (--idle-timeout) arrives with the next part of issue 12.
+
+  @wip
+  Scenario: 8. When GPU memory is short the least recently used idle service is evicted, never a pinned one
+    Swapping on a simulated GPU that fits one engine (--pinned, the release delay) arrives with the next part of issue 12.
+
+  @wip
+  Scenario: 9. A full queue answers 503 with Retry-After
+    The bounded queue (AIMA_GATEWAY_QUEUE, --max-concurrency) arrives with the next part of issue 12.

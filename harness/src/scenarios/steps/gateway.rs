@@ -1,0 +1,314 @@
+//! Steps of the model gateway: requests through `/v1/...` as an application sends them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cucumber::{then, when};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::super::world::{AimaWorld, GatewayAnswer};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("HTTP client")
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// A stream long enough to interrupt: 400 tokens, as vLLM's `ignore_eos` allows.
+fn long_chat(model: &str) -> Value {
+    json!({
+        "model": model, "stream": true, "max_tokens": 400, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    })
+}
+
+/// Sends `body` and reads the whole answer, noting a body that broke off.
+async fn ask(url: String, body: Value) -> GatewayAnswer {
+    let asked = Instant::now();
+    let response = client()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let service = response
+        .headers()
+        .get("x-aima-service")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut chunks = response.bytes_stream();
+    let (mut body, mut broken) = (String::new(), false);
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => body.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+    }
+    GatewayAnswer {
+        status,
+        service,
+        body,
+        broken,
+        elapsed: asked.elapsed(),
+    }
+}
+
+/// The AIMA name of the scenario's service `alias`.
+async fn service_name(w: &AimaWorld, alias: &str) -> String {
+    let id = w.service(alias).id;
+    let service: Value = client()
+        .get(w.url(&format!("/api/v1/services/{id}")))
+        .send()
+        .await
+        .expect("GET service")
+        .json()
+        .await
+        .expect("JSON");
+    service["name"].as_str().expect("name").to_owned()
+}
+
+#[when(expr = "I send a chat request for {string} to the gateway")]
+async fn send_chat(w: &mut AimaWorld, model: String) {
+    let answer = ask(w.url("/v1/chat/completions"), chat(&model, false)).await;
+    w.note(format!(
+        "answer {} from {:?} after {} ms",
+        answer.status,
+        answer.service,
+        answer.elapsed.as_millis()
+    ));
+    w.answers.push(answer);
+}
+
+#[when(expr = "I send {int} chat requests for {string} to the gateway at once")]
+async fn send_many(w: &mut AimaWorld, count: usize, model: String) {
+    let url = w.url("/v1/chat/completions");
+    let asked = Instant::now();
+    let answers =
+        futures::future::join_all((0..count).map(|_| ask(url.clone(), chat(&model, false)))).await;
+    w.note(format!(
+        "{count} requests answered within {} ms",
+        asked.elapsed().as_millis()
+    ));
+    w.answers.extend(answers);
+}
+
+#[when(expr = "I send a streaming chat request for {string} to the gateway")]
+async fn send_stream(w: &mut AimaWorld, model: String) {
+    let answer = ask(w.url("/v1/chat/completions"), chat(&model, true)).await;
+    w.note(format!(
+        "stream {} after {} ms, {} bytes",
+        answer.status,
+        answer.elapsed.as_millis(),
+        answer.body.len()
+    ));
+    w.answers.push(answer);
+}
+
+#[then(expr = "the gateway answers {int} from service {string}")]
+async fn answered_by(w: &mut AimaWorld, status: u16, alias: String) {
+    let name = service_name(w, &alias).await;
+    let answer = w.answers.last().expect("an answer").clone();
+    assert_eq!(answer.status, status, "{}", answer.body);
+    assert_eq!(answer.service.as_deref(), Some(name.as_str()));
+    let reply: Value = serde_json::from_str(&answer.body).expect("a JSON answer");
+    let content = reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    w.note(format!("{name} said: {content}"));
+    assert!(content.contains("aima stub engine"), "{reply}");
+}
+
+#[then(expr = "every answer is {int} from service {string}")]
+async fn all_answered_by(w: &mut AimaWorld, status: u16, alias: String) {
+    let name = service_name(w, &alias).await;
+    let wrong: Vec<String> = w
+        .answers
+        .iter()
+        .filter(|a| a.status != status || a.service.as_deref() != Some(name.as_str()))
+        .map(|a| format!("{} from {:?}: {}", a.status, a.service, a.body))
+        .collect();
+    w.note(format!(
+        "{} answers, {} not {status} from {name}",
+        w.answers.len(),
+        wrong.len()
+    ));
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[then(expr = "service {string} was started once")]
+async fn started_once(w: &mut AimaWorld, alias: String) {
+    let id = w.service(&alias).id;
+    // One JSON event per line.
+    let events = w
+        .aima(["service", "events", id.as_str(), "-o", "json"])
+        .await;
+    assert_eq!(events.code, 0, "{}", events.stderr);
+    let starts = events
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["phase"] == "validate")
+        .count();
+    w.note(format!("service {alias} went through {starts} start(s)"));
+    assert_eq!(starts, 1);
+}
+
+#[then("the stream carried loading comments and ended with [DONE]")]
+async fn loading_comments(w: &mut AimaWorld) {
+    let answer = w.answers.last().expect("an answer").clone();
+    let comments: Vec<&str> = answer
+        .body
+        .lines()
+        .filter(|l| l.starts_with(": loading"))
+        .collect();
+    w.note(format!("{} loading comments: {comments:?}", comments.len()));
+    assert_eq!(answer.status, 200);
+    assert!(comments.len() >= 2, "{}", answer.body);
+    assert!(
+        answer.body.trim_end().ends_with("data: [DONE]"),
+        "{}",
+        answer.body
+    );
+}
+
+#[when(expr = "I start a long streaming request for {string} and hang up after the first chunk")]
+async fn hang_up(w: &mut AimaWorld, model: String) {
+    let response = client()
+        .post(w.url("/v1/chat/completions"))
+        .json(&long_chat(&model))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    body.next().await.expect("a first chunk").expect("bytes");
+    drop(body);
+    w.note("hung up after the first chunk of a 400-token stream");
+}
+
+/// The engine container's output so far.
+fn engine_logs(container: &str) -> String {
+    let out = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .expect("docker logs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn container_of(w: &AimaWorld, alias: &str) -> String {
+    let id = w.service(alias).id;
+    let service: Value = client()
+        .get(w.url(&format!("/api/v1/services/{id}")))
+        .send()
+        .await
+        .expect("GET service")
+        .json()
+        .await
+        .expect("JSON");
+    service["container_id"]
+        .as_str()
+        .expect("a running container")
+        .to_owned()
+}
+
+#[then(expr = "the engine of service {string} saw the client disconnect early")]
+async fn engine_saw_hang_up(w: &mut AimaWorld, alias: String) {
+    let container = container_of(w, &alias).await;
+    let until = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let logs = engine_logs(&container);
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains("client disconnected after"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < until,
+            "the engine never saw the hang-up:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    w.note(format!("engine: {}", line.trim()));
+    let sent: usize = line
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the number of events sent");
+    assert!(sent < 300, "the engine went on after the hang-up: {line}");
+}
+
+#[when(
+    expr = "I start a long streaming request for {string} and the engine of service {string} is killed"
+)]
+async fn killed_mid_stream(w: &mut AimaWorld, model: String, alias: String) {
+    let container = container_of(w, &alias).await;
+    let asked = Instant::now();
+    let response = client()
+        .post(w.url("/v1/chat/completions"))
+        .json(&long_chat(&model))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let mut chunks = response.bytes_stream();
+    let first = chunks.next().await.expect("a first chunk").expect("bytes");
+    let killed = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success(), "docker kill failed");
+    w.removed_at = Some(Instant::now());
+    let (mut body, mut broken) = (String::from_utf8_lossy(&first).into_owned(), false);
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => body.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+    }
+    w.note(format!("docker kill {} mid-stream", &container[..12]));
+    w.answers.push(GatewayAnswer {
+        status,
+        service: None,
+        body,
+        broken,
+        elapsed: asked.elapsed(),
+    });
+}
+
+#[then("the stream ended with an error event")]
+async fn ended_with_error(w: &mut AimaWorld) {
+    let answer = w.answers.last().expect("an answer").clone();
+    let last = answer
+        .body
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_owned();
+    w.note(format!("last line: {last}"));
+    assert!(
+        !answer.broken,
+        "the stream broke instead of ending with an event"
+    );
+    assert!(
+        last.starts_with("data: ") && last.contains("\"error\""),
+        "{last}"
+    );
+    assert!(!answer.body.contains("[DONE]"));
+}
