@@ -43,9 +43,13 @@ Feature: Model gateway - one OpenAI endpoint that routes by model and starts eng
     And within 10000 ms service "gw" is "failed" with a reason mentioning "exited"
     And no container of this run is left
 
-  @wip
   Scenario: 7. An idle service is unloaded after its idle timeout, never during a long stream
-    Idle unload (--idle-timeout) arrives with the next part of issue 12.
+    Given a service "gw" for model "gw-model" with idle timeout "1s" and env "STUB_TOKEN_DELAY_MS=20"
+    When I stream 150 tokens from "gw-model" while watching service "gw"
+    Then service "gw" was "running" throughout the stream
+    And within 4000 ms service "gw" is "stopped" with a reason mentioning "idle timeout 1s"
+    And the port of service "gw" is free on the host
+    And no container of this run is left
 
   @wip
   Scenario: 8. When GPU memory is short the least recently used idle service is evicted, never a pinned one

@@ -446,6 +446,16 @@ impl Daemon {
     /// Stops a service from any status: cancels a start in flight, removes its container
     /// (only ever its own), and returns once the host port can be bound again.
     pub async fn stop_service(&self, id: &str) -> Result<Service, DaemonError> {
+        self.stop_service_because(id, None).await
+    }
+
+    /// Like [`Daemon::stop_service`], recording why as the `stopped` status's reason (the
+    /// gateway's idle unload and evictions say so).
+    pub async fn stop_service_because(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<Service, DaemonError> {
         let id = self.resolve_service(id).await?;
         let daemon = self.clone();
         // Its own task: a client that hangs up (or a request timeout) must not leave the
@@ -454,7 +464,7 @@ impl Daemon {
             let lock = daemon.cancel_start_and_lock(&id).await;
             let _guard = lock.lock().await;
             let mut service = daemon.load_service(&id).await?;
-            daemon.stop_locked(&mut service).await?;
+            daemon.stop_locked(&mut service, reason).await?;
             Ok(service)
         })
         .await
@@ -481,7 +491,11 @@ impl Daemon {
 
     /// Stops a service whose lock the caller holds: removes its container (only ever its
     /// own) and waits until the host port is free.
-    pub(super) async fn stop_locked(&self, service: &mut Service) -> Result<(), DaemonError> {
+    pub(super) async fn stop_locked(
+        &self,
+        service: &mut Service,
+        why: Option<String>,
+    ) -> Result<(), DaemonError> {
         if service.status != ServiceStatus::Stopped {
             self.set_status(service, ServiceStatus::Stopping, None)
                 .await?;
@@ -513,7 +527,7 @@ impl Daemon {
                     "stopped, but port {} is still held by {holder}",
                     service.port
                 )),
-                None => None,
+                None => why,
             };
             self.set_status(service, ServiceStatus::Stopped, reason)
                 .await?;

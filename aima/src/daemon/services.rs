@@ -204,7 +204,7 @@ impl Daemon {
             let lock = daemon.cancel_start_and_lock(&id).await;
             let _guard = lock.lock().await;
             let mut service = daemon.load_service(&id).await?;
-            daemon.stop_locked(&mut service).await?;
+            daemon.stop_locked(&mut service, None).await?;
             let target = service.id.clone();
             daemon
                 .store()

@@ -6,6 +6,7 @@
 //! It uses the daemon's public operations only; its own state (routing catalog, loads in
 //! progress, traffic per service) lives here.
 
+mod idle;
 mod loading;
 mod openai;
 mod proxy;
@@ -55,6 +56,20 @@ struct Inner {
 pub struct Traffic {
     in_flight: AtomicUsize,
     last_ended: Mutex<Option<Instant>>,
+    /// Requests enter under a read lock; an unload holds the write lock from its last
+    /// look at `in_flight` until the engine is stopped, so a request arriving at the
+    /// deadline either counts before the look or waits and starts the engine afresh.
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Traffic {
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn last_ended(&self) -> Option<Instant> {
+        *self.last_ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Counts a request in flight until dropped (when the client has the whole answer, or
@@ -75,13 +90,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// The gateway of `daemon`, with its idle-unload task (which ends with the daemon).
     pub fn new(daemon: Daemon) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Self {
+        let gateway = Self {
             inner: Arc::new(Inner {
                 daemon,
                 http,
@@ -89,7 +105,9 @@ impl Gateway {
                 loads: loading::Loads::default(),
                 traffic: Mutex::default(),
             }),
-        }
+        };
+        tokio::spawn(idle::run(gateway.clone()));
+        gateway
     }
 
     fn traffic(&self, id: &ServiceId) -> Arc<Traffic> {
@@ -97,10 +115,12 @@ impl Gateway {
         Arc::clone(traffic.entry(id.clone()).or_default())
     }
 
-    fn begin(&self, id: &ServiceId) -> InFlight {
+    /// Counts a request in for `id`; waits while an unload of it is under way.
+    async fn enter(&self, id: &ServiceId) -> InFlight {
         let traffic = self.traffic(id);
+        let _open = traffic.gate.read().await;
         traffic.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(traffic)
+        InFlight(Arc::clone(&traffic))
     }
 }
 
@@ -236,7 +256,17 @@ async fn route_and_forward(
             )));
         }
     };
-    let in_flight = gateway.begin(&service.id);
+    let in_flight = gateway.enter(&service.id).await;
+    // Entering may have waited for an unload: go by the service as it is now.
+    let service = match gateway.inner.catalog.current(daemon).await {
+        Ok(now) => now
+            .services
+            .iter()
+            .find(|s| s.id == service.id)
+            .cloned()
+            .unwrap_or(service),
+        Err(_) => service,
+    };
     if service.status != ServiceStatus::Running {
         if streaming {
             return Ok(loading_stream(

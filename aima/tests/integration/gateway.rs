@@ -356,3 +356,83 @@ async fn an_engine_killed_mid_stream_ends_it_with_an_error_event() {
     );
     assert!(d.containers().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_service_is_unloaded_after_its_timeout_and_never_during_a_stream() {
+    let d = TestDaemon::with_engine();
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "idle", "source": "ollama", "repo": "idle"}),
+    )
+    .await;
+    let service = post(
+        &d,
+        "/api/v1/services",
+        json!({"model_id": "idle", "engine_type": "vllm", "idle_timeout": "1s",
+               "env": ["STUB_TOKEN_DELAY_MS=20"]}),
+    )
+    .await;
+    assert_eq!(service["idle_timeout"], "1s");
+    // 150 tokens 20 ms apart: a stream three times longer than the idle timeout.
+    let body = json!({
+        "model": "idle", "stream": true, "max_tokens": 150, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    });
+    let response = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let mut chunks = response.bytes_stream();
+    let mut statuses = std::collections::BTreeSet::new();
+    let mut last_look = Instant::now();
+    let mut text = String::new();
+    while let Some(chunk) = chunks.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("bytes")));
+        if text.contains("delta") && last_look.elapsed() > Duration::from_millis(300) {
+            statuses.insert(status_of(&d, &service).await);
+            last_look = Instant::now();
+        }
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        ["running"],
+        "never unloaded during the stream"
+    );
+    let ended = Instant::now();
+    let id: aima::domain::ServiceId = service["id"].as_str().expect("id").parse().expect("id");
+    let stopped = poll(Duration::from_secs(5), "the idle unload", || {
+        let s = d.store.get_service(&id).expect("get").expect("exists");
+        (s.status == ServiceStatus::Stopped).then_some(s)
+    });
+    let after = ended.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "unloaded {after:?} after the stream, before its idle timeout"
+    );
+    assert!(
+        stopped
+            .status_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("unloaded by the gateway") && r.contains("idle timeout 1s")),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        u64::from(stopped.port),
+        service["port"].as_u64().expect("port")
+    );
+    assert!(d.containers().is_empty(), "the container is removed");
+    // The next request loads it again.
+    let again = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("idle", false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(starts(&d, &service), 2);
+    crate::support::remove_containers_with_label(&d.instance_label());
+}

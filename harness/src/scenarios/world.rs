@@ -198,6 +198,8 @@ pub struct AimaWorld {
     pub recommendation: Option<Value>,
     /// What the model gateway answered, in order.
     pub answers: Vec<GatewayAnswer>,
+    /// Statuses of a service seen while something else went on (a stream).
+    pub statuses_seen: Vec<String>,
     /// Facts for the report: output excerpts, timings, ports, container counts.
     pub evidence: Vec<String>,
     pub started: Instant,
@@ -228,6 +230,7 @@ impl AimaWorld {
             events: None,
             recommendation: None,
             answers: Vec::new(),
+            statuses_seen: Vec::new(),
             evidence: Vec::new(),
             started: Instant::now(),
         }

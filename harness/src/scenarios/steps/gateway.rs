@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cucumber::{then, when};
+use cucumber::{given, then, when};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -311,4 +311,106 @@ async fn ended_with_error(w: &mut AimaWorld) {
         "{last}"
     );
     assert!(!answer.body.contains("[DONE]"));
+}
+
+#[given(expr = "a service {string} for model {string} with idle timeout {string} and env {string}")]
+async fn idle_service(w: &mut AimaWorld, alias: String, model: String, idle: String, env: String) {
+    let model_id = w.model(&model);
+    let service = w
+        .aima_json([
+            "service",
+            "create",
+            "--model-id",
+            model_id.as_str(),
+            "--engine-type",
+            "vllm",
+            "--idle-timeout",
+            idle.as_str(),
+            "--env",
+            env.as_str(),
+        ])
+        .await;
+    let id = service["id"].as_str().expect("id").to_owned();
+    let port = service["port"].as_u64().expect("port") as u16;
+    w.note(format!(
+        "service \"{alias}\" is {id} on port {port}, idle timeout {}",
+        service["idle_timeout"]
+    ));
+    w.services
+        .insert(alias, super::super::world::ServiceRef { id, port });
+}
+
+#[when(expr = "I stream {int} tokens from {string} while watching service {string}")]
+async fn stream_watching(w: &mut AimaWorld, tokens: u64, model: String, alias: String) {
+    let id = w.service(&alias).id;
+    let status_url = w.url(&format!("/api/v1/services/{id}"));
+    let body = json!({
+        "model": model, "stream": true, "max_tokens": tokens, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    });
+    let asked = Instant::now();
+    let response = client()
+        .post(w.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let mut chunks = response.bytes_stream();
+    let (mut text, mut broken) = (String::new(), false);
+    let mut seen = Vec::new();
+    let mut looked = Instant::now();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+        if text.contains("delta") && looked.elapsed() > Duration::from_millis(250) {
+            let service: Value = client()
+                .get(&status_url)
+                .send()
+                .await
+                .expect("GET service")
+                .json()
+                .await
+                .expect("JSON");
+            seen.push(service["status"].as_str().unwrap_or_default().to_owned());
+            looked = Instant::now();
+        }
+    }
+    w.note(format!(
+        "{tokens}-token stream took {} ms; service status seen during it: {seen:?}",
+        asked.elapsed().as_millis()
+    ));
+    w.removed_at = Some(Instant::now());
+    w.statuses_seen = seen;
+    w.answers.push(GatewayAnswer {
+        status,
+        service: None,
+        body: text,
+        broken,
+        elapsed: asked.elapsed(),
+    });
+}
+
+#[then(expr = "service {string} was {string} throughout the stream")]
+async fn throughout(w: &mut AimaWorld, alias: String, status: String) {
+    let answer = w.answers.last().expect("a stream").clone();
+    assert!(!answer.broken, "the stream broke");
+    assert!(
+        answer.body.trim_end().ends_with("data: [DONE]"),
+        "the stream did not finish"
+    );
+    assert!(
+        !w.statuses_seen.is_empty(),
+        "the status of service {alias} was never looked at"
+    );
+    assert!(
+        w.statuses_seen.iter().all(|s| *s == status),
+        "service {alias} was not always {status}: {:?}",
+        w.statuses_seen
+    );
 }
