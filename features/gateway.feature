@@ -55,6 +55,8 @@ Feature: Model gateway - one OpenAI endpoint that routes by model and starts eng
   Scenario: 8. When GPU memory is short the least recently used idle service is evicted, never a pinned one
     Swapping on a simulated GPU that fits one engine (--pinned, the release delay) arrives with the next part of issue 12.
 
-  @wip
-  Scenario: 9. A full queue answers 503 with Retry-After
-    The bounded queue (AIMA_GATEWAY_QUEUE, --max-concurrency) arrives with the next part of issue 12.
+  Scenario: 9. A busy engine queues requests; a full queue answers 503 with Retry-After
+    Given the daemon is restarted with AIMA_GATEWAY_QUEUE=2
+    And a running service "gw" for model "gw-model" taking 1 request at a time, with env "STUB_TOKEN_DELAY_MS=20"
+    When a long stream for "gw-model" holds the engine and 2 more requests wait
+    Then the extra request was refused with 503 and Retry-After, and the queued ones were answered

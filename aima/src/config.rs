@@ -20,6 +20,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PUBLISH_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Connections served at once; more wait in the kernel's backlog until one closes.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Gateway requests that may wait (for a turn at a busy engine) before more are refused.
+pub const DEFAULT_GATEWAY_QUEUE: usize = 256;
 /// The file under `$AIMA_HOME` that may hold the API token.
 pub const TOKEN_FILE: &str = "token";
 
@@ -76,6 +78,7 @@ struct ConfigFile {
     publish_addr: Option<String>,
     model_roots: Option<String>,
     max_connections: Option<String>,
+    gateway_queue: Option<String>,
     #[serde(default)]
     engines: BTreeMap<String, EngineOverride>,
 }
@@ -113,6 +116,8 @@ pub struct Settings {
     pub model_roots: Vec<PathBuf>,
     /// `AIMA_MAX_CONNECTIONS`: API connections served at once.
     pub max_connections: usize,
+    /// `AIMA_GATEWAY_QUEUE`: gateway requests that may wait at once; more get a 503.
+    pub gateway_queue: usize,
 }
 
 /// A secret that must not end up in logs or `Debug` output.
@@ -302,6 +307,24 @@ impl Settings {
             None => DEFAULT_MAX_CONNECTIONS,
         };
 
+        let gateway_queue = match pick(
+            None,
+            env("AIMA_GATEWAY_QUEUE").map(|v| ("AIMA_GATEWAY_QUEUE".to_owned(), v)),
+            file.gateway_queue.map(|v| (in_file("gateway_queue"), v)),
+        ) {
+            Some((setting, value)) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    setting,
+                    value,
+                    expected: "a number of waiting requests from 1 to 1000000",
+                })?,
+            None => DEFAULT_GATEWAY_QUEUE,
+        };
+
         Ok(Self {
             home,
             addr,
@@ -313,6 +336,7 @@ impl Settings {
             publish_addr,
             model_roots,
             max_connections,
+            gateway_queue,
         })
     }
 
@@ -526,6 +550,7 @@ mod tests {
             ("AIMA_PUBLISH_ADDR", "everywhere", "IP address"),
             ("AIMA_MODEL_ROOTS", "models:/srv", "absolute directories"),
             ("AIMA_MAX_CONNECTIONS", "3", "from 16"),
+            ("AIMA_GATEWAY_QUEUE", "0", "waiting requests"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);

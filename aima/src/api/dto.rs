@@ -172,6 +172,8 @@ pub struct ServiceDto {
     pub idle_timeout: Option<String>,
     /// How long a gateway request waits for the engine to load (`10m`).
     pub load_timeout: String,
+    /// Requests the gateway passes to the engine at once; null: no limit.
+    pub max_concurrency: Option<u32>,
     /// Where a request for its model goes when none of the model's services runs.
     pub default: bool,
     pub created_at: DateTime<Utc>,
@@ -195,6 +197,7 @@ impl From<Service> for ServiceDto {
                 .idle_timeout
                 .map(|d| humantime::format_duration(d).to_string()),
             load_timeout: humantime::format_duration(s.serving.load_timeout).to_string(),
+            max_concurrency: s.serving.max_concurrency,
             default: s.serving.default,
             created_at: s.created_at,
             updated_at: s.updated_at,
@@ -225,6 +228,10 @@ pub struct CreateServiceRequest {
     /// How long a gateway request waits for the engine to load; default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_timeout: Option<String>,
+    /// Requests passed to the engine at once; the rest wait their turn. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_concurrency: Option<u32>,
     /// Send requests for the model here when none of its services runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
@@ -241,7 +248,7 @@ impl From<CreateServiceRequest> for ServiceRequest {
             env: r.env,
             idle_timeout: r.idle_timeout,
             load_timeout: r.load_timeout,
-            max_concurrency: None,
+            max_concurrency: r.max_concurrency,
             pinned: false,
             default: r.default,
         }
@@ -343,6 +350,31 @@ impl From<DeviceReport> for DevicesDto {
             none_reason: r.inventory.none_reason,
         }
     }
+}
+
+/// A loaded service, as `aima ps` shows it: what runs, where, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadedDto {
+    pub id: String,
+    pub name: String,
+    /// The model's name.
+    pub model: String,
+    pub engine: String,
+    pub port: u16,
+    /// `starting` or `running`.
+    pub status: String,
+    /// The GPU it is placed on (index), if any.
+    pub gpu: Option<u32>,
+    /// The GPU memory it claims.
+    pub gpu_memory_mib: Option<u64>,
+    /// Gateway requests being answered now.
+    pub in_flight: usize,
+    /// When the last gateway request ended.
+    pub last_request_at: Option<DateTime<Utc>>,
+    pub idle_timeout: Option<String>,
+    /// When the gateway unloads it unless a request comes first; null: never, or not
+    /// while requests are in flight.
+    pub unload_at: Option<DateTime<Utc>>,
 }
 
 /// Whether one model fits now, and how.

@@ -6,6 +6,7 @@ pub mod dto;
 mod error;
 mod guard;
 mod models;
+mod ps;
 mod services;
 mod system;
 
@@ -73,6 +74,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         devices::legacy_detect,
         devices::recommend,
         devices::legacy_recommend,
+        ps::loaded,
     ),
     components(schemas(
         dto::ErrorBody,
@@ -85,14 +87,19 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::DevicesDto,
         dto::GpuDto,
         dto::RecommendDto,
-        dto::ModelAdviceDto
+        dto::ModelAdviceDto,
+        dto::LoadedDto
     ))
 )]
 pub struct ApiDoc;
 
 /// All routes, with JSON errors, a body limit and a request timeout. The server adds
 /// the access guard and request tracing around this and the gateway alike.
-pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
+pub fn router(
+    daemon: Daemon,
+    request_timeout: Duration,
+    gateway: std::sync::Arc<dyn crate::domain::TrafficSource>,
+) -> Router {
     let v1 = Router::new()
         .route("/health", get(system::health))
         .route("/status", get(system::status))
@@ -120,6 +127,7 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
         .route("/services/{id}/events", get(services::service_events))
         .route("/events", get(services::all_events))
         .route("/devices", get(devices::devices))
+        .route("/ps", get(ps::loaded))
         .route("/recommend", get(devices::recommend));
     // The operator scenario scripts use these older routes; same bodies.
     let legacy = Router::new()
@@ -136,6 +144,7 @@ pub fn router(daemon: Daemon, request_timeout: Duration) -> Router {
         .route("/metrics", get(system::metrics))
         .fallback(unknown_route)
         .with_state(daemon)
+        .layer(axum::Extension(gateway))
         .layer(axum::Extension(std::sync::Arc::new(
             services::ListCache::default(),
         )))

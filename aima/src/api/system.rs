@@ -25,8 +25,12 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }
 
-/// Prometheus metrics: daemon up and version, models, services by status, GPU claims.
-pub async fn metrics(State(daemon): State<Daemon>) -> Result<impl IntoResponse, super::ApiError> {
+/// Prometheus metrics: daemon up and version, models, services by status, GPU claims,
+/// then the gateway's (requests, timings, cold starts, unloads, tokens, queue).
+pub async fn metrics(
+    State(daemon): State<Daemon>,
+    axum::Extension(gateway): axum::Extension<std::sync::Arc<dyn crate::domain::TrafficSource>>,
+) -> Result<impl IntoResponse, super::ApiError> {
     use std::fmt::Write as _;
     let models = daemon.list_models().await?.len();
     let services = daemon.list_services().await?;
@@ -64,6 +68,7 @@ pub async fn metrics(State(daemon): State<Daemon>) -> Result<impl IntoResponse, 
             gpu.gpu.index, gpu.gpu.uuid, gpu.claimed_mib
         );
     }
+    gateway.render_metrics(&mut out);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

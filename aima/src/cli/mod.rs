@@ -6,6 +6,7 @@ mod client;
 mod device;
 mod model;
 mod output;
+mod ps;
 mod service;
 mod start;
 mod status;
@@ -55,6 +56,8 @@ enum Command {
     /// Inspect the host's GPUs.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// What is loaded: engines starting or running, their GPU, traffic and unload time.
+    Ps,
 }
 
 /// A failure to report as one `error:` line, with the exit code scripts see.
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Model(command) => model::run(&client, cli.output, command).await,
             Command::Service(command) => service::run(&client, cli.output, command).await,
             Command::Device(command) => device::run(&client, cli.output, command).await,
+            Command::Ps => ps::run(&client, cli.output).await,
         }
     })
 }

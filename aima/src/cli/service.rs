@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
 use super::{CliError, Client};
-use crate::api::dto::{CreateServiceRequest, EventDto, List, RecommendDto, ServiceDto};
+use crate::api::dto::{CreateServiceRequest, EventDto, List, LoadedDto, RecommendDto, ServiceDto};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -108,6 +108,9 @@ pub struct CreateArgs {
     /// How long a gateway request waits for the engine to load [default: 10m].
     #[arg(long, value_name = "DURATION")]
     load_timeout: Option<String>,
+    /// Requests the gateway passes to the engine at once; the rest wait their turn.
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
     /// Send the gateway's requests for this model here when none of its services runs.
     #[arg(long)]
     default: bool,
@@ -129,6 +132,7 @@ pub async fn run(
                 env: args.env,
                 idle_timeout: args.idle_timeout,
                 load_timeout: args.load_timeout,
+                max_concurrency: args.max_concurrency,
                 default: args.default,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
@@ -136,7 +140,12 @@ pub async fn run(
         }
         ServiceCommand::List => {
             let list: List<ServiceDto> = client.get("/api/v1/services").await?;
-            output::print(format, &list, || table(&list.items))
+            // The table adds the gateway's traffic; JSON and YAML stay the service objects.
+            let loaded: List<LoadedDto> = match format {
+                OutputFormat::Table => client.get("/api/v1/ps").await?,
+                _ => List { items: Vec::new() },
+            };
+            output::print(format, &list, || table(&list.items, &loaded.items))
         }
         ServiceCommand::Get { id } => {
             let service = get(client, &id).await?;
@@ -383,11 +392,22 @@ fn event_line(event: &EventDto) -> String {
     }
 }
 
-fn table(services: &[ServiceDto]) -> String {
+fn table(services: &[ServiceDto], loaded: &[LoadedDto]) -> String {
     let now = Utc::now();
     columns(
-        ["ID", "NAME", "MODEL", "ENGINE", "PORT", "STATUS", "AGE"],
+        [
+            "ID",
+            "NAME",
+            "MODEL",
+            "ENGINE",
+            "PORT",
+            "STATUS",
+            "IN FLIGHT",
+            "LAST REQUEST",
+            "AGE",
+        ],
         services.iter().map(|s| {
+            let traffic = loaded.iter().find(|l| l.id == s.id);
             [
                 s.id.clone(),
                 s.name.clone(),
@@ -395,6 +415,10 @@ fn table(services: &[ServiceDto]) -> String {
                 s.engine.clone(),
                 s.port.to_string(),
                 s.status.clone(),
+                traffic.map_or_else(|| "-".to_owned(), |t| t.in_flight.to_string()),
+                traffic
+                    .and_then(|t| t.last_request_at)
+                    .map_or_else(|| "-".to_owned(), |at| format!("{} ago", age(at, now))),
                 age(s.created_at, now),
             ]
         }),

@@ -66,7 +66,8 @@ impl Daemon {
             .unwrap_or_default()
     }
 
-    async fn claims(&self) -> Result<Vec<GpuClaim>, DaemonError> {
+    /// The GPU memory each starting or running service claims.
+    pub async fn claims(&self) -> Result<Vec<GpuClaim>, DaemonError> {
         Ok(self.store().run(|store| store.gpu_claims()).await?)
     }
 

@@ -6,6 +6,7 @@ mod id;
 mod model;
 mod service;
 mod text;
+mod traffic;
 
 pub use event::{EventKind, ServiceEvent, StartPhase};
 pub use gpu::{
@@ -19,6 +20,7 @@ pub use service::{
     validate_gpu_memory_utilization, validate_service_name,
 };
 pub use text::{is_unsafe_char, one_line, shorten};
+pub use traffic::{ServiceTraffic, TrafficSource};
 
 /// True for text that parses as a model or service id: names must not, so that a name
 /// and an id can never be confused.

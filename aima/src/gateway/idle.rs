@@ -34,7 +34,7 @@ pub(super) async fn run(gateway: Gateway) {
                 .to_std()
                 .unwrap_or_default();
             let idle_for = |now: Instant| {
-                traffic.last_ended().map_or(running_for, |ended| {
+                traffic.last_ended().map_or(running_for, |(ended, _)| {
                     now.duration_since(ended).min(running_for)
                 })
             };
@@ -54,6 +54,10 @@ pub(super) async fn run(gateway: Gateway) {
                 humantime::format_duration(timeout)
             );
             tracing::info!(service = %service.id, "{reason}");
+            gateway
+                .inner
+                .metrics
+                .idle_unload(&catalog.target_of(service));
             let daemon = &gateway.inner.daemon;
             daemon
                 .events()

@@ -21,25 +21,28 @@ pub(super) struct Loads(Mutex<HashMap<ServiceId, Load>>);
 
 impl Loads {
     /// Resolves once the service runs, starting it if nobody else is; every caller that
-    /// arrives during one start waits on that start.
+    /// arrives during one start waits on that start. `Ok(true)` for the one caller whose
+    /// request began the start (a cold start, for the metrics).
     pub async fn ready(
         &self,
         daemon: &Daemon,
         id: &ServiceId,
         load_timeout: Duration,
-    ) -> Result<(), String> {
-        let load = {
+    ) -> Result<bool, String> {
+        let (load, led) = {
             let mut loads = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            loads
-                .entry(id.clone())
-                .or_insert_with(|| {
-                    start_and_wait(daemon.clone(), id.clone(), load_timeout)
+            match loads.get(id) {
+                Some(load) => (load.clone(), false),
+                None => {
+                    let load = start_and_wait(daemon.clone(), id.clone(), load_timeout)
                         .boxed()
-                        .shared()
-                })
-                .clone()
+                        .shared();
+                    loads.insert(id.clone(), load.clone());
+                    (load, true)
+                }
+            }
         };
-        let outcome = load.clone().await;
+        let outcome = load.clone().await.map(|()| led);
         // The first to finish clears it, so the next cold request starts afresh.
         let mut loads = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if loads.get(id).is_some_and(|current| current.ptr_eq(&load)) {

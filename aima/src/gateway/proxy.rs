@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::{Stream, StreamExt};
 
+use super::Exchange;
 use super::openai::OpenAiError;
 
 /// Connection-level headers (RFC 9110 §7.6.1) that a proxy must not forward, plus the
@@ -44,9 +45,8 @@ pub(super) fn upstream_headers(incoming: &HeaderMap) -> reqwest::header::HeaderM
 /// gateway itself added (the engine's time and any cold start not counted).
 pub(super) fn downstream(
     upstream: reqwest::Response,
-    service: &str,
     overhead: std::time::Duration,
-    guard: impl Send + 'static,
+    mut exchange: Exchange,
 ) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -57,11 +57,18 @@ pub(super) fn downstream(
         }
     }
     let streaming = is_event_stream(&headers);
-    let body = pass_through(upstream.bytes_stream(), streaming, guard);
+    let metrics = &exchange.gateway.inner.metrics;
+    metrics.answered(&exchange.target, status.as_u16());
+    metrics.head_after(&exchange.target, exchange.arrived.elapsed());
+    if status.is_success() {
+        exchange.tap(streaming);
+    }
+    let service = exchange.target.service.clone();
+    let body = pass_through(upstream.bytes_stream(), streaming, exchange);
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    add_aima_headers(response.headers_mut(), service, overhead, streaming);
+    add_aima_headers(response.headers_mut(), &service, overhead, streaming);
     response
 }
 
@@ -90,23 +97,28 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The engine's body chunk by chunk. If the engine breaks off an event stream (it died),
-/// the client gets an error event before the end instead of a silent cut. `guard` lives
-/// as long as the body, so in-flight counts end when the client has the last byte or
-/// hangs up (which drops this stream and with it the engine connection).
+/// the client gets an error event before the end instead of a silent cut. The exchange
+/// lives as long as the body and sees each chunk, so it is in flight until the client
+/// has the last byte or hangs up (which drops this stream and the engine connection).
 pub(super) fn pass_through(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     streaming: bool,
-    guard: impl Send + 'static,
+    exchange: Exchange,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     futures::stream::unfold(
-        (Box::pin(body), Some(guard), false),
-        move |(mut body, guard, ended)| async move {
+        (Box::pin(body), Some(exchange), false),
+        move |(mut body, mut guard, ended)| async move {
             if ended {
                 drop(guard);
                 return None;
             }
             match body.next().await {
-                Some(Ok(chunk)) => Some((Ok(chunk), (body, guard, false))),
+                Some(Ok(chunk)) => {
+                    if let Some(exchange) = &mut guard {
+                        exchange.saw(&chunk);
+                    }
+                    Some((Ok(chunk), (body, guard, false)))
+                }
                 Some(Err(e)) if streaming => {
                     let error = OpenAiError {
                         status: StatusCode::BAD_GATEWAY,

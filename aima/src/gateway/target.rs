@@ -34,6 +34,20 @@ impl Catalog {
             .ok_or(Unroutable::NoService)
     }
 
+    /// The metric labels of `service`: its model's name and its own.
+    pub fn target_of(&self, service: &Service) -> super::metrics::Target {
+        let model = self
+            .models
+            .iter()
+            .find(|m| m.id == service.model_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        super::metrics::Target {
+            model,
+            service: service.name.clone(),
+        }
+    }
+
     /// Every name a request may send, for the "not found" message.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self

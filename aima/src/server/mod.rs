@@ -108,8 +108,11 @@ pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
     let policy = std::sync::Arc::new(crate::api::AccessPolicy::new(
         daemon.settings().api_token.clone(),
     ));
-    crate::gateway::router(crate::gateway::Gateway::new(daemon.clone()))
-        .fallback_service(crate::api::router(daemon, options.request_timeout))
+    let gateway = crate::gateway::Gateway::new(daemon.clone());
+    let traffic: std::sync::Arc<dyn crate::domain::TrafficSource> =
+        std::sync::Arc::new(gateway.clone());
+    crate::gateway::router(gateway)
+        .fallback_service(crate::api::router(daemon, options.request_timeout, traffic))
         .layer(axum::middleware::from_fn_with_state(
             policy,
             crate::api::guard,

@@ -436,3 +436,250 @@ async fn an_idle_service_is_unloaded_after_its_timeout_and_never_during_a_stream
     assert_eq!(starts(&d, &service), 2);
     crate::support::remove_containers_with_label(&d.instance_label());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_engine_queues_requests_and_a_full_queue_answers_503_with_retry_after() {
+    let d = TestDaemon::with_engine_and(|settings| settings.gateway_queue = 2);
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "busy", "source": "ollama", "repo": "busy"}),
+    )
+    .await;
+    let service = post(
+        &d,
+        "/api/v1/services",
+        json!({"model_id": "busy", "engine_type": "vllm", "max_concurrency": 1,
+               "env": ["STUB_TOKEN_DELAY_MS=20"]}),
+    )
+    .await;
+    assert_eq!(service["max_concurrency"], 1);
+    let warm = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("busy", false))
+        .send()
+        .await
+        .expect("warm up");
+    assert_eq!(warm.status(), StatusCode::OK);
+
+    // One long stream holds the only turn (300 tokens, about 6 s).
+    let body = json!({
+        "model": "busy", "stream": true, "max_tokens": 300, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    });
+    let holder = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let mut holder = holder.bytes_stream();
+    holder.next().await.expect("first chunk").expect("bytes");
+    // Two wait their turn: the queue's capacity.
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let request = client()
+                .post(d.url("/v1/chat/completions"))
+                .json(&chat("busy", false));
+            tokio::spawn(async move { request.send().await.expect("answered").status() })
+        })
+        .collect();
+    // Once both wait (the queue gauge says so), a third finds the queue full.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !metrics(&d).await.contains("aima_gateway_queued 2\n") {
+        assert!(Instant::now() < until, "two requests never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("busy", false))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let error: Value = refused.json().await.expect("json");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("the gateway queue is full (2 requests"),
+        "{error}"
+    );
+    // The stream finishes, then the two queued requests get their turns.
+    let mut rest = String::new();
+    while let Some(chunk) = holder.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.expect("bytes")));
+    }
+    assert!(rest.trim_end().ends_with("data: [DONE]"));
+    for request in queued {
+        assert_eq!(request.await.expect("join"), StatusCode::OK);
+    }
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+async fn metrics(d: &TestDaemon) -> String {
+    client()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
+    let d = TestDaemon::with_engine();
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "seen", "source": "ollama", "repo": "seen"}),
+    )
+    .await;
+    post(
+        &d,
+        "/api/v1/services",
+        json!({"model_id": "seen", "engine_type": "vllm", "idle_timeout": "10m",
+               "env": ["STUB_TOKEN_DELAY_MS=20"]}),
+    )
+    .await;
+    let first = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("seen", false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(first.status(), StatusCode::OK);
+    first.bytes().await.expect("body");
+    let streamed = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "seen", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "three words here"}]}),
+        )
+        .send()
+        .await
+        .expect("post");
+    streamed.text().await.expect("stream");
+    let missing = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("nobody", false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let text = metrics(&d).await;
+    let labels = r#"{model="seen",service="seen-vllm""#;
+    let at = |name: &str, extra: &str| {
+        sample(
+            &text,
+            &format!("{name}{}{extra}}}", &labels[..labels.len()]),
+        )
+    };
+    assert_eq!(
+        at("aima_gateway_requests_total", r#",code="200""#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"aima_gateway_requests_total{model="",service="",code="404"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        at("aima_gateway_cold_starts_total", ""),
+        Some(1.0),
+        "{text}"
+    );
+    // Usage: the JSON answer and the stream's usage chunk (1 + 3 prompt words).
+    assert_eq!(
+        at("aima_gateway_tokens_total", r#",kind="prompt""#),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(at("aima_gateway_tokens_total", r#",kind="completion""#).unwrap_or(0.0) >= 16.0);
+    assert_eq!(
+        at("aima_gateway_time_to_head_seconds_count", ""),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        at("aima_gateway_request_duration_seconds_count", ""),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(at("aima_gateway_in_flight", ""), Some(0.0), "{text}");
+
+    // While a long stream runs, ps and the gauge show it in flight, with no unload time.
+    let body = json!({
+        "model": "seen", "stream": true, "max_tokens": 200, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "go on"}],
+    });
+    let long = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let mut long = long.bytes_stream();
+    long.next().await.expect("first chunk").expect("bytes");
+    let ps = |d: &TestDaemon| {
+        let out = d
+            .cli()
+            .args(["-o", "json", "ps"])
+            .output()
+            .expect("aima ps");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")
+    };
+    let busy = ps(&d);
+    assert_eq!(busy["items"][0]["name"], "seen-vllm", "{busy}");
+    assert_eq!(busy["items"][0]["in_flight"], 1, "{busy}");
+    assert_eq!(busy["items"][0]["unload_at"], Value::Null, "{busy}");
+    assert_eq!(at_now(&d, labels).await, Some(1.0));
+    while let Some(chunk) = long.next().await {
+        chunk.expect("bytes");
+    }
+    let idle = poll(Duration::from_secs(5), "the stream to end", || {
+        let now = ps(&d);
+        (now["items"][0]["in_flight"] == 0).then_some(now)
+    });
+    let last: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(idle["items"][0]["last_request_at"].clone()).expect("last request");
+    let unload: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(idle["items"][0]["unload_at"].clone()).expect("unload time");
+    assert_eq!((unload - last).num_seconds(), 600, "{idle}");
+    let table = d.cli().arg("ps").output().expect("aima ps");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.starts_with("NAME") && table.contains("seen-vllm") && table.contains("in 9m"),
+        "{table}"
+    );
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+async fn at_now(d: &TestDaemon, labels: &str) -> Option<f64> {
+    sample(
+        &metrics(d).await,
+        &format!("aima_gateway_in_flight{labels}}}"),
+    )
+}

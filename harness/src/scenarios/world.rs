@@ -179,6 +179,8 @@ pub struct AimaWorld {
     pub docker_host: Option<String>,
     /// `AIMA_SIMULATE_GPUS` for the daemon, when the scenario simulates GPUs.
     pub simulate_gpus: Option<String>,
+    /// More settings for the daemon (`AIMA_GATEWAY_QUEUE=2`), applied at its next start.
+    pub daemon_env: Vec<(String, String)>,
     pub daemon: Option<DaemonProcess>,
     /// The `aima.instance` label of this world's containers.
     pub instance: Option<String>,
@@ -215,6 +217,7 @@ impl AimaWorld {
             port_range: port_range(),
             docker_host: None,
             simulate_gpus: None,
+            daemon_env: Vec::new(),
             daemon: None,
             instance: None,
             models: BTreeMap::new(),
@@ -288,6 +291,7 @@ impl AimaWorld {
         if let Some(gpus) = &self.simulate_gpus {
             env.push(("AIMA_SIMULATE_GPUS".to_owned(), gpus.clone()));
         }
+        env.extend(self.daemon_env.iter().cloned());
         let daemon = DaemonProcess::spawn(&config().aima, self.home.path(), &env)
             .unwrap_or_else(|e| panic!("{e:#}"));
         self.daemon = Some(daemon);

@@ -414,3 +414,125 @@ async fn throughout(w: &mut AimaWorld, alias: String, status: String) {
         w.statuses_seen
     );
 }
+
+#[given(
+    expr = "a running service {string} for model {string} taking {int} request at a time, with env {string}"
+)]
+async fn limited_service(w: &mut AimaWorld, alias: String, model: String, limit: u32, env: String) {
+    let model_id = w.model(&model);
+    let limit = limit.to_string();
+    let service = w
+        .aima_json([
+            "service",
+            "create",
+            "--model-id",
+            model_id.as_str(),
+            "--engine-type",
+            "vllm",
+            "--max-concurrency",
+            limit.as_str(),
+            "--env",
+            env.as_str(),
+        ])
+        .await;
+    let id = service["id"].as_str().expect("id").to_owned();
+    let port = service["port"].as_u64().expect("port") as u16;
+    let started = w
+        .aima(["service", "start", id.as_str(), "--wait", "--timeout", "60"])
+        .await;
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    w.note(format!(
+        "service \"{alias}\" is {id} on port {port}, max concurrency {limit}, running"
+    ));
+    w.services
+        .insert(alias, super::super::world::ServiceRef { id, port });
+}
+
+#[when(expr = "a long stream for {string} holds the engine and {int} more requests wait")]
+async fn hold_and_queue(w: &mut AimaWorld, model: String, waiting: usize) {
+    let response = client()
+        .post(w.url("/v1/chat/completions"))
+        .json(&long_chat(&model))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 200);
+    let mut holder = response.bytes_stream();
+    holder.next().await.expect("a first chunk").expect("bytes");
+    let url = w.url("/v1/chat/completions");
+    let queued: Vec<_> = (0..waiting)
+        .map(|_| tokio::spawn(ask(url.clone(), chat(&model, false))))
+        .collect();
+    let metrics_url = w.url("/metrics");
+    let gauge = format!("aima_gateway_queued {waiting}\n");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = client()
+            .get(&metrics_url)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains(&gauge) {
+            break;
+        }
+        assert!(Instant::now() < until, "{waiting} requests never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.note(format!(
+        "one stream holds the engine; /metrics: aima_gateway_queued {waiting}"
+    ));
+    // One more: the queue is full.
+    let refused = client()
+        .post(w.url("/v1/chat/completions"))
+        .json(&chat(&model, false))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = refused.status().as_u16();
+    let body = refused.text().await.unwrap_or_default();
+    w.note(format!(
+        "one more: {status}, Retry-After {retry_after:?}: {body}"
+    ));
+    w.answers.push(GatewayAnswer {
+        status,
+        service: retry_after,
+        body,
+        broken: false,
+        elapsed: Duration::ZERO,
+    });
+    // The holder finishes, then the queued ones get their turns.
+    while let Some(chunk) = holder.next().await {
+        chunk.expect("bytes");
+    }
+    for request in queued {
+        let answer = request.await.expect("join");
+        w.note(format!("queued request answered {}", answer.status));
+        w.answers.push(answer);
+    }
+}
+
+#[then("the extra request was refused with 503 and Retry-After, and the queued ones were answered")]
+async fn queue_verdict(w: &mut AimaWorld) {
+    let refused = w
+        .answers
+        .iter()
+        .find(|a| a.status == 503)
+        .expect("a refused request")
+        .clone();
+    assert!(refused.service.is_some(), "no Retry-After header");
+    assert!(
+        refused.body.contains("the gateway queue is full"),
+        "{}",
+        refused.body
+    );
+    let answered = w.answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(answered, 2, "the queued requests were not all answered");
+}

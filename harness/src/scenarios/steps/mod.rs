@@ -52,6 +52,19 @@ async fn running_daemon(w: &mut AimaWorld) {
     ));
 }
 
+#[given(expr = "the daemon is restarted with {word}={word}")]
+async fn restart_with_setting(w: &mut AimaWorld, key: String, value: String) {
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_daemon_exit(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "the daemon did not stop cleanly: {status}"
+    );
+    w.daemon_env.push((key.clone(), value.clone()));
+    w.start_daemon();
+    w.note(format!("daemon restarted with {key}={value}"));
+}
+
 #[given(expr = "the daemon is restarted with DOCKER_HOST {string}")]
 async fn restart_with_docker_host(w: &mut AimaWorld, host: String) {
     w.signal(Signal::SIGTERM);

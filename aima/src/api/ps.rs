@@ -1,0 +1,74 @@
+//! `GET /api/v1/ps`: what is loaded, where, and until when (`aima ps`, as `ollama ps`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+
+use super::dto::{ErrorBody, List, LoadedDto};
+use super::{ApiError, ApiJson};
+use crate::daemon::Daemon;
+use crate::domain::{ServiceStatus, TrafficSource};
+
+/// Starting and running services with their GPU placement and gateway traffic.
+#[utoipa::path(get, path = "/api/v1/ps", tag = "services",
+    responses((status = 200, body = Vec<LoadedDto>, description = "{\"items\":[...]}"), (status = 503, body = ErrorBody)))]
+pub async fn loaded(
+    State(daemon): State<Daemon>,
+    Extension(gateway): Extension<Arc<dyn TrafficSource>>,
+) -> Result<ApiJson<List<LoadedDto>>, ApiError> {
+    let services = daemon.list_services().await?;
+    let models: HashMap<_, _> = daemon
+        .list_models()
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.name))
+        .collect();
+    let claims = daemon.claims().await?;
+    let gpus = daemon.gpu_inventory().await.gpus;
+    let traffic: HashMap<_, _> = gateway
+        .traffic()
+        .into_iter()
+        .map(|t| (t.service_id.clone(), t))
+        .collect();
+    let items = services
+        .into_iter()
+        .filter(|s| matches!(s.status, ServiceStatus::Starting | ServiceStatus::Running))
+        .map(|s| {
+            let claim = claims.iter().find(|c| c.service_id == s.id.as_str());
+            let seen = traffic.get(&s.id);
+            let in_flight = seen.map_or(0, |t| t.in_flight);
+            let last_request_at = seen.and_then(|t| t.last_request_at);
+            // Idle since the last request, or since it began running.
+            let idle_since = last_request_at.map_or(s.updated_at, |at| at.max(s.updated_at));
+            let unload_at = match (s.status, s.serving.idle_timeout) {
+                (ServiceStatus::Running, Some(timeout)) if in_flight == 0 => {
+                    chrono::Duration::from_std(timeout)
+                        .ok()
+                        .map(|t| idle_since + t)
+                }
+                _ => None,
+            };
+            LoadedDto {
+                id: s.id.to_string(),
+                name: s.name.clone(),
+                model: models.get(&s.model_id).cloned().unwrap_or_default(),
+                engine: s.engine.clone(),
+                port: s.port,
+                status: s.status.to_string(),
+                gpu: claim
+                    .and_then(|c| gpus.iter().find(|g| g.uuid == c.gpu_uuid).map(|g| g.index)),
+                gpu_memory_mib: claim.map(|c| c.claim_mib),
+                in_flight,
+                last_request_at,
+                idle_timeout: s
+                    .serving
+                    .idle_timeout
+                    .map(|d| humantime::format_duration(d).to_string()),
+                unload_at,
+            }
+        })
+        .collect();
+    Ok(ApiJson(List { items }))
+}
