@@ -51,9 +51,26 @@ Feature: Model gateway - one OpenAI endpoint that routes by model and starts eng
     And the port of service "gw" is free on the host
     And no container of this run is left
 
-  @wip
   Scenario: 8. When GPU memory is short the least recently used idle service is evicted, never a pinned one
-    Swapping on a simulated GPU that fits one engine (--pinned, the release delay) arrives with the next part of issue 12.
+    Given the daemon is restarted with AIMA_SIMULATE_GPU_RELEASE=1s
+    And simulated GPUs "H100:81920"
+    And a registered model "model-p"
+    And a registered model "model-a"
+    And a registered model "model-b"
+    And a pinned service "p" for model "model-p" using 0.45 of the GPU memory
+    And a service "a" for model "model-a" using 0.45 of the GPU memory
+    And a service "b" for model "model-b" using 0.45 of the GPU memory
+    When I send a chat request for "model-p" to the gateway
+    And I send a chat request for "model-a" to the gateway
+    And I send a chat request for "model-b" to the gateway
+    Then the gateway answers 200 from service "b" after waiting at least 1000 ms
+    And service "a" is "stopped" with a reason mentioning "evicted by the gateway"
+    And service "p" is "running"
+    When I send a chat request for "model-a" to the gateway
+    Then the gateway answers 200 from service "a"
+    And service "b" is "stopped" with a reason mentioning "evicted by the gateway"
+    And service "p" is "running"
+    And only the containers of services "p" and "a" are left
 
   Scenario: 9. A busy engine queues requests; a full queue answers 503 with Retry-After
     Given the daemon is restarted with AIMA_GATEWAY_QUEUE=2

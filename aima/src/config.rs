@@ -107,6 +107,8 @@ pub struct Settings {
     pub engine_images: BTreeMap<String, String>,
     /// `AIMA_SIMULATE_GPUS`: GPUs to pretend to have (name, MiB), instead of NVML.
     pub simulate_gpus: Option<Vec<(String, u64)>>,
+    /// `AIMA_SIMULATE_GPU_RELEASE`: how long a simulated GPU keeps a stopped engine's memory.
+    pub simulate_gpu_release: Duration,
     /// `AIMA_API_TOKEN`, else the contents of `$AIMA_HOME/token`: the bearer token every
     /// request must carry. The daemon refuses a non-loopback address without one.
     pub api_token: Option<ApiToken>,
@@ -325,6 +327,15 @@ impl Settings {
             None => DEFAULT_GATEWAY_QUEUE,
         };
 
+        let simulate_gpu_release = match env("AIMA_SIMULATE_GPU_RELEASE") {
+            Some(value) => parse_duration(&value).ok_or(ConfigError::Invalid {
+                setting: "AIMA_SIMULATE_GPU_RELEASE".to_owned(),
+                value,
+                expected: "a duration such as 2s or 500ms",
+            })?,
+            None => Duration::ZERO,
+        };
+
         Ok(Self {
             home,
             addr,
@@ -332,6 +343,7 @@ impl Settings {
             shutdown_timeout,
             engine_images,
             simulate_gpus,
+            simulate_gpu_release,
             api_token,
             publish_addr,
             model_roots,

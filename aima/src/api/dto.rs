@@ -174,6 +174,8 @@ pub struct ServiceDto {
     pub load_timeout: String,
     /// Requests the gateway passes to the engine at once; null: no limit.
     pub max_concurrency: Option<u32>,
+    /// Never stopped to make room for another engine.
+    pub pinned: bool,
     /// Where a request for its model goes when none of the model's services runs.
     pub default: bool,
     pub created_at: DateTime<Utc>,
@@ -198,6 +200,7 @@ impl From<Service> for ServiceDto {
                 .map(|d| humantime::format_duration(d).to_string()),
             load_timeout: humantime::format_duration(s.serving.load_timeout).to_string(),
             max_concurrency: s.serving.max_concurrency,
+            pinned: s.serving.pinned,
             default: s.serving.default,
             created_at: s.created_at,
             updated_at: s.updated_at,
@@ -232,6 +235,9 @@ pub struct CreateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub max_concurrency: Option<u32>,
+    /// Never stop this service to make room for another engine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     /// Send requests for the model here when none of its services runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
@@ -249,7 +255,7 @@ impl From<CreateServiceRequest> for ServiceRequest {
             idle_timeout: r.idle_timeout,
             load_timeout: r.load_timeout,
             max_concurrency: r.max_concurrency,
-            pinned: false,
+            pinned: r.pinned,
             default: r.default,
         }
     }

@@ -111,6 +111,9 @@ pub struct CreateArgs {
     /// Requests the gateway passes to the engine at once; the rest wait their turn.
     #[arg(long, value_name = "N")]
     max_concurrency: Option<u32>,
+    /// Never stop this service to make room for another engine on its GPU.
+    #[arg(long)]
+    pinned: bool,
     /// Send the gateway's requests for this model here when none of its services runs.
     #[arg(long)]
     default: bool,
@@ -133,6 +136,7 @@ pub async fn run(
                 idle_timeout: args.idle_timeout,
                 load_timeout: args.load_timeout,
                 max_concurrency: args.max_concurrency,
+                pinned: args.pinned,
                 default: args.default,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;

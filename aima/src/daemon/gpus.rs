@@ -60,10 +60,24 @@ pub struct Recommendation {
 impl Daemon {
     /// The host's GPUs now (NVML is blocking, so off the async threads).
     pub async fn gpu_inventory(&self) -> GpuInventory {
+        if let Ok(claims) = self.claims().await {
+            self.inner.gpus.observe_claims(&claims);
+        }
         let probe = Arc::clone(&self.inner.gpus);
         tokio::task::spawn_blocking(move || probe.detect())
             .await
             .unwrap_or_default()
+    }
+
+    /// The share of a GPU's memory `service` claims when it starts, or `None` when its
+    /// engine runs without a GPU.
+    pub fn gpu_memory_fraction(&self, service: &Service) -> Option<f64> {
+        let engine = self.inner.engines.get(&service.engine)?;
+        engine.spec.needs_gpu.then(|| {
+            service
+                .gpu_memory_utilization
+                .unwrap_or(engine.spec.default_gpu_memory_utilization)
+        })
     }
 
     /// The GPU memory each starting or running service claims.
@@ -98,6 +112,13 @@ impl Daemon {
         service: &Service,
         engine: &Engine,
     ) -> Result<Option<Placement>, String> {
+        // A claim left from the previous run is not this start's: it is made anew below,
+        // and must not count as memory in use meanwhile.
+        let id = service.id.clone();
+        self.store()
+            .run(move |store| store.set_gpu_placement(&id, None))
+            .await
+            .map_err(|e| e.to_string())?;
         if !engine.spec.needs_gpu {
             return Ok(None);
         }

@@ -129,7 +129,10 @@ impl Daemon {
         let instance = store.instance_id()?;
         let engines = Engines::new(&settings.engine_images);
         let gpus: Arc<dyn GpuProbe> = match &settings.simulate_gpus {
-            Some(simulated) => Arc::new(SimulatedProbe::new(simulated.clone())),
+            Some(simulated) => Arc::new(SimulatedProbe::new(
+                simulated.clone(),
+                settings.simulate_gpu_release,
+            )),
             None => Arc::new(NvmlProbe::default()),
         };
         Ok(Self {

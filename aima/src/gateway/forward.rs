@@ -159,6 +159,7 @@ async fn route_and_forward(
             ));
         }
         let waited = Instant::now();
+        super::swap::make_room(gateway, &service, &exchange.target).await?;
         let led = gateway
             .inner
             .loads
@@ -243,11 +244,21 @@ fn loading_stream(
         if tx.send(comment(&phase)).await.is_err() {
             return;
         }
-        let ready = gateway.inner.loads.ready(
-            &gateway.inner.daemon,
-            &service.id,
-            service.serving.load_timeout,
-        );
+        let target = exchange.target.clone();
+        let ready = async {
+            super::swap::make_room(&gateway, &service, &target)
+                .await
+                .map_err(|e| e.message)?;
+            gateway
+                .inner
+                .loads
+                .ready(
+                    &gateway.inner.daemon,
+                    &service.id,
+                    service.serving.load_timeout,
+                )
+                .await
+        };
         let mut ready = std::pin::pin!(ready);
         let mut tick = tokio::time::interval(LOADING_KEEPALIVE);
         tick.tick().await;

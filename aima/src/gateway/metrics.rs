@@ -48,6 +48,7 @@ pub struct GatewayMetrics {
     queue_wait: Timings,
     cold_starts: Family<Target, Counter>,
     idle_unloads: Family<Target, Counter>,
+    evictions: Family<Target, Counter>,
     tokens: Family<Tokens, Counter>,
     in_flight: Family<Target, Gauge>,
     queued: Gauge,
@@ -62,6 +63,7 @@ impl Default for GatewayMetrics {
         let queue_wait = Timings::new_with_constructor(timing);
         let cold_starts = Family::<Target, Counter>::default();
         let idle_unloads = Family::<Target, Counter>::default();
+        let evictions = Family::<Target, Counter>::default();
         let tokens = Family::<Tokens, Counter>::default();
         let in_flight = Family::<Target, Gauge>::default();
         let queued = Gauge::default();
@@ -96,6 +98,11 @@ impl Default for GatewayMetrics {
             idle_unloads.clone(),
         );
         registry.register(
+            "evictions",
+            "Idle engines the gateway stopped to make room on a GPU for another",
+            evictions.clone(),
+        );
+        registry.register(
             "tokens",
             "Prompt and completion tokens, as the engines report them in usage",
             tokens.clone(),
@@ -118,6 +125,7 @@ impl Default for GatewayMetrics {
             queue_wait,
             cold_starts,
             idle_unloads,
+            evictions,
             tokens,
             in_flight,
             queued,
@@ -160,6 +168,12 @@ impl GatewayMetrics {
 
     pub fn idle_unload(&self, target: &Target) {
         self.idle_unloads.get_or_create(target).inc();
+    }
+
+    /// `victim` was stopped to make room for `for_whom`.
+    pub fn eviction(&self, victim: &Target, for_whom: &Target) {
+        tracing::debug!(victim = %victim.service, for_whom = %for_whom.service, "eviction");
+        self.evictions.get_or_create(victim).inc();
     }
 
     pub fn usage(&self, target: &Target, prompt: u64, completion: u64) {

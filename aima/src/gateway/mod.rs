@@ -12,6 +12,7 @@ mod loading;
 mod metrics;
 mod openai;
 mod proxy;
+mod swap;
 mod target;
 
 use std::collections::HashMap;

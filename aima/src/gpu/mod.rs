@@ -1,11 +1,15 @@
 //! GPU discovery. Only this module touches NVML. The library is loaded at run time, so a
 //! host without the NVIDIA driver builds, runs, and reports "no NVIDIA GPU: <reason>".
 
-use crate::domain::{Gpu, GpuInventory};
+use crate::domain::{Gpu, GpuClaim, GpuInventory};
 
 /// Something that can tell which GPUs the host has right now.
 pub trait GpuProbe: Send + Sync + 'static {
     fn detect(&self) -> GpuInventory;
+
+    /// Hears the claims of starting and running services before a detect. Real GPUs
+    /// need not: their measured memory shows what engines hold.
+    fn observe_claims(&self, _claims: &[GpuClaim]) {}
 }
 
 /// Real GPUs through NVML, initialised once (a driver that was missing at start stays
@@ -92,34 +96,74 @@ fn nvml_reason(e: &nvml_wrapper::error::NvmlError) -> String {
     }
 }
 
+/// Memory an engine holds on a simulated GPU: (gpu uuid, MiB, when its claim went).
+type Held = (String, u64, Option<std::time::Instant>);
+
 /// GPUs from `AIMA_SIMULATE_GPUS` (`NAME:MiB[,NAME:MiB…]`), for tests and demos: all
-/// memory free, no real device behind them.
-#[derive(Debug, Clone)]
+/// memory free but what engines hold, no real device behind them.
+#[derive(Debug)]
 pub struct SimulatedProbe {
     gpus: Vec<(String, u64)>,
+    /// How long an engine's memory stays in use after its service let go of its claim,
+    /// as a real engine takes seconds to free it (`AIMA_SIMULATE_GPU_RELEASE`).
+    release_delay: std::time::Duration,
+    /// Memory in use per service: (gpu uuid, MiB, when the claim went).
+    held: std::sync::Mutex<std::collections::HashMap<String, Held>>,
 }
 
 impl SimulatedProbe {
-    pub fn new(gpus: Vec<(String, u64)>) -> Self {
-        Self { gpus }
+    pub fn new(gpus: Vec<(String, u64)>, release_delay: std::time::Duration) -> Self {
+        Self {
+            gpus,
+            release_delay,
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    fn used_mib(&self, uuid: &str) -> u64 {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, (_, _, gone)| gone.is_none_or(|at| at.elapsed() < self.release_delay));
+        held.values()
+            .filter(|(gpu, _, _)| gpu == uuid)
+            .map(|(_, mib, _)| mib)
+            .sum()
     }
 }
 
 impl GpuProbe for SimulatedProbe {
+    fn observe_claims(&self, claims: &[GpuClaim]) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for (service, (_, _, gone)) in held.iter_mut() {
+            if gone.is_none() && !claims.iter().any(|c| &c.service_id == service) {
+                *gone = Some(std::time::Instant::now());
+            }
+        }
+        for claim in claims {
+            held.insert(
+                claim.service_id.clone(),
+                (claim.gpu_uuid.clone(), claim.claim_mib, None),
+            );
+        }
+    }
+
     fn detect(&self) -> GpuInventory {
         GpuInventory {
             gpus: self
                 .gpus
                 .iter()
                 .enumerate()
-                .map(|(index, (name, total))| Gpu {
-                    index: index as u32,
-                    uuid: format!("GPU-simulated-{index}"),
-                    name: name.clone(),
-                    memory_total_mib: *total,
-                    memory_used_mib: 0,
-                    memory_free_mib: *total,
-                    utilization_percent: Some(0),
+                .map(|(index, (name, total))| {
+                    let uuid = format!("GPU-simulated-{index}");
+                    let used = self.used_mib(&uuid).min(*total);
+                    Gpu {
+                        index: index as u32,
+                        uuid,
+                        name: name.clone(),
+                        memory_total_mib: *total,
+                        memory_used_mib: used,
+                        memory_free_mib: total - used,
+                        utilization_percent: Some(0),
+                    }
                 })
                 .collect(),
             simulated: true,
@@ -155,7 +199,7 @@ mod tests {
                 ("A100 80GB".to_owned(), 81_920)
             ]
         );
-        let inventory = SimulatedProbe::new(gpus).detect();
+        let inventory = SimulatedProbe::new(gpus, std::time::Duration::ZERO).detect();
         assert!(inventory.simulated);
         assert_eq!(inventory.gpus[1].index, 1);
         assert_eq!(inventory.gpus[1].memory_free_mib, 81_920);

@@ -683,3 +683,83 @@ async fn at_now(d: &TestDaemon, labels: &str) -> Option<f64> {
         &format!("aima_gateway_in_flight{labels}}}"),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_gpu_memory_evicts_the_least_recently_used_idle_service_never_a_pinned_one() {
+    // One simulated 80 GiB GPU; three services claim 45% each, so two fit at a time, and
+    // a stopped engine's memory comes back a second later.
+    let d = TestDaemon::with_engine_and(|settings| {
+        settings.simulate_gpus = Some(vec![("H100".into(), 81920)]);
+        settings.simulate_gpu_release = Duration::from_secs(1);
+    });
+    for (name, pinned) in [("p", true), ("a", false), ("b", false)] {
+        post(
+            &d,
+            "/api/v1/models",
+            json!({"name": name, "source": "ollama", "repo": name}),
+        )
+        .await;
+        post(
+            &d,
+            "/api/v1/services",
+            json!({"model_id": name, "engine_type": "vllm", "gpu_memory_utilization": 0.45,
+                   "pinned": pinned}),
+        )
+        .await;
+    }
+    let ask = |model: &'static str| {
+        let request = client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&chat(model, false));
+        async move {
+            let asked = Instant::now();
+            let response = request.send().await.expect("answered");
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            (status, body, asked.elapsed())
+        }
+    };
+    let status = |name: &str| {
+        let services = d.store.list_services().expect("list");
+        let s = services
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("service");
+        (s.status, s.status_reason.unwrap_or_default())
+    };
+    for model in ["p", "a"] {
+        let (code, body, _) = ask(model).await;
+        assert_eq!(code, StatusCode::OK, "{model}: {body}");
+    }
+    // b does not fit beside p and a: a (idle, not pinned) makes room.
+    let (code, body, took) = ask("b").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "b waited for a's memory to be released: {took:?}"
+    );
+    let (a, reason) = status("a-vllm");
+    assert_eq!(a, ServiceStatus::Stopped);
+    assert!(
+        reason.contains("evicted by the gateway") && reason.contains("b-vllm"),
+        "{reason}"
+    );
+    assert_eq!(
+        status("p-vllm").0,
+        ServiceStatus::Running,
+        "the pinned one stays"
+    );
+    assert_eq!(status("b-vllm").0, ServiceStatus::Running);
+    // And back: a evicts b, the least recently used idle one.
+    let (code, body, _) = ask("a").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(status("b-vllm").0, ServiceStatus::Stopped);
+    assert_eq!(status("p-vllm").0, ServiceStatus::Running);
+    let text = metrics(&d).await;
+    for victim in ["a", "b"] {
+        let series =
+            format!(r#"aima_gateway_evictions_total{{model="{victim}",service="{victim}-vllm"}}"#);
+        assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+    }
+    crate::support::remove_containers_with_label(&d.instance_label());
+}

@@ -536,3 +536,14 @@ async fn queue_verdict(w: &mut AimaWorld) {
     let answered = w.answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(answered, 2, "the queued requests were not all answered");
 }
+
+#[then(expr = "the gateway answers {int} from service {string} after waiting at least {int} ms")]
+async fn answered_after(w: &mut AimaWorld, status: u16, alias: String, ms: u64) {
+    let waited = w.answers.last().expect("an answer").elapsed;
+    w.note(format!("answered after {} ms", waited.as_millis()));
+    assert!(
+        waited >= Duration::from_millis(ms),
+        "answered after {waited:?}: it did not wait for the memory to be released"
+    );
+    answered_by(w, status, alias).await;
+}

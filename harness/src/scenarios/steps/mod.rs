@@ -307,20 +307,40 @@ async fn create_gpu_service_step(w: &mut AimaWorld, name: String, model: String,
 }
 
 async fn create_gpu_service(w: &mut AimaWorld, name: &str, model: &str, fraction: f64) {
+    create_gpu_service_with(w, name, model, fraction, &[]).await;
+}
+
+#[given(expr = "a service {string} for model {string} using {float} of the GPU memory")]
+async fn a_gpu_service(w: &mut AimaWorld, name: String, model: String, fraction: f64) {
+    create_gpu_service(w, &name, &model, fraction).await;
+}
+
+#[given(expr = "a pinned service {string} for model {string} using {float} of the GPU memory")]
+async fn a_pinned_gpu_service(w: &mut AimaWorld, name: String, model: String, fraction: f64) {
+    create_gpu_service_with(w, &name, &model, fraction, &["--pinned"]).await;
+}
+
+async fn create_gpu_service_with(
+    w: &mut AimaWorld,
+    name: &str,
+    model: &str,
+    fraction: f64,
+    extra: &[&str],
+) {
     let model_id = w.model(model);
     let fraction = fraction.to_string();
-    let service = w
-        .aima_json([
-            "service",
-            "create",
-            "--model-id",
-            model_id.as_str(),
-            "--engine-type",
-            "vllm",
-            "--gpu-memory-utilization",
-            fraction.as_str(),
-        ])
-        .await;
+    let mut args = vec![
+        "service",
+        "create",
+        "--model-id",
+        model_id.as_str(),
+        "--engine-type",
+        "vllm",
+        "--gpu-memory-utilization",
+        fraction.as_str(),
+    ];
+    args.extend(extra);
+    let service = w.aima_json(args).await;
     let service_ref = ServiceRef {
         id: service["id"].as_str().expect("id").to_owned(),
         port: service["port"].as_u64().expect("port") as u16,
