@@ -550,7 +550,185 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     results.insert("reconcile50_ms".into(), json!(round(reconcile50)));
     drop(restarted);
     remove_labelled(&format!("aima.instance={instance}"));
+
+    gateway(&options, base + 2400, &mut results).await?;
     Ok(results)
+}
+
+/// The p-th quantile of sorted milliseconds.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// One chat request to `url`, read to its end: its wall time.
+async fn chat_once(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let res = http.post(url).json(body).send().await?;
+    ensure!(res.status().is_success(), "{url} answered {}", res.status());
+    res.bytes().await?;
+    Ok(started.elapsed())
+}
+
+/// The gateway against the same stub engine called directly: added latency for
+/// sequential requests and for 64 concurrent streams, a cold start through the gateway
+/// against `service start --wait`, and a swap between two models that cannot share the GPU.
+async fn gateway(
+    options: &BenchOptions,
+    base: u16,
+    results: &mut BenchResults,
+) -> anyhow::Result<()> {
+    let sequential = if options.quick { 400 } else { 2000 };
+    let cold_cycles = if options.quick { 5 } else { 10 };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+
+    let daemon = tokio::task::block_in_place(|| Daemon::start(options, (base, base + 9), &[]))?;
+    let model = daemon.create_model()?;
+    let service = daemon.cli_json(&[
+        "service",
+        "create",
+        "--model-id",
+        &model,
+        "--engine-type",
+        "vllm",
+        "--name",
+        "gw",
+    ])?;
+    let id = service["id"].as_str().unwrap_or_default().to_owned();
+    let port = service["port"].as_u64().unwrap_or_default();
+    let gateway_url = daemon.url("/v1/chat/completions");
+    let direct_url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let ask = json!({"model": "gw", "messages": [{"role": "user", "content": "hello"}]});
+
+    // Cold start: the first gateway request against `service start --wait`, interleaved.
+    let (mut cli_start, mut cold) = (Vec::new(), Vec::new());
+    for _ in 0..cold_cycles {
+        let (ok, took, err) =
+            tokio::task::block_in_place(|| daemon.timed(&["service", "start", &id, "--wait"]))?;
+        ensure!(ok, "start: {err}");
+        cli_start.push(ms(took));
+        let (ok, _, err) = tokio::task::block_in_place(|| daemon.timed(&["service", "stop", &id]))?;
+        ensure!(ok, "stop: {err}");
+        cold.push(ms(chat_once(&http, &gateway_url, &ask).await?));
+        let (ok, _, err) = tokio::task::block_in_place(|| daemon.timed(&["service", "stop", &id]))?;
+        ensure!(ok, "stop: {err}");
+    }
+    let (cli_start, cold) = (median(&mut cli_start), median(&mut cold));
+    results.insert("gateway_cold_start_ms".into(), json!(round(cold)));
+    results.insert("gateway_cold_start_cli_ms".into(), json!(round(cli_start)));
+    results.insert(
+        "gateway_cold_start_added_ms".into(),
+        json!(round(cold - cli_start)),
+    );
+
+    // Warm: sequential requests, direct and through the gateway, interleaved.
+    chat_once(&http, &gateway_url, &ask).await?;
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        chat_once(&http, &direct_url, &ask).await?;
+        chat_once(&http, &gateway_url, &ask).await?;
+    }
+    for _ in 0..sequential {
+        direct.push(ms(chat_once(&http, &direct_url, &ask).await?));
+        through.push(ms(chat_once(&http, &gateway_url, &ask).await?));
+    }
+    direct.sort_by(f64::total_cmp);
+    through.sort_by(f64::total_cmp);
+    results.insert(
+        "gateway_direct_p50_ms".into(),
+        json!(round(quantile(&direct, 0.5))),
+    );
+    results.insert(
+        "gateway_direct_p99_ms".into(),
+        json!(round(quantile(&direct, 0.99))),
+    );
+    results.insert(
+        "gateway_added_p50_ms".into(),
+        json!(round(quantile(&through, 0.5) - quantile(&direct, 0.5))),
+    );
+    results.insert(
+        "gateway_added_p99_ms".into(),
+        json!(round(quantile(&through, 0.99) - quantile(&direct, 0.99))),
+    );
+
+    // 64 concurrent streams of 32 tokens, direct then through the gateway.
+    let stream = json!({"model": "gw", "stream": true, "max_tokens": 32, "ignore_eos": true,
+                        "messages": [{"role": "user", "content": "go on"}]});
+    let mut p99 = Vec::new();
+    for url in [&direct_url, &gateway_url] {
+        let mut all = Vec::new();
+        for _ in 0..if options.quick { 3 } else { 10 } {
+            let rounds = (0..64).map(|_| chat_once(&http, url, &stream));
+            for took in futures::future::join_all(rounds).await {
+                all.push(ms(took?));
+            }
+        }
+        all.sort_by(f64::total_cmp);
+        p99.push(quantile(&all, 0.99));
+    }
+    results.insert(
+        "gateway_stream64_direct_p99_ms".into(),
+        json!(round(p99[0])),
+    );
+    results.insert(
+        "gateway_stream64_added_p99_ms".into(),
+        json!(round(p99[1] - p99[0])),
+    );
+    let instance = daemon.instance.clone();
+    drop(daemon);
+    remove_labelled(&format!("aima.instance={instance}"));
+
+    // Swap: two models at 60% of one simulated GPU each, requests alternating.
+    let daemon = tokio::task::block_in_place(|| {
+        Daemon::start(
+            options,
+            (base + 10, base + 19),
+            &[("AIMA_SIMULATE_GPUS", "H100:81920")],
+        )
+    })?;
+    for name in ["left", "right"] {
+        daemon.cli_json(&[
+            "model", "create", "--name", name, "--source", "ollama", "--repo", name,
+        ])?;
+        daemon.cli_json(&[
+            "service",
+            "create",
+            "--model-id",
+            name,
+            "--engine-type",
+            "vllm",
+            "--gpu-memory-utilization",
+            "0.6",
+        ])?;
+    }
+    let (mut failed, mut swaps) = (0, Vec::new());
+    for n in 0..200 {
+        let name = if n % 2 == 0 { "left" } else { "right" };
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "swap"}]});
+        match chat_once(&http, &gateway_url_of(&daemon), &body).await {
+            Ok(took) => swaps.push(ms(took)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("swap request {n} failed: {e:#}");
+            }
+        }
+    }
+    results.insert("gateway_swap_requests".into(), json!(200));
+    results.insert("gateway_swap_failed".into(), json!(failed));
+    results.insert(
+        "gateway_swap_median_ms".into(),
+        json!(round(median(&mut swaps))),
+    );
+    let instance = daemon.instance.clone();
+    drop(daemon);
+    remove_labelled(&format!("aima.instance={instance}"));
+    Ok(())
+}
+
+fn gateway_url_of(daemon: &Daemon) -> String {
+    daemon.url("/v1/chat/completions")
 }
 
 /// Keep-alive load from `CONNECTIONS` concurrent clients for `duration`: (rps, p50 ms, p99 ms).
@@ -614,11 +792,16 @@ pub fn table(results: &BenchResults) -> String {
         ("conflict_ms", "< 100"),
         ("docker_unreachable_ms", "< 200"),
         ("api_p99_ms", "< 10"),
+        ("gateway_added_p50_ms", "≤ 0.3"),
+        ("gateway_added_p99_ms", "≤ 1"),
+        ("gateway_stream64_added_p99_ms", "≤ 1"),
+        ("gateway_cold_start_added_ms", "≤ 50"),
+        ("gateway_swap_failed", "0 of 200"),
     ]);
-    let mut out = String::from("KEY                     VALUE      TARGET\n");
+    let mut out = String::from("KEY                             VALUE      TARGET\n");
     for (key, value) in results {
         out.push_str(&format!(
-            "{key:<23} {:<10} {}\n",
+            "{key:<31} {:<10} {}\n",
             value.to_string(),
             targets.get(key.as_str()).unwrap_or(&"")
         ));
