@@ -107,8 +107,11 @@ impl Daemon {
         let service = self
             .store()
             .run(move |store| {
-                let mut name = base_name.clone();
-                let mut suffix = 1;
+                let mut name = if generated {
+                    store.free_service_name(&base_name)?
+                } else {
+                    base_name.clone()
+                };
                 for _ in 0..PORT_RACE_RETRIES {
                     let held = store.held_ports()?;
                     let port = match explicit {
@@ -144,9 +147,9 @@ impl Daemon {
                         Err(InsertServiceError::NoSuchModel(id)) => {
                             return Ok(Err(DaemonError::NotFound { kind: "model", id }));
                         }
+                        // A concurrent create took the name we picked: pick again.
                         Err(InsertServiceError::Store(StoreError::NameTaken { .. })) if generated => {
-                            suffix += 1;
-                            name = format!("{base_name}-{suffix}");
+                            name = store.free_service_name(&base_name)?;
                             continue;
                         }
                         Err(InsertServiceError::Store(e @ StoreError::NameTaken { .. })) => {

@@ -28,6 +28,27 @@ impl Store {
         self.find("services", reference)
     }
 
+    /// `base`, or `base-N` with the lowest N from 2 that no service is named, in one query
+    /// however many there are.
+    pub fn free_service_name(&self, base: &str) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let taken: Vec<String> = conn
+            .prepare_cached(
+                "SELECT name FROM services WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '-'",
+            )?
+            .query_map([base], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !taken.iter().any(|n| n == base) {
+            return Ok(base.to_owned());
+        }
+        let used: std::collections::BTreeSet<u64> = taken
+            .iter()
+            .filter_map(|n| n.get(base.len() + 1..)?.parse().ok())
+            .collect();
+        let free = (2..).find(|n| !used.contains(n)).unwrap_or(2);
+        Ok(format!("{base}-{free}"))
+    }
+
     /// The id of the row of `table` whose name is `name`.
     pub(super) fn holder_of_name(&self, table: &str, name: &str) -> Result<String, StoreError> {
         Ok(self
@@ -106,5 +127,34 @@ mod tests {
         for missing in ["", "nope", "model-2", "%", "model-1a2b3c4d0"] {
             assert_eq!(found(missing), Lookup::Missing, "{missing}");
         }
+    }
+
+    #[test]
+    fn generated_service_names_take_the_lowest_free_suffix() {
+        use crate::domain::{Service, ServiceId};
+        let (_dir, store) = crate::store::temp_store();
+        model(&store, "model-1a2b3c4d", "tiny");
+        let mut port = 8000;
+        let mut add = |name: &str| {
+            port += 1;
+            let service = Service::create(
+                ServiceId::random("vllm"),
+                name.into(),
+                "model-1a2b3c4d".parse().expect("id"),
+                "vllm".into(),
+                port,
+                None,
+                Vec::new(),
+                Utc::now(),
+            );
+            store.insert_service(&service).expect("insert");
+        };
+        let free = |store: &Store| store.free_service_name("tiny-vllm").expect("name");
+        assert_eq!(free(&store), "tiny-vllm");
+        add("tiny-vllm");
+        add("tiny-vllm-2");
+        add("tiny-vllm-4");
+        add("tiny-vllm-x");
+        assert_eq!(free(&store), "tiny-vllm-3");
     }
 }
