@@ -31,6 +31,8 @@ use crate::domain::{Service, ServiceId, ServiceTraffic, TrafficSource};
 use metrics::{GatewayMetrics, Target, UsageTap};
 use openai::OpenAiError;
 
+/// How long an idle connection to an engine is kept for the next request.
+const ENGINE_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(3);
 /// Largest request body: prompts with long contexts are megabytes of JSON.
 const BODY_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
@@ -149,6 +151,9 @@ impl Gateway {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            // Engines close idle connections after 5 s (uvicorn's default); letting go
+            // first means a pooled connection is never reused just as the engine closes it.
+            .pool_idle_timeout(ENGINE_IDLE_CONNECTION)
             .build()
             .unwrap_or_default();
         let queue_limit = daemon.settings().gateway_queue;

@@ -9,8 +9,9 @@
 //! between streamed tokens, as a real engine decodes). Completions report `usage`
 //! (and a usage chunk with `stream_options.include_usage`); `ignore_eos` with `max_tokens`
 //! makes a reply exactly that long, as vLLM does; `/v1/embeddings` answers with small
-//! deterministic vectors. SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads, one request
-//! per connection, so it compiles fast and runs `FROM scratch`.
+//! deterministic vectors. SIGTERM and SIGINT exit 0. HTTP/1.1 on std threads with
+//! keep-alive (a thread per connection, idle ones closed after 5 s as uvicorn does), so
+//! it compiles fast and runs `FROM scratch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,6 +34,9 @@ const EMBEDDING_DIMS: usize = 8;
 const MAX_HEAD_BYTES: u64 = 64 * 1024;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kept-alive connection with no next request is closed after this, as uvicorn's
+/// `--timeout-keep-alive` does by default.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Args {
@@ -339,7 +343,7 @@ fn main() -> ExitCode {
             }
             Ok(stream) => {
                 let served = Arc::clone(&served);
-                std::thread::spawn(move || handle(stream, &served));
+                std::thread::spawn(move || handle(stream, &served, hang_at));
             }
             // Out of descriptors and the like: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -353,43 +357,65 @@ struct Request {
     method: String,
     path: String,
     body: Vec<u8>,
+    /// HTTP/1.1 without `Connection: close`: the client may send another request.
+    keep_alive: bool,
 }
 
-/// Reads one request; `Err` carries the status to answer with.
-fn read_request(stream: &TcpStream) -> Result<Request, (u16, &'static str)> {
+/// Why no request was read.
+enum NoRequest {
+    /// The client closed an idle kept-alive connection: nothing to answer.
+    Closed,
+    /// A malformed or oversized request: answer with this status.
+    Bad(u16, &'static str),
+}
+
+/// Reads one request.
+fn read_request(stream: &TcpStream) -> Result<Request, NoRequest> {
     let mut reader = BufReader::new(stream.take(MAX_HEAD_BYTES));
     let mut line = String::new();
-    let bad = (400, "malformed request");
-    reader.read_line(&mut line).map_err(|_| bad)?;
+    let bad = NoRequest::Bad(400, "malformed request");
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => return Err(NoRequest::Closed),
+        Ok(_) => {}
+    }
     let mut parts = line.split_whitespace();
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Err(bad);
     };
+    let mut keep_alive = parts.next() == Some("HTTP/1.1");
     let path = target.split('?').next().unwrap_or(target).to_owned();
     let method = method.to_owned();
     let mut content_length = 0usize;
     let mut expect_continue = false;
     loop {
         line.clear();
-        if reader.read_line(&mut line).map_err(|_| bad)? == 0 {
-            return Err(bad);
+        if reader
+            .read_line(&mut line)
+            .map_err(|_| NoRequest::Bad(400, "malformed request"))?
+            == 0
+        {
+            return Err(NoRequest::Bad(400, "malformed request"));
         }
         let header = line.trim_end();
         if header.is_empty() {
             break;
         }
         let Some((name, value)) = header.split_once(':') else {
-            return Err(bad);
+            return Err(NoRequest::Bad(400, "malformed request"));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse().map_err(|_| bad)?;
+            content_length = value
+                .parse()
+                .map_err(|_| NoRequest::Bad(400, "malformed request"))?;
+        } else if name.eq_ignore_ascii_case("connection") {
+            keep_alive &= !value.eq_ignore_ascii_case("close");
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case("100-continue");
         }
     }
     if content_length > MAX_BODY_BYTES {
-        return Err((413, "request body too large"));
+        return Err(NoRequest::Bad(413, "request body too large"));
     }
     // Bytes the reader already buffered belong to the body.
     let mut body = reader.buffer().to_vec();
@@ -397,15 +423,22 @@ fn read_request(stream: &TcpStream) -> Result<Request, (u16, &'static str)> {
     if expect_continue && body.len() < content_length {
         stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .map_err(|_| bad)?;
+            .map_err(|_| NoRequest::Bad(400, "malformed request"))?;
     }
     if body.len() < content_length {
         let start = body.len();
         body.resize(content_length, 0);
-        stream.read_exact(&mut body[start..]).map_err(|_| bad)?;
+        stream
+            .read_exact(&mut body[start..])
+            .map_err(|_| NoRequest::Bad(400, "malformed request"))?;
     }
     body.truncate(content_length);
-    Ok(Request { method, path, body })
+    Ok(Request {
+        method,
+        path,
+        body,
+        keep_alive,
+    })
 }
 
 #[derive(Debug)]
@@ -427,29 +460,53 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn handle(mut stream: TcpStream, served: &str) {
+fn handle(mut stream: TcpStream, served: &str, hang_at: Option<std::time::Instant>) {
     // Best effort: a client that hangs up early only loses its own answer.
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_read_timeout(Some(KEEP_ALIVE));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "-".to_owned(), |a| a.to_string());
-    let (status, body, line) = match read_request(&stream) {
-        Ok(request) => {
-            let (status, body) = route(&request, served);
-            let line = format!("{} {} HTTP/1.1", request.method, request.path);
-            (status, body, line)
+    // Kept alive as uvicorn does, so a proxy's connection pool can reuse connections.
+    loop {
+        let request = read_request(&stream);
+        // A hung engine answers nothing more, on kept-alive connections too.
+        if hang_at.is_some_and(|at| std::time::Instant::now() >= at) {
+            loop {
+                std::thread::park();
+            }
         }
-        Err((status, message)) => (status, Body::Json(vllm_error(status, message)), "-".into()),
-    };
-    println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
-    let _ = write_response(&mut stream, status, body);
+        let (status, body, line, keep_alive) = match request {
+            Ok(request) => {
+                let (status, body) = route(&request, served);
+                let line = format!("{} {} HTTP/1.1", request.method, request.path);
+                (status, body, line, request.keep_alive)
+            }
+            Err(NoRequest::Closed) => return,
+            Err(NoRequest::Bad(status, message)) => (
+                status,
+                Body::Json(vllm_error(status, message)),
+                "-".into(),
+                false,
+            ),
+        };
+        println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
+        if write_response(&mut stream, status, body, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
 }
 
-fn write_response(stream: &mut TcpStream, status: u16, body: Body) -> std::io::Result<()> {
+fn write_response(
+    stream: &mut TcpStream,
+    status: u16,
+    body: Body,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nConnection: close\r\n",
-        reason(status)
+        "HTTP/1.1 {status} {}\r\nConnection: {}\r\n",
+        reason(status),
+        if keep_alive { "keep-alive" } else { "close" }
     );
     match body {
         Body::Empty => stream.write_all(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()),
