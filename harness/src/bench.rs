@@ -654,37 +654,54 @@ async fn gateway(
     );
 
     // 64 concurrent streams of 32 tokens, rounds direct and through the gateway
-    // interleaved, so both see the same machine.
-    let stream = json!({"model": "gw", "stream": true, "max_tokens": 32, "ignore_eos": true,
-                        "messages": [{"role": "user", "content": "go on"}]});
-    let (mut direct64, mut through64) = (Vec::new(), Vec::new());
-    for _ in 0..if options.quick { 10 } else { 30 } {
-        for (url, all) in [(&direct_url, &mut direct64), (&gateway_url, &mut through64)] {
-            let rounds = (0..64).map(|_| chat_once(&http, url, &stream));
-            for took in futures::future::join_all(rounds).await {
-                all.push(ms(took?));
+    // interleaved, so both see the same machine: once paced at 10 ms a token (100 tokens
+    // a second, an engine decoding), once as fast as the stub can write (all cores busy).
+    let paced = daemon.cli_json(&[
+        "service",
+        "create",
+        "--model-id",
+        &model,
+        "--engine-type",
+        "vllm",
+        "--name",
+        "paced",
+        "--env",
+        "STUB_TOKEN_DELAY_MS=10",
+    ])?;
+    let paced_id = paced["id"].as_str().unwrap_or_default().to_owned();
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| daemon.timed(&["service", "start", &paced_id, "--wait"]))?;
+    ensure!(ok, "start: {err}");
+    let paced_url = format!(
+        "http://127.0.0.1:{}/v1/chat/completions",
+        paced["port"].as_u64().unwrap_or_default()
+    );
+    let rounds = if options.quick { 10 } else { 30 };
+    for (key, model, direct) in [("", "paced", &paced_url), ("_unpaced", "gw", &direct_url)] {
+        let stream = json!({"model": model, "stream": true, "max_tokens": 32, "ignore_eos": true,
+                            "messages": [{"role": "user", "content": "go on"}]});
+        let (mut direct64, mut through64) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for (url, all) in [(direct, &mut direct64), (&gateway_url, &mut through64)] {
+                let round = (0..64).map(|_| chat_once(&http, url, &stream));
+                for took in futures::future::join_all(round).await {
+                    all.push(ms(took?));
+                }
             }
         }
+        direct64.sort_by(f64::total_cmp);
+        through64.sort_by(f64::total_cmp);
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            results.insert(
+                format!("gateway_stream64{key}_direct_{name}_ms"),
+                json!(round(quantile(&direct64, q))),
+            );
+            results.insert(
+                format!("gateway_stream64{key}_added_{name}_ms"),
+                json!(round(quantile(&through64, q) - quantile(&direct64, q))),
+            );
+        }
     }
-    direct64.sort_by(f64::total_cmp);
-    through64.sort_by(f64::total_cmp);
-    let p99 = [quantile(&direct64, 0.99), quantile(&through64, 0.99)];
-    results.insert(
-        "gateway_stream64_direct_p50_ms".into(),
-        json!(round(quantile(&direct64, 0.5))),
-    );
-    results.insert(
-        "gateway_stream64_added_p50_ms".into(),
-        json!(round(quantile(&through64, 0.5) - quantile(&direct64, 0.5))),
-    );
-    results.insert(
-        "gateway_stream64_direct_p99_ms".into(),
-        json!(round(p99[0])),
-    );
-    results.insert(
-        "gateway_stream64_added_p99_ms".into(),
-        json!(round(p99[1] - p99[0])),
-    );
     let instance = daemon.instance.clone();
     drop(daemon);
     remove_labelled(&format!("aima.instance={instance}"));
