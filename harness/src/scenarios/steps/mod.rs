@@ -54,28 +54,27 @@ async fn running_daemon(w: &mut AimaWorld) {
 
 #[given(expr = "the daemon is restarted with {word}={word}")]
 async fn restart_with_setting(w: &mut AimaWorld, key: String, value: String) {
+    let note = format!("daemon restarted with {key}={value}");
+    restart_daemon(w, |w| w.daemon_env.push((key, value)), note);
+}
+
+/// Stops the daemon (it must exit cleanly), changes its settings, starts it again.
+fn restart_daemon(w: &mut AimaWorld, change: impl FnOnce(&mut AimaWorld), note: String) {
     w.signal(Signal::SIGTERM);
     let status = w.wait_daemon_exit(Duration::from_secs(15));
     assert!(
         status.success(),
         "the daemon did not stop cleanly: {status}"
     );
-    w.daemon_env.push((key.clone(), value.clone()));
+    change(w);
     w.start_daemon();
-    w.note(format!("daemon restarted with {key}={value}"));
+    w.note(note);
 }
 
 #[given(expr = "the daemon is restarted with DOCKER_HOST {string}")]
 async fn restart_with_docker_host(w: &mut AimaWorld, host: String) {
-    w.signal(Signal::SIGTERM);
-    let status = w.wait_daemon_exit(Duration::from_secs(15));
-    assert!(
-        status.success(),
-        "the daemon did not stop cleanly: {status}"
-    );
-    w.docker_host = Some(host.clone());
-    w.start_daemon();
-    w.note(format!("daemon restarted with DOCKER_HOST={host}"));
+    let note = format!("daemon restarted with DOCKER_HOST={host}");
+    restart_daemon(w, |w| w.docker_host = Some(host), note);
 }
 
 #[when("I start the daemon again")]
@@ -1154,15 +1153,8 @@ async fn within_status(w: &mut AimaWorld, ms: u64, name: String, status: String,
 
 #[given(expr = "simulated GPUs {string}")]
 async fn simulated_gpus(w: &mut AimaWorld, gpus: String) {
-    w.signal(Signal::SIGTERM);
-    let status = w.wait_daemon_exit(Duration::from_secs(15));
-    assert!(
-        status.success(),
-        "the daemon did not stop cleanly: {status}"
-    );
-    w.simulate_gpus = Some(gpus.clone());
-    w.start_daemon();
-    w.note(format!("daemon restarted with AIMA_SIMULATE_GPUS={gpus}"));
+    let note = format!("daemon restarted with AIMA_SIMULATE_GPUS={gpus}");
+    restart_daemon(w, |w| w.simulate_gpus = Some(gpus), note);
 }
 
 #[when(expr = "I ask for a recommendation for model {string}")]
