@@ -403,16 +403,25 @@ fn at_the_connection_cap_new_clients_wait_for_silent_ones_to_be_closed() {
     assert!(log.contains("raise AIMA_MAX_CONNECTIONS"), "{log}");
 }
 
-/// Runs `aima start` as the unprivileged user `nobody` when the tests run as root, since
-/// root writes read-only files anyway.
-fn as_unprivileged(cmd: &mut Command, home: &Path) {
-    if nix::unistd::Uid::effective().is_root() {
-        let nobody = 65534;
-        for entry in walk(home) {
-            std::os::unix::fs::chown(&entry, Some(nobody), Some(nobody)).expect("chown");
-        }
-        cmd.uid(nobody).gid(nobody);
+/// `aima start` for `home`, as the unprivileged user `nobody` when the tests run as root,
+/// since root writes read-only files anyway. `nobody` runs a copy of the binary in a
+/// directory anyone may enter: the checkout may lie under a private home.
+fn unprivileged_daemon(home: &Path, bin_dir: &Path) -> Command {
+    if !nix::unistd::Uid::effective().is_root() {
+        return DaemonProcess::command(home, "127.0.0.1:0", &[]);
     }
+    let nobody = 65534;
+    let program = bin_dir.join("aima");
+    std::fs::copy(crate::support::aima_bin(), &program).expect("copy aima");
+    for path in [bin_dir, program.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for entry in walk(home) {
+        std::os::unix::fs::chown(&entry, Some(nobody), Some(nobody)).expect("chown");
+    }
+    let mut cmd = DaemonProcess::command_for(Command::new(program), home, "127.0.0.1:0", &[]);
+    cmd.uid(nobody).gid(nobody);
+    cmd
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -437,8 +446,8 @@ fn a_read_only_database_is_reported_at_start() {
     std::fs::create_dir_all(db.parent().expect("data dir")).expect("data dir");
     drop(aima::store::Store::open(&db).expect("create the database"));
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).expect("chmod");
-    let mut cmd = DaemonProcess::command(home.path(), "127.0.0.1:0", &[]);
-    as_unprivileged(&mut cmd, home.path());
+    let bin_dir = tempfile::tempdir().expect("bin dir");
+    let cmd = unprivileged_daemon(home.path(), bin_dir.path());
     let (status, lines) = DaemonProcess::launch_expecting_failure(cmd);
     assert_ne!(status.code(), Some(0));
     let error = lines
@@ -523,7 +532,8 @@ fn a_cli_whose_daemon_dies_mid_request_exits_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_reasons_stay_on_one_line() {
-    let d = TestDaemon::start();
+    // Its own port slice: no probing of the default range, where real services may run.
+    let d = TestDaemon::with_engine();
     for name in ["invoice\u{202E}fdp.exe", "two\nlines", "\u{1b}[31mred"] {
         let (status, body) = post_model(
             d.url("/api/v1/models"),
@@ -540,9 +550,9 @@ async fn names_and_reasons_stay_on_one_line() {
     assert_eq!(status, StatusCode::CREATED);
 
     // A port holder whose command line spans lines and runs long.
-    let port = (8000..9000)
+    let port = (d.port_range.0..=d.port_range.1)
         .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
-        .expect("a free port in the default range");
+        .expect("a free port in the daemon's range");
     let long = "x".repeat(400);
     let mut holder = Command::new(bin_dir().join("aima-stub-engine"))
         .args(["--port", &port.to_string(), "--host", "0.0.0.0"])

@@ -305,7 +305,7 @@ impl DaemonProcess {
         addr: &str,
         env: &[(&str, &str)],
     ) -> Command {
-        let mut cmd = match launcher.split_first() {
+        let cmd = match launcher.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
                 cmd.args(args).arg(aima_bin());
@@ -313,6 +313,12 @@ impl DaemonProcess {
             }
             None => Command::new(aima_bin()),
         };
+        Self::command_for(cmd, home, addr, env)
+    }
+
+    /// `cmd` (an `aima` binary, or a launcher of one) made into `… start` with a clean
+    /// environment aimed at `home` and `addr`.
+    pub fn command_for(mut cmd: Command, home: &Path, addr: &str, env: &[(&str, &str)]) -> Command {
         cmd.arg("start")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
