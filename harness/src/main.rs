@@ -65,6 +65,32 @@ struct RunArgs {
     /// Scenarios run side by side.
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
+    /// Only criteria whose tags match, as cucumber writes it: '@gpu', 'not @slow',
+    /// '@gateway and not @wip'.
+    #[arg(long, value_name = "EXPR", value_parser = parse_tags)]
+    tags: Option<cucumber::gherkin::tagexpr::TagOperation>,
+    /// Host ports for the scenarios' services, FIRST-LAST, handed out in slices of 10
+    /// [default: 24000-31999].
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    port_range: Option<(u16, u16)>,
+}
+
+fn parse_tags(text: &str) -> Result<cucumber::gherkin::tagexpr::TagOperation, String> {
+    text.parse().map_err(|e| {
+        format!("'{text}' is not a tag expression ({e}); write e.g. '@gpu' or 'not @slow'")
+    })
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let range = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| *a >= 1024 && b >= a && b - a + 1 >= 10);
+    range.ok_or_else(|| {
+        format!(
+            "'{text}' is not a port range of at least 10 ports from 1024 up; write e.g. 20000-20999"
+        )
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +175,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     options.engine_image = args.engine_image;
     options.gpu = args.gpu;
     options.concurrency = args.concurrency;
+    options.tags = args.tags;
+    options.port_range = args.port_range;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -31,6 +31,10 @@ pub struct RunOptions {
     pub features_dir: PathBuf,
     /// Scenarios run side by side; each has its own daemon, home and ports.
     pub concurrency: usize,
+    /// Only criteria whose tags match (`@gpu`, `not @slow`, `@gateway and not @wip`).
+    pub tags: Option<cucumber::gherkin::tagexpr::TagOperation>,
+    /// Host ports the scenarios' services take, in slices of 10; default 24000-31999.
+    pub port_range: Option<(u16, u16)>,
 }
 
 impl RunOptions {
@@ -43,6 +47,8 @@ impl RunOptions {
             gpu: false,
             features_dir: catalog::default_features_dir(),
             concurrency: 2,
+            tags: None,
+            port_range: None,
         }
     }
 }
@@ -55,11 +61,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let criteria: Vec<Criterion> = catalog::load(&options.features_dir)?
         .into_iter()
         .filter(|c| options.selection.as_ref().is_none_or(|s| &c.scenario == s))
+        .filter(|c| {
+            use cucumber::tag::Ext as _;
+            options.tags.as_ref().is_none_or(|tags| tags.eval(&c.tags))
+        })
         .collect();
     if criteria.is_empty() {
         anyhow::bail!(
-            "no scenario matches '{}'; see 'harness list'",
-            options.selection.as_deref().unwrap_or("all")
+            "no criterion of '{}' matches{}; see 'harness list'",
+            options.selection.as_deref().unwrap_or("all"),
+            if options.tags.is_some() {
+                " the tags"
+            } else {
+                ""
+            }
         );
     }
 
@@ -87,6 +102,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         aima,
         stub_binary,
         engine_image,
+        ports: options.port_range,
     });
 
     std::fs::create_dir_all(&options.report_dir).with_context(|| {

@@ -19,6 +19,8 @@ pub struct RunConfig {
     pub aima: PathBuf,
     pub stub_binary: PathBuf,
     pub engine_image: String,
+    /// Where the scenarios' service ports come from (`--port-range`), if not the default.
+    pub ports: Option<(u16, u16)>,
 }
 
 static CONFIG: OnceLock<RunConfig> = OnceLock::new();
@@ -38,7 +40,14 @@ fn config() -> &'static RunConfig {
 /// share a port. Offset by pid so two harness processes rarely collide either.
 fn port_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 200;
+    let next = NEXT.fetch_add(1, Ordering::Relaxed);
+    if let Some((first, last)) = CONFIG.get().and_then(|c| c.ports) {
+        // `--port-range`: slices of 10 within it, reused round-robin.
+        let slots = (last - first + 1) / 10;
+        let start = first + (next % slots.max(1)) * 10;
+        return (start, start + 9);
+    }
+    let slot = next % 200;
     // Below the kernel's ephemeral ports (32768 and up), which outgoing connections borrow.
     let base = 24_000 + (std::process::id() % 4) as u16 * 2_000;
     let first = base + slot * 10;
