@@ -315,29 +315,9 @@ async fn ended_with_error(w: &mut AimaWorld) {
 
 #[given(expr = "a service {string} for model {string} with idle timeout {string} and env {string}")]
 async fn idle_service(w: &mut AimaWorld, alias: String, model: String, idle: String, env: String) {
-    let model_id = w.model(&model);
-    let service = w
-        .aima_json([
-            "service",
-            "create",
-            "--model-id",
-            model_id.as_str(),
-            "--engine-type",
-            "vllm",
-            "--idle-timeout",
-            idle.as_str(),
-            "--env",
-            env.as_str(),
-        ])
-        .await;
-    let id = service["id"].as_str().expect("id").to_owned();
-    let port = service["port"].as_u64().expect("port") as u16;
-    w.note(format!(
-        "service \"{alias}\" is {id} on port {port}, idle timeout {}",
-        service["idle_timeout"]
-    ));
-    w.services
-        .insert(alias, super::super::world::ServiceRef { id, port });
+    let flags = ["--idle-timeout", idle.as_str(), "--env", env.as_str()];
+    let service = super::create_service_with(w, &alias, &model, &flags).await;
+    w.note(format!("idle timeout {}", service["idle_timeout"]));
 }
 
 #[when(expr = "I stream {int} tokens from {string} while watching service {string}")]
@@ -419,33 +399,15 @@ async fn throughout(w: &mut AimaWorld, alias: String, status: String) {
     expr = "a running service {string} for model {string} taking {int} request at a time, with env {string}"
 )]
 async fn limited_service(w: &mut AimaWorld, alias: String, model: String, limit: u32, env: String) {
-    let model_id = w.model(&model);
     let limit = limit.to_string();
-    let service = w
-        .aima_json([
-            "service",
-            "create",
-            "--model-id",
-            model_id.as_str(),
-            "--engine-type",
-            "vllm",
-            "--max-concurrency",
-            limit.as_str(),
-            "--env",
-            env.as_str(),
-        ])
-        .await;
+    let flags = ["--max-concurrency", limit.as_str(), "--env", env.as_str()];
+    let service = super::create_service_with(w, &alias, &model, &flags).await;
     let id = service["id"].as_str().expect("id").to_owned();
-    let port = service["port"].as_u64().expect("port") as u16;
     let started = w
         .aima(["service", "start", id.as_str(), "--wait", "--timeout", "60"])
         .await;
     assert_eq!(started.code, 0, "{}", started.stderr);
-    w.note(format!(
-        "service \"{alias}\" is {id} on port {port}, max concurrency {limit}, running"
-    ));
-    w.services
-        .insert(alias, super::super::world::ServiceRef { id, port });
+    w.note(format!("max concurrency {limit}, running"));
 }
 
 #[when(expr = "a long stream for {string} holds the engine and {int} more requests wait")]

@@ -247,6 +247,13 @@ async fn model_listed(w: &mut AimaWorld, name: String) {
 }
 
 async fn create_service(w: &mut AimaWorld, name: &str, model: &str, env: &[String]) {
+    let flags: Vec<&str> = env.iter().flat_map(|e| ["--env", e.as_str()]).collect();
+    create_service_with(w, name, model, &flags).await;
+}
+
+/// `aima service create` of a vLLM service for `model` with more `flags`, known to the
+/// scenario as `name`; returns the created service as JSON.
+async fn create_service_with(w: &mut AimaWorld, name: &str, model: &str, flags: &[&str]) -> Value {
     let model_id = w.model(model);
     let mut args = vec![
         "service",
@@ -256,9 +263,7 @@ async fn create_service(w: &mut AimaWorld, name: &str, model: &str, env: &[Strin
         "--engine-type",
         "vllm",
     ];
-    for e in env {
-        args.extend(["--env", e.as_str()]);
-    }
+    args.extend(flags);
     let service = w.aima_json(args).await;
     let service_ref = ServiceRef {
         id: service["id"].as_str().expect("id").to_owned(),
@@ -269,6 +274,7 @@ async fn create_service(w: &mut AimaWorld, name: &str, model: &str, env: &[Strin
         service_ref.id, service_ref.port
     ));
     w.services.insert(name.to_owned(), service_ref);
+    service
 }
 
 #[given(expr = "a service {string} for model {string}")]
@@ -326,29 +332,13 @@ async fn create_gpu_service_with(
     fraction: f64,
     extra: &[&str],
 ) {
-    let model_id = w.model(model);
     let fraction = fraction.to_string();
-    let mut args = vec![
-        "service",
-        "create",
-        "--model-id",
-        model_id.as_str(),
-        "--engine-type",
-        "vllm",
-        "--gpu-memory-utilization",
-        fraction.as_str(),
-    ];
-    args.extend(extra);
-    let service = w.aima_json(args).await;
-    let service_ref = ServiceRef {
-        id: service["id"].as_str().expect("id").to_owned(),
-        port: service["port"].as_u64().expect("port") as u16,
-    };
+    let mut flags = vec!["--gpu-memory-utilization", fraction.as_str()];
+    flags.extend(extra);
+    create_service_with(w, name, model, &flags).await;
     w.note(format!(
-        "service \"{name}\" is {} with {fraction} of the GPU memory",
-        service_ref.id
+        "service \"{name}\" claims {fraction} of the GPU memory"
     ));
-    w.services.insert(name.to_owned(), service_ref);
 }
 
 /// Starts a service, expects it running, and remembers its container.
