@@ -177,6 +177,22 @@ impl Gateway {
         Arc::clone(traffic.entry(id.clone()).or_default())
     }
 
+    /// A place in the gateway's one bounded queue, or 503 with `Retry-After` when it is
+    /// full; `why` says what the request waits for and how to avoid it.
+    fn join_queue(&self, why: &str) -> Result<Queued<'_>, OpenAiError> {
+        let queued = Queued::join(self.inner.metrics.queued());
+        if queued.position > self.inner.queue_limit as i64 {
+            return Err(OpenAiError {
+                retry_after: Some(1),
+                ..OpenAiError::unavailable(format!(
+                    "the gateway queue is full ({} requests wait); {why}",
+                    self.inner.queue_limit
+                ))
+            });
+        }
+        Ok(queued)
+    }
+
     /// Counts a request in for `service`; waits while an unload of it is under way.
     async fn enter(&self, service: &Service, target: Target, arrived: Instant) -> Exchange {
         let traffic = self.traffic(&service.id);
@@ -219,16 +235,9 @@ impl Gateway {
             return Ok(());
         }
         let waited = Instant::now();
-        let queued = Queued::join(self.inner.metrics.queued());
-        if queued.position > self.inner.queue_limit as i64 {
-            return Err(OpenAiError {
-                retry_after: Some(1),
-                ..OpenAiError::unavailable(format!(
-                    "the gateway queue is full ({} requests wait for a turn); retry shortly, or raise AIMA_GATEWAY_QUEUE or the service's --max-concurrency",
-                    self.inner.queue_limit
-                ))
-            });
-        }
+        let _queued = self.join_queue(
+            "retry shortly, or raise AIMA_GATEWAY_QUEUE or the service's --max-concurrency",
+        )?;
         let turn = tokio::time::timeout(service.serving.load_timeout, turns.acquire_owned()).await;
         self.inner
             .metrics

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::Gateway;
 use super::metrics::Target;
 use super::openai::OpenAiError;
-use super::{Gateway, Queued};
 use crate::domain::{
     EventKind, Gpu, GpuClaim, Service, ServiceStatus, available_mib, claim_mib, mib, place,
 };
@@ -51,17 +51,7 @@ pub(super) async fn make_room(
             }
             Room::Busy(why) => {
                 if queued.is_none() {
-                    let place = Queued::join(gateway.inner.metrics.queued());
-                    if place.position > gateway.inner.queue_limit as i64 {
-                        return Err(OpenAiError {
-                            retry_after: Some(1),
-                            ..OpenAiError::unavailable(format!(
-                                "the gateway queue is full ({} requests wait); {why}",
-                                gateway.inner.queue_limit
-                            ))
-                        });
-                    }
-                    queued = Some(place);
+                    queued = Some(gateway.join_queue(&why)?);
                 }
                 if Instant::now() >= deadline {
                     return Err(OpenAiError {

@@ -64,18 +64,25 @@ async fn ask(url: String, body: Value) -> GatewayAnswer {
     }
 }
 
-/// The AIMA name of the scenario's service `alias`.
-async fn service_name(w: &AimaWorld, alias: &str) -> String {
+/// The scenario's service `alias` as the API shows it now.
+async fn service_json(w: &AimaWorld, alias: &str) -> Value {
     let id = w.service(alias).id;
-    let service: Value = client()
+    client()
         .get(w.url(&format!("/api/v1/services/{id}")))
         .send()
         .await
         .expect("GET service")
         .json()
         .await
-        .expect("JSON");
-    service["name"].as_str().expect("name").to_owned()
+        .expect("JSON")
+}
+
+/// The AIMA name of the scenario's service `alias`.
+async fn service_name(w: &AimaWorld, alias: &str) -> String {
+    service_json(w, alias).await["name"]
+        .as_str()
+        .expect("name")
+        .to_owned()
 }
 
 #[when(expr = "I send a chat request for {string} to the gateway")]
@@ -207,16 +214,7 @@ fn engine_logs(container: &str) -> String {
 }
 
 async fn container_of(w: &AimaWorld, alias: &str) -> String {
-    let id = w.service(alias).id;
-    let service: Value = client()
-        .get(w.url(&format!("/api/v1/services/{id}")))
-        .send()
-        .await
-        .expect("GET service")
-        .json()
-        .await
-        .expect("JSON");
-    service["container_id"]
+    service_json(w, alias).await["container_id"]
         .as_str()
         .expect("a running container")
         .to_owned()
