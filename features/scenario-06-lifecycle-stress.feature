@@ -30,3 +30,16 @@ Feature: Scenario 06 - lifecycle stress: container churn
     When I start and stop service "churn" 5 times
     Then service "churn" used the same port in every cycle
     And the port of service "churn" is free on the host
+
+  Scenario: 6. A stop returns only once the port is free, even when the engine takes its time to exit
+    Given a running service "slow" for model "churn-model" with env "STUB_STOP_DELAY_MS=1500"
+    When I stop service "slow"
+    Then the port of service "slow" is free on the host
+    And service "slow" is "stopped"
+    And exactly 0 containers of this run are left
+
+  Scenario: 7. Each container is made as the contract says
+    Given a registered local model "weights"
+    And a running service "spec" for model "weights"
+    Then the container of service "spec" is made as the contract says
+    And the model of service "spec" is mounted read-only

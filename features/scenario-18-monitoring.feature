@@ -53,3 +53,18 @@ Feature: Scenario 18 - monitoring a service: progress, logs, events and status
     When someone removes the container of service "watched" with docker
     Then within 1000 ms service "watched" is "failed" with a reason mentioning "killed by signal 9"
     And no container of this run is left
+
+  Scenario: 9. An engine that dies while AIMA waits for its health leaves no container
+    Given a service "late" for model "watched-model" with env "STUB_START_DELAY_MS=1500" and "STUB_FAIL=oom"
+    When I start service "late" and wait
+    Then the start fails
+    And the start of service "late" failed in its health phase
+    And service "late" is "failed" with a reason mentioning "out of GPU memory"
+    And exactly 0 containers of this run are left
+
+  Scenario: 10. With two engines running, each service's logs and events are its own
+    Given a registered model "chat-model" from repo "org/chat-7b"
+    And a registered model "code-model" from repo "org/code-13b"
+    And a running service "chat" for model "chat-model"
+    And a running service "code" for model "code-model"
+    Then the logs and events of services "chat" and "code" are each their own

@@ -14,6 +14,7 @@ Feature: Scenario 20 - port contention and an unavailable Docker
     When I start service "contended" and wait
     Then the start fails within 1000 ms
     And the error names the port of service "contended" and the blocking process
+    And the start of service "contended" was tried 1 time
 
   Scenario: 2. After a port conflict the service is "failed", not stuck
     Given an external process holds the port of service "contended"
@@ -65,3 +66,24 @@ Feature: Scenario 20 - port contention and an unavailable Docker
     When the external process releases the port
     And I start service "contended" and wait
     Then service "contended" is "running" on its port
+
+  Scenario: 8. Docker refusing a start for a passing reason is retried and leaves exactly one container
+    Given Docker refuses the next container start with a transient error
+    When I start service "contended" and wait
+    Then service "contended" is "running"
+    And the start of service "contended" was tried 2 times
+    And exactly 1 container of this run is left
+
+  Scenario: 9. Docker refusing a start for good fails it at once and leaves no container
+    Given Docker refuses the next container start with a permanent error
+    When I start service "contended" and wait
+    Then the start fails
+    And service "contended" is "failed" with a reason mentioning "executable file not found"
+    And the start of service "contended" was tried 1 time
+    And exactly 0 containers of this run are left
+
+  Scenario: 10. A daemon killed between creating and starting a container leaves nothing behind
+    When the daemon is killed between creating and starting the container of service "contended"
+    And I start the daemon again
+    Then service "contended" is "failed" with a reason mentioning "the daemon stopped during the start"
+    And exactly 0 containers of this run are left

@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod docker;
+pub mod docker_proxy;
 pub mod scenarios;
 pub mod stub_image;

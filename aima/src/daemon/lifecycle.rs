@@ -1001,6 +1001,9 @@ mod tests {
         }
     }
 
+    /// Host ports the fake runtime's services take.
+    const TEST_PORT_RANGE: &str = "23000-23099";
+
     async fn failed_reason(errors: Vec<RuntimeError>) -> (String, usize) {
         let runtime = Arc::new(FailingCreates {
             errors: Mutex::new(errors),
@@ -1023,7 +1026,9 @@ mod tests {
                 home: Some(dir.path().to_owned()),
                 addr: None,
             },
-            |_| None,
+            // Off the default range (8000-8999), where a real service on this host may
+            // listen: the start's port check probes the host.
+            |key| (key == "AIMA_PORT_RANGE").then(|| TEST_PORT_RANGE.to_owned()),
             Vec::new(),
         )
         .expect("settings");
@@ -1046,6 +1051,11 @@ mod tests {
             })
             .await
             .expect("service");
+        assert!(
+            (23_000..=23_099).contains(&service.port),
+            "the fake runtime's service got port {} outside {TEST_PORT_RANGE}",
+            service.port
+        );
         daemon
             .start_service(service.id.as_str())
             .await

@@ -133,9 +133,17 @@ impl Daemon {
                     let code = dead
                         .exit_code
                         .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-                    let reason = format!(
-                        "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
-                    );
+                    let reason = if service.status == ServiceStatus::Starting {
+                        // Created but never started, or died loading the model: either
+                        // way no daemon saw the start through.
+                        format!(
+                            "the daemon stopped during the start (container exit code {code}); start it again"
+                        )
+                    } else {
+                        format!(
+                            "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
+                        )
+                    };
                     self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
                         .await?;
                     done.failed += 1;

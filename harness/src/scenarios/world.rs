@@ -201,6 +201,10 @@ pub struct AimaWorld {
     pub foreign_containers: Vec<String>,
     pub cycles: Vec<Cycle>,
     pub starts: Vec<CliRun>,
+    /// `aima service stop` runs, in order.
+    pub stops: Vec<CliRun>,
+    /// The fault-injecting proxy the daemon reaches Docker through, once a fault needs it.
+    pub docker_proxy: Option<crate::docker_proxy::DockerProxy>,
     pub in_flight: Option<InFlight>,
     pub exit: Option<ExitStatus>,
     /// When a fault removed a container, for "within N ms" checks.
@@ -236,6 +240,8 @@ impl AimaWorld {
             foreign_containers: Vec::new(),
             cycles: Vec::new(),
             starts: Vec::new(),
+            stops: Vec::new(),
+            docker_proxy: None,
             in_flight: None,
             exit: None,
             removed_at: None,
