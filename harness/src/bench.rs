@@ -168,28 +168,8 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.process.kill();
         if !self.instance.is_empty() {
-            remove_labelled(&format!("aima.instance={}", self.instance));
+            crate::ledger::remove_labelled(&format!("aima.instance={}", self.instance));
         }
-    }
-}
-
-fn remove_labelled(label: &str) {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={label}")])
-        .output();
-    let ids: Vec<String> = out
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .output();
     }
 }
 
@@ -229,6 +209,10 @@ fn round(v: f64) -> f64 {
 
 /// Runs every measurement and returns the results keyed as the issue names them.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
+    let swept = crate::ledger::sweep_interrupted();
+    if !swept.is_empty() {
+        println!("removed what interrupted harness runs left: {swept}");
+    }
     let mut results = BenchResults::new();
     let cycles = if options.quick { 10 } else { 20 };
     // Below the kernel's ephemeral ports, which outgoing connections borrow for a moment.
@@ -247,7 +231,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     ])?;
     let id = service["id"].as_str().unwrap_or_default().to_owned();
     let raw_port = base + 60;
-    let raw_label = format!("aima.bench={}", std::process::id());
+    let raw_label = crate::ledger::run_label();
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -429,8 +413,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
         "concurrent10_vs_raw".into(),
         json!(round(concurrent / concurrent_raw)),
     );
-    remove_labelled(&format!("aima.instance={}", daemon.instance));
-    remove_labelled(&raw_label);
+    crate::ledger::remove_labelled(&format!("aima.instance={}", daemon.instance));
+    crate::ledger::remove_labelled(&raw_label);
     drop(daemon);
 
     // -- Docker unreachable
@@ -549,9 +533,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     ensure!(adopted, "the restart did not adopt all 50 services");
     results.insert("reconcile50_ms".into(), json!(round(reconcile50)));
     drop(restarted);
-    remove_labelled(&format!("aima.instance={instance}"));
+    crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
 
     gateway(&options, base + 2400, &mut results).await?;
+    crate::ledger::close();
     Ok(results)
 }
 
@@ -704,7 +689,7 @@ async fn gateway(
     }
     let instance = daemon.instance.clone();
     drop(daemon);
-    remove_labelled(&format!("aima.instance={instance}"));
+    crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
 
     // Swap: two models at 60% of one simulated GPU each, requests alternating.
     let daemon = tokio::task::block_in_place(|| {
@@ -749,7 +734,7 @@ async fn gateway(
     );
     let instance = daemon.instance.clone();
     drop(daemon);
-    remove_labelled(&format!("aima.instance={instance}"));
+    crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
     Ok(())
 }
 

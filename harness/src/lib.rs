@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod docker;
 pub mod docker_proxy;
+pub mod ledger;
 pub mod scenarios;
 pub mod stub_image;

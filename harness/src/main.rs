@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use harness::ledger;
 use harness::scenarios::{RunOptions, catalog};
 use harness::stub_image::{self, STUB_IMAGE};
 
@@ -23,6 +24,10 @@ struct Cli {
 enum Command {
     /// List the scenarios, their criteria and tags.
     List,
+    /// List every step phrase a feature may use, by subject, each with an example.
+    Steps,
+    /// Remove what interrupted harness runs left behind (daemons, homes, containers).
+    Clean,
     /// Run a feature (scenario-NN, gateway) or all of them, print each criterion's verdict with
     /// its evidence, and write report.md and junit.xml.
     Run(RunArgs),
@@ -73,6 +78,12 @@ struct RunArgs {
     /// [default: 24000-31999].
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
     port_range: Option<(u16, u16)>,
+    /// Keep the home, daemon log and containers of a failing scenario, and print where.
+    #[arg(long)]
+    keep_on_failure: bool,
+    /// Where the .feature files are [default: the repository's features/].
+    #[arg(long, value_name = "DIR")]
+    features_dir: Option<PathBuf>,
 }
 
 fn parse_tags(text: &str) -> Result<cucumber::gherkin::tagexpr::TagOperation, String> {
@@ -109,6 +120,8 @@ enum ImageCommand {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::List => list(),
+        Command::Steps => steps(),
+        Command::Clean => clean(),
         Command::Run(args) => run(args),
         Command::Image(ImageCommand::Build { binary, force }) => {
             image_build(binary, force).map(|()| ExitCode::SUCCESS)
@@ -148,15 +161,72 @@ fn list() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn steps() -> anyhow::Result<ExitCode> {
+    let phrases = harness::scenarios::phrases::all(&catalog::default_features_dir())?;
+    print!(
+        "{}",
+        harness::scenarios::phrases::listing(&phrases).trim_start()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clean() -> anyhow::Result<ExitCode> {
+    let swept = ledger::sweep_interrupted();
+    if swept.is_empty() {
+        println!("nothing left by interrupted harness runs");
+    } else {
+        println!("removed {swept}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` until it ends or Ctrl-C / SIGTERM arrives; on a signal, removes what this
+/// process started (daemons, homes, containers) and exits as a killed process would.
+fn until_interrupted<T>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let signal = runtime.block_on(async {
+        tokio::select! {
+            done = work => Ok(done),
+            signal = interrupted() => Err(signal),
+        }
+    });
+    match signal {
+        Ok(done) => done,
+        Err((name, code)) => {
+            eprintln!("harness: {name}; removing what this run started");
+            let swept = ledger::sweep_own();
+            eprintln!("harness: removed {swept}");
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The signal's name and the exit code a shell gives a process it killed.
+async fn interrupted() -> (&'static str, i32) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => ("interrupted (SIGINT)", 130),
+        _ = term.recv() => ("terminated (SIGTERM)", 143),
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let features_dir = args
+        .features_dir
+        .clone()
+        .unwrap_or_else(catalog::default_features_dir);
     let selection = match args.scenario.as_str() {
         "all" => None,
         name => {
-            let known: std::collections::BTreeSet<String> =
-                catalog::load(&catalog::default_features_dir())?
-                    .into_iter()
-                    .map(|c| c.scenario)
-                    .collect();
+            let known: std::collections::BTreeSet<String> = catalog::load(&features_dir)?
+                .into_iter()
+                .map(|c| c.scenario)
+                .collect();
             anyhow::ensure!(
                 known.contains(name),
                 "'{name}' is not a feature; pass one of {} or all (see 'harness list')",
@@ -177,10 +247,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     options.concurrency = args.concurrency;
     options.tags = args.tags;
     options.port_range = args.port_range;
+    options.keep_on_failure = args.keep_on_failure;
+    options.features_dir = features_dir;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(harness::scenarios::run(options.clone()))?;
+    let report = until_interrupted(&runtime, harness::scenarios::run(options.clone()))?;
     println!("{}", report.table());
     println!(
         "reports: {} and {}",
@@ -210,7 +282,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let results = runtime.block_on(async {
+    let results = until_interrupted(&runtime, async {
         let docker = harness::docker::connect().await?;
         let image = stub_image::ensure_stub_image(&docker, &stub_binary)
             .await?

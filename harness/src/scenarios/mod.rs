@@ -3,6 +3,7 @@
 //! injection, the runner with its criterion table, Markdown and JUnit reports.
 
 pub mod catalog;
+pub mod phrases;
 pub mod report;
 pub mod runner;
 mod steps;

@@ -40,6 +40,8 @@ pub struct Row {
     pub verdict: Verdict,
     pub took: Option<Duration>,
     pub evidence: Vec<String>,
+    /// A failing scenario's daemon log, relative to the report dir.
+    pub daemon_log: Option<String>,
 }
 
 /// All rows of a run.
@@ -113,6 +115,11 @@ impl Report {
                     .map(|t| format!("{:.1}s", t.as_secs_f64()))
                     .unwrap_or_default(),
                 escape(row.verdict.detail().unwrap_or(""))
+                    + &row
+                        .daemon_log
+                        .as_ref()
+                        .map(|log| format!(" ([daemon log]({log}))"))
+                        .unwrap_or_default()
             );
         }
         out.push_str("\n## Evidence\n");
@@ -127,6 +134,9 @@ impl Report {
             if let Some(detail) = row.verdict.detail() {
                 let _ = writeln!(out, "Reason:\n\n```\n{detail}\n```\n");
             }
+            if let Some(log) = &row.daemon_log {
+                let _ = writeln!(out, "Daemon log: [{log}]({log})\n");
+            }
             for fact in &row.evidence {
                 let _ = writeln!(out, "- {}", escape(fact));
             }
@@ -136,6 +146,60 @@ impl Report {
 
     pub fn write_markdown(&self, path: &Path, title: &str) -> anyhow::Result<()> {
         std::fs::write(path, self.markdown(title))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    }
+
+    /// JUnit XML for CI: a test suite per feature, a test case per criterion with the
+    /// feature as its classname and the criterion's evidence as its `<system-out>`.
+    pub fn junit(&self, title: &str) -> anyhow::Result<String> {
+        use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+        let mut report = quick_junit::Report::new(title);
+        let mut suites: Vec<TestSuite> = Vec::new();
+        for row in &self.rows {
+            if suites
+                .last()
+                .is_none_or(|s| s.name.as_str() != row.scenario)
+            {
+                suites.push(TestSuite::new(row.scenario.as_str()));
+            }
+            let status = match &row.verdict {
+                Verdict::Pass => TestCaseStatus::success(),
+                Verdict::Fail(reason) => {
+                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    status
+                        .set_message(one_line(reason))
+                        .set_description(reason.as_str());
+                    status
+                }
+                Verdict::Skipped(reason) | Verdict::Pending(reason) => {
+                    let mut status = TestCaseStatus::skipped();
+                    status.set_message(one_line(reason));
+                    status
+                }
+            };
+            let mut case = TestCase::new(row.criterion.as_str(), status);
+            case.set_classname(row.scenario.as_str());
+            if let Some(took) = row.took {
+                case.set_time(took);
+            }
+            let mut out = row.evidence.join("\n");
+            if let Some(log) = &row.daemon_log {
+                out.push_str(&format!("\ndaemon log: {log}"));
+            }
+            if !out.is_empty() {
+                case.set_system_out(out);
+            }
+            suites
+                .last_mut()
+                .expect("a suite for this row")
+                .add_test_case(case);
+        }
+        report.add_test_suites(suites);
+        Ok(report.to_string()?)
+    }
+
+    pub fn write_junit(&self, path: &Path, title: &str) -> anyhow::Result<()> {
+        std::fs::write(path, self.junit(title)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
 }
@@ -159,6 +223,7 @@ mod tests {
             verdict,
             took: Some(Duration::from_millis(1500)),
             evidence: vec!["port 30000\nheld".into()],
+            daemon_log: None,
         }
     }
 

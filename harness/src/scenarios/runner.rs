@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub tags: Option<cucumber::gherkin::tagexpr::TagOperation>,
     /// Host ports the scenarios' services take, in slices of 10; default 24000-31999.
     pub port_range: Option<(u16, u16)>,
+    /// Keep the home, daemon log and containers of a failing scenario, and say where.
+    pub keep_on_failure: bool,
 }
 
 impl RunOptions {
@@ -49,15 +51,30 @@ impl RunOptions {
             concurrency: 2,
             tags: None,
             port_range: None,
+            keep_on_failure: false,
         }
     }
 }
 
-type Outcomes = Arc<Mutex<BTreeMap<(String, String), (Verdict, Duration, Vec<String>)>>>;
+/// What one scenario's run left for the report.
+#[derive(Debug, Clone)]
+struct Outcome {
+    verdict: Verdict,
+    took: Duration,
+    evidence: Vec<String>,
+    /// The daemon log of a failing scenario, relative to the report dir.
+    daemon_log: Option<String>,
+}
+
+type Outcomes = Arc<Mutex<BTreeMap<(String, String), Outcome>>>;
 
 /// Runs the selected scenarios and writes `report.md` and `junit.xml` into the report dir.
 pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let swept = crate::ledger::sweep_interrupted();
+    if !swept.is_empty() {
+        println!("removed what interrupted harness runs left: {swept}");
+    }
     let criteria: Vec<Criterion> = catalog::load(&options.features_dir)?
         .into_iter()
         .filter(|c| options.selection.as_ref().is_none_or(|s| &c.scenario == s))
@@ -103,6 +120,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         stub_binary,
         engine_image,
         ports: options.port_range,
+        keep_on_failure: options.keep_on_failure,
     });
 
     std::fs::create_dir_all(&options.report_dir).with_context(|| {
@@ -111,10 +129,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             options.report_dir.display()
         )
     })?;
-    let junit_path = options.report_dir.join("junit.xml");
-    let junit = std::fs::File::create(&junit_path)
-        .with_context(|| format!("cannot write {}", junit_path.display()))?;
-
     let to_run: BTreeSet<(String, String)> = criteria
         .iter()
         .filter(|c| c.excluded(options.gpu).is_none())
@@ -124,11 +138,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let recorded = Arc::clone(&outcomes);
     let instances: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let seen_instances = Arc::clone(&instances);
+    let kept: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let kept_instances = Arc::clone(&kept);
+    let report_dir = options.report_dir.clone();
+    let keep_on_failure = options.keep_on_failure;
     AimaWorld::cucumber()
         .with_writer(
             writer::Basic::raw(std::io::stdout(), writer::Coloring::Never, 0)
                 .summarized()
-                .tee::<AimaWorld, _>(writer::JUnit::for_tee(junit, 0))
                 .normalized(),
         )
         // Our own CLI owns argv; cucumber gets empty options (so the filter below applies).
@@ -145,16 +162,38 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                     Verdict::Fail("the before hook failed".to_owned())
                 }
             };
-            if let Some(instance) = world.as_ref().and_then(|w| w.instance.clone()) {
-                seen_instances.lock().expect("lock").insert(instance);
+            let mut outcome = Outcome {
+                verdict,
+                took: Duration::ZERO,
+                evidence: Vec::new(),
+                daemon_log: None,
+            };
+            if let Some(w) = world {
+                if let Some(instance) = w.instance.clone() {
+                    seen_instances.lock().expect("lock").insert(instance);
+                }
+                if matches!(outcome.verdict, Verdict::Fail(_)) {
+                    let name = log_name(feature, &scenario.name);
+                    match write_daemon_log(&report_dir, &name, &w.daemon_log()) {
+                        Ok(path) => outcome.daemon_log = Some(path),
+                        Err(e) => w.note(format!("the daemon log could not be written: {e:#}")),
+                    }
+                    if keep_on_failure {
+                        let kept_where = w.keep();
+                        println!("{}: {kept_where}", scenario.name);
+                        w.note(kept_where);
+                        if let Some(instance) = w.instance.clone() {
+                            kept_instances.lock().expect("lock").insert(instance);
+                        }
+                    }
+                }
+                outcome.took = w.started.elapsed();
+                outcome.evidence = std::mem::take(&mut w.evidence);
             }
-            let (took, evidence) = world
-                .map(|w| (w.started.elapsed(), std::mem::take(&mut w.evidence)))
-                .unwrap_or_default();
-            recorded.lock().expect("lock").insert(
-                (feature.name.clone(), scenario.name.clone()),
-                (verdict, took, evidence),
-            );
+            recorded
+                .lock()
+                .expect("lock")
+                .insert((feature.name.clone(), scenario.name.clone()), outcome);
             async {}.boxed_local()
         })
         .filter_run(
@@ -166,32 +205,39 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         .await;
 
     let outcomes = outcomes.lock().expect("lock");
-    let rows = criteria
+    let mut rows = criteria
         .iter()
         .map(|c| {
-            let (verdict, took, evidence) = match c.excluded(options.gpu) {
-                Some(Excluded::Pending(reason)) => (Verdict::Pending(reason), None, Vec::new()),
-                Some(Excluded::NeedsGpu) => (
-                    Verdict::Skipped("needs a real NVIDIA GPU: run with --features gpu (cargo test) or --gpu (harness run) on a GPU runner".to_owned()),
-                    None,
-                    Vec::new(),
-                ),
-                None => match outcomes.get(&(c.feature.clone(), c.name.clone())) {
-                    Some((verdict, took, evidence)) => (verdict.clone(), Some(*took), evidence.clone()),
-                    None => (Verdict::Fail("did not run".to_owned()), None, Vec::new()),
-                },
-            };
-            Row {
+            let without_run = |verdict| Row {
                 scenario: c.scenario.clone(),
                 criterion: c.name.clone(),
                 verdict,
-                took,
-                evidence,
+                took: None,
+                evidence: Vec::new(),
+                daemon_log: None,
+            };
+            match c.excluded(options.gpu) {
+                Some(Excluded::Pending(reason)) => without_run(Verdict::Pending(reason)),
+                Some(Excluded::NeedsGpu) => without_run(Verdict::Skipped(
+                    "needs a real NVIDIA GPU: run with --features gpu (cargo test) or --gpu (harness run) on a GPU runner".to_owned(),
+                )),
+                None => match outcomes.get(&(c.feature.clone(), c.name.clone())) {
+                    Some(o) => Row {
+                        verdict: o.verdict.clone(),
+                        took: Some(o.took),
+                        evidence: o.evidence.clone(),
+                        daemon_log: o.daemon_log.clone(),
+                        ..without_run(Verdict::Pass)
+                    },
+                    None => without_run(Verdict::Fail("did not run".to_owned())),
+                },
             }
         })
         .collect::<Vec<_>>();
-    let mut rows = rows;
-    rows.push(leftover_check(&instances.lock().expect("lock")));
+    rows.push(leftover_check(
+        &instances.lock().expect("lock"),
+        &kept.lock().expect("lock"),
+    ));
     let report = Report {
         rows,
         took: started.elapsed(),
@@ -201,12 +247,45 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         options.selection.as_deref().unwrap_or("all")
     );
     report.write_markdown(&options.report_dir.join("report.md"), &title)?;
+    report.write_junit(&options.report_dir.join("junit.xml"), &title)?;
+    crate::ledger::close();
     Ok(report)
 }
 
+/// `scenario-20-3`: the feature's name and the criterion's number, for file names.
+fn log_name(feature: &cucumber::gherkin::Feature, criterion: &str) -> String {
+    let tag = feature
+        .tags
+        .first()
+        .map_or("feature", |t| t.trim_start_matches('@'));
+    let number = criterion.split('.').next().unwrap_or(criterion);
+    format!("{tag}-{number}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes a failing scenario's daemon log under `logs/` of the report dir; returns its
+/// path relative to the report dir, as report.md links it.
+fn write_daemon_log(report_dir: &Path, name: &str, lines: &[String]) -> anyhow::Result<String> {
+    let relative = format!("logs/{name}.log");
+    let path = report_dir.join(&relative);
+    std::fs::create_dir_all(report_dir.join("logs"))?;
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(relative)
+}
+
 /// The end-of-run check: no `aima.managed` container of any instance this run created
-/// is left (each world removes what it made, even after a failed step).
-fn leftover_check(instances: &BTreeSet<String>) -> Row {
+/// is left (each world removes what it made, even after a failed step), except those
+/// `--keep-on-failure` kept on purpose.
+fn leftover_check(instances: &BTreeSet<String>, kept: &BTreeSet<String>) -> Row {
     let out = std::process::Command::new("docker")
         .args([
             "ps",
@@ -224,14 +303,19 @@ fn leftover_check(instances: &BTreeSet<String>) -> Row {
                 .filter(|l| {
                     l.split_whitespace()
                         .nth(1)
-                        .is_some_and(|i| instances.contains(i))
+                        .is_some_and(|i| instances.contains(i) && !kept.contains(i))
                 })
                 .map(str::to_owned)
                 .collect();
             let evidence = vec![format!(
-                "{} AIMA instances ran; aima.managed containers of theirs left: {}",
+                "{} AIMA instances ran; aima.managed containers of theirs left: {}{}",
                 instances.len(),
-                left.len()
+                left.len(),
+                if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not counting {} kept by --keep-on-failure)", kept.len())
+                }
             )];
             if left.is_empty() {
                 (Verdict::Pass, evidence)
@@ -261,6 +345,7 @@ fn leftover_check(instances: &BTreeSet<String>) -> Row {
         verdict,
         took: None,
         evidence,
+        daemon_log: None,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct RunConfig {
     pub engine_image: String,
     /// Where the scenarios' service ports come from (`--port-range`), if not the default.
     pub ports: Option<(u16, u16)>,
+    /// Keep the home, daemon log and containers of a failing scenario.
+    pub keep_on_failure: bool,
 }
 
 static CONFIG: OnceLock<RunConfig> = OnceLock::new();
@@ -36,22 +38,39 @@ fn config() -> &'static RunConfig {
         .expect("the runner configures the world before scenarios run")
 }
 
-/// A private slice of host ports per world, so scenarios running side by side never
-/// share a port. Offset by pid so two harness processes rarely collide either.
-fn port_range() -> (u16, u16) {
+/// A private slice of 10 host ports for one world, and the lock that keeps it private.
+/// With `--port-range`, slices are handed out round-robin within it (QA keeps concurrent
+/// runs apart). By default each slice of 24000-31999 (below the kernel's ephemeral ports,
+/// which outgoing connections borrow) is claimed with a lock file, so harness processes
+/// running side by side (tests run in parallel) never share one.
+fn port_range() -> ((u16, u16), Option<nix::fcntl::Flock<std::fs::File>>) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let next = NEXT.fetch_add(1, Ordering::Relaxed);
     if let Some((first, last)) = CONFIG.get().and_then(|c| c.ports) {
-        // `--port-range`: slices of 10 within it, reused round-robin.
         let slots = (last - first + 1) / 10;
         let start = first + (next % slots.max(1)) * 10;
-        return (start, start + 9);
+        return ((start, start + 9), None);
     }
-    let slot = next % 200;
-    // Below the kernel's ephemeral ports (32768 and up), which outgoing connections borrow.
-    let base = 24_000 + (std::process::id() % 4) as u16 * 2_000;
-    let first = base + slot * 10;
-    (first, first + 9)
+    const FIRST: u16 = 24_000;
+    const SLOTS: u16 = 800;
+    // A fixed place every harness process sees, whatever its TMPDIR.
+    let dir = Path::new("/tmp/aima-harness-ports");
+    let _ = std::fs::create_dir_all(dir);
+    let spread = (std::process::id() % u32::from(SLOTS)) as u16;
+    for offset in 0..SLOTS {
+        let slot = (spread + next.wrapping_mul(7) + offset) % SLOTS;
+        let first = FIRST + slot * 10;
+        let Ok(file) = std::fs::File::create(dir.join(first.to_string())) else {
+            break;
+        };
+        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            return ((first, first + 9), Some(lock));
+        }
+    }
+    // No lock directory, or every slice taken: share one rather than fail.
+    let first = FIRST + ((spread + next) % SLOTS) * 10;
+    ((first, first + 9), None)
 }
 
 /// Output of one `aima` invocation.
@@ -111,6 +130,7 @@ impl DaemonProcess {
         let mut child = cmd
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", aima.display()))?;
+        crate::ledger::record_daemon(child.id(), home);
         let pipe = child
             .stderr
             .take()
@@ -185,6 +205,8 @@ pub struct GatewayAnswer {
 pub struct AimaWorld {
     pub home: tempfile::TempDir,
     pub port_range: (u16, u16),
+    /// Holds `port_range` for this world alone until it goes.
+    _port_claim: Option<nix::fcntl::Flock<std::fs::File>>,
     pub docker_host: Option<String>,
     /// `AIMA_SIMULATE_GPUS` for the daemon, when the scenario simulates GPUs.
     pub simulate_gpus: Option<String>,
@@ -218,16 +240,22 @@ pub struct AimaWorld {
     /// Facts for the report: output excerpts, timings, ports, container counts.
     pub evidence: Vec<String>,
     pub started: Instant,
+    /// Stderr of the daemons this scenario stopped, for its daemon log.
+    pub earlier_daemon_log: Vec<String>,
+    /// `--keep-on-failure` kept this scenario: its containers stay when it goes.
+    pub kept: bool,
 }
 
 impl AimaWorld {
     fn new() -> Self {
+        let (port_range, port_claim) = port_range();
         Self {
             home: tempfile::Builder::new()
                 .prefix("aima-scenario-")
                 .tempdir()
                 .expect("temp home"),
-            port_range: port_range(),
+            port_range,
+            _port_claim: port_claim,
             docker_host: None,
             simulate_gpus: None,
             daemon_env: Vec::new(),
@@ -251,6 +279,8 @@ impl AimaWorld {
             statuses_seen: Vec::new(),
             evidence: Vec::new(),
             started: Instant::now(),
+            earlier_daemon_log: Vec::new(),
+            kept: false,
         }
     }
 
@@ -309,7 +339,12 @@ impl AimaWorld {
         env.extend(self.daemon_env.iter().cloned());
         let daemon = DaemonProcess::spawn(&config().aima, self.home.path(), &env)
             .unwrap_or_else(|e| panic!("{e:#}"));
-        self.daemon = Some(daemon);
+        if let Some(earlier) = self.daemon.replace(daemon) {
+            let lines = std::mem::take(&mut *earlier.stderr.lock().expect("lock"));
+            self.earlier_daemon_log.extend(lines);
+            self.earlier_daemon_log
+                .push("---- the harness started the daemon again ----".to_owned());
+        }
         self.exit = None;
     }
 
@@ -407,6 +442,35 @@ impl AimaWorld {
         status
     }
 
+    /// Everything the scenario's daemons wrote to stderr, across restarts.
+    pub fn daemon_log(&self) -> Vec<String> {
+        let mut lines = self.earlier_daemon_log.clone();
+        if let Some(daemon) = &self.daemon {
+            lines.extend(daemon.stderr.lock().expect("lock").iter().cloned());
+        }
+        lines
+    }
+
+    /// Keeps the home, the daemon log and the containers when the world goes
+    /// (`--keep-on-failure`), and says where they are.
+    pub fn keep(&mut self) -> String {
+        self.kept = true;
+        self.home.disable_cleanup(true);
+        crate::ledger::record_kept(self.home.path());
+        let log = self.home.path().join("daemon.log");
+        let _ = std::fs::write(&log, self.daemon_log().join("\n") + "\n");
+        let containers = self
+            .instance
+            .as_ref()
+            .map(|i| format!("docker ps -a --filter label=aima.instance={i}"))
+            .unwrap_or_else(|| "none (the daemon never answered)".to_owned());
+        format!(
+            "kept home {}, daemon log {}, containers: {containers}",
+            self.home.path().display(),
+            log.display()
+        )
+    }
+
     /// How many daemon stderr lines contain `needle`.
     pub fn daemon_log_count(&self, needle: &str) -> usize {
         self.daemon.as_ref().map_or(0, |d| {
@@ -459,7 +523,7 @@ impl Drop for AimaWorld {
                 .args(&self.foreign_containers)
                 .output();
         }
-        if let Some(instance) = &self.instance {
+        if let Some(instance) = self.instance.as_ref().filter(|_| !self.kept) {
             let ids = containers_with_label(&format!("aima.instance={instance}"), false);
             if !ids.is_empty() {
                 let _ = Command::new("docker")

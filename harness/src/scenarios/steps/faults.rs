@@ -41,6 +41,8 @@ async fn foreign_container_holds(w: &mut AimaWorld, name: String) {
             &container,
             "--label",
             "aima.test=foreign",
+            "--label",
+            &crate::ledger::run_label(),
             "-p",
         ])
         .arg(format!("{port}:8000"))
