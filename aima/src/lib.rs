@@ -18,3 +18,7 @@ pub mod store;
 
 /// The version printed by `aima --version`, `aima status` and `/api/v1/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this binary was built from (`-dirty` with uncommitted changes).
+pub const COMMIT: &str = env!("AIMA_COMMIT");
+/// The day this binary was built (UTC), or `SOURCE_DATE_EPOCH`'s.
+pub const BUILD_DATE: &str = env!("AIMA_BUILD_DATE");

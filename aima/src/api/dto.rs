@@ -87,6 +87,10 @@ impl From<CreateModelRequest> for ModelRequest {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// The commit the daemon was built from.
+    pub commit: String,
+    /// The day the daemon was built (UTC), `YYYY-MM-DD`.
+    pub build_date: String,
 }
 
 /// `GET /api/v1/status`: what `aima status` shows.

@@ -6,6 +6,7 @@ pub mod dto;
 mod error;
 mod guard;
 mod models;
+mod params;
 mod ps;
 mod services;
 mod system;
@@ -138,6 +139,7 @@ pub fn router(
         .route("/service/recommend", get(devices::legacy_recommend))
         .route("/device/detect", get(devices::legacy_detect));
 
+    let declared = std::sync::Arc::new(params::DeclaredParams::from_doc(&ApiDoc::openapi()));
     let routes = Router::new()
         .nest("/api/v1", v1)
         .nest("/api", legacy)
@@ -148,7 +150,11 @@ pub fn router(
         .layer(axum::Extension(std::sync::Arc::new(
             services::ListCache::default(),
         )))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            declared,
+            params::refuse_unknown,
+        ));
     // `Router::layer` wraps each route inside the point where axum adds `Allow` to a 405,
     // so the JSON error mapping wraps the whole routed service instead.
     Router::new()

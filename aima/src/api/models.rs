@@ -1,30 +1,56 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::dto::{CreateModelRequest, ErrorBody, List, ModelDto};
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::Daemon;
 
-/// All models, oldest first.
-#[utoipa::path(get, path = "/api/v1/models", tag = "models",
-    responses((status = 200, body = inline(List<ModelDto>))))]
+/// Filters of a model list; each one given must match (`?source=local`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFilter {
+    /// The model's name.
+    pub name: Option<String>,
+    /// `ollama`, `huggingface`, `modelscope` or `local`.
+    pub source: Option<String>,
+}
+
+/// All models, oldest first; `name` and `source` narrow the list.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", params(ModelFilter),
+    responses((status = 200, body = inline(List<ModelDto>)),
+        (status = 400, description = "an unknown filter", body = ErrorBody)))]
 pub async fn list_models(
     State(daemon): State<Daemon>,
+    ApiQuery(filter): ApiQuery<ModelFilter>,
 ) -> Result<ApiJson<List<ModelDto>>, ApiError> {
     let items = daemon
         .list_models()
         .await?
         .into_iter()
+        .filter(|m| filter.name.as_deref().is_none_or(|n| m.name == n))
+        .filter(|m| {
+            filter
+                .source
+                .as_deref()
+                .is_none_or(|s| m.source.as_str() == s)
+        })
         .map(ModelDto::from)
         .collect();
     Ok(ApiJson(List { items }))
 }
 
 /// Same as `GET /api/v1/models`, at the route the operator scripts use.
-#[utoipa::path(get, path = "/api/model/list", tag = "models",
-    responses((status = 200, body = inline(List<ModelDto>))))]
-pub async fn legacy_list_models(state: State<Daemon>) -> Result<ApiJson<List<ModelDto>>, ApiError> {
-    list_models(state).await
+#[utoipa::path(get, path = "/api/model/list", tag = "models", params(ModelFilter),
+    responses((status = 200, body = inline(List<ModelDto>)),
+        (status = 400, description = "an unknown filter", body = ErrorBody)))]
+pub async fn legacy_list_models(
+    state: State<Daemon>,
+    filter: ApiQuery<ModelFilter>,
+) -> Result<ApiJson<List<ModelDto>>, ApiError> {
+    list_models(state, filter).await
 }
 
 /// Registers a model. Nothing is written when validation fails.

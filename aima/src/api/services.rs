@@ -17,15 +17,45 @@ use utoipa::IntoParams;
 use super::dto::{CreateServiceRequest, ErrorBody, EventDto, List, ServiceDto};
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::{Daemon, LogOutput};
-use crate::domain::ServiceId;
+use crate::domain::{ServiceId, ServiceStatus};
 
-/// All services, oldest first.
-#[utoipa::path(get, path = "/api/v1/services", tag = "services",
-    responses((status = 200, body = inline(List<ServiceDto>))))]
+/// Filters of a service list; each one given must match (`?status=running&engine=vllm`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFilter {
+    /// `creating`, `starting`, `running`, `stopping`, `stopped` or `failed`.
+    pub status: Option<String>,
+    /// `vllm`, `sglang`, `llamacpp` or `ollama`.
+    pub engine: Option<String>,
+    /// The model's id or name.
+    pub model: Option<String>,
+    /// The service's name.
+    pub name: Option<String>,
+}
+
+impl ServiceFilter {
+    fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.engine.is_none()
+            && self.model.is_none()
+            && self.name.is_none()
+    }
+}
+
+/// All services, oldest first; `status`, `engine`, `model` and `name` narrow the list.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services", params(ServiceFilter),
+    responses((status = 200, body = inline(List<ServiceDto>)),
+        (status = 400, description = "an unknown filter or value", body = ErrorBody)))]
 pub async fn list_services(
     State(daemon): State<Daemon>,
     Extension(cache): Extension<Arc<ListCache>>,
+    ApiQuery(filter): ApiQuery<ServiceFilter>,
 ) -> Result<Response, ApiError> {
+    if !filter.is_empty() {
+        let items = filtered_services(&daemon, &filter).await?;
+        return Ok(ApiJson(List { items }).into_response());
+    }
     // Scripts and dashboards poll this: the encoded list is kept until a service row
     // changes (the store's generation), so a poll costs a copy, not a query and an encode.
     let generation = daemon.store().services_generation();
@@ -43,14 +73,71 @@ pub async fn list_services(
     Ok(json_body(body))
 }
 
+/// The services `filter` keeps; a status or engine that cannot exist is the caller's
+/// mistake (a 400 with the accepted values), an unknown model or name just matches nothing.
+async fn filtered_services(
+    daemon: &Daemon,
+    filter: &ServiceFilter,
+) -> Result<Vec<ServiceDto>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let status = match filter.status.as_deref() {
+        Some(s) => Some(s.parse::<ServiceStatus>().map_err(|_| {
+            bad(format!(
+                "status '{}' is not one of {}",
+                crate::domain::one_line(s),
+                ServiceStatus::ALL.map(ServiceStatus::as_str).join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(engine) = filter.engine.as_deref()
+        && !crate::engines::CATALOG.iter().any(|e| e.name == engine)
+    {
+        return Err(bad(format!(
+            "engine '{}' is not one of {}",
+            crate::domain::one_line(engine),
+            crate::engines::Engines::names()
+        )));
+    }
+    // The model filter takes a name as readily as an id.
+    let model_ids: Option<Vec<String>> = match filter.model.as_deref() {
+        Some(wanted) => Some(
+            daemon
+                .list_models()
+                .await?
+                .into_iter()
+                .filter(|m| m.id.as_str() == wanted || m.name == wanted)
+                .map(|m| m.id.to_string())
+                .collect(),
+        ),
+        None => None,
+    };
+    Ok(daemon
+        .list_services()
+        .await?
+        .into_iter()
+        .filter(|s| status.is_none_or(|wanted| s.status == wanted))
+        .filter(|s| filter.engine.as_deref().is_none_or(|e| s.engine == e))
+        .filter(|s| filter.name.as_deref().is_none_or(|n| s.name == n))
+        .filter(|s| {
+            model_ids
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|id| id == s.model_id.as_str()))
+        })
+        .map(ServiceDto::from)
+        .collect())
+}
+
 /// Same as `GET /api/v1/services`, at the route the operator scripts use.
-#[utoipa::path(get, path = "/api/service/list", tag = "services",
-    responses((status = 200, body = inline(List<ServiceDto>))))]
+#[utoipa::path(get, path = "/api/service/list", tag = "services", params(ServiceFilter),
+    responses((status = 200, body = inline(List<ServiceDto>)),
+        (status = 400, description = "an unknown filter or value", body = ErrorBody)))]
 pub async fn legacy_list_services(
     state: State<Daemon>,
     cache: Extension<Arc<ListCache>>,
+    filter: ApiQuery<ServiceFilter>,
 ) -> Result<Response, ApiError> {
-    list_services(state, cache).await
+    list_services(state, cache, filter).await
 }
 
 fn json_body(body: Bytes) -> Response {
@@ -117,15 +204,26 @@ pub async fn legacy_service_status(
     Ok(ApiJson(daemon.get_service(&query.service_id).await?.into()))
 }
 
-/// Stops the service if needed, deletes it and frees its port.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Stop a running or starting service first instead of refusing (409).
+    pub force: Option<bool>,
+}
+
+/// Deletes a service and frees its port; a running or starting one only with `force`.
 #[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services",
-    params(("id" = String, Path, description = "service id")),
-    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "service id"), DeleteQuery),
+    responses((status = 200, body = ServiceDto), (status = 404, body = ErrorBody),
+        (status = 409, description = "running or starting, and no force", body = ErrorBody)))]
 pub async fn delete_service(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
-    Ok(ApiJson(daemon.delete_service(&id).await?.into()))
+    let force = query.force.unwrap_or(false);
+    Ok(ApiJson(daemon.delete_service(&id, force).await?.into()))
 }
 
 /// Begins a start and answers at once (`starting`); follow the events for its phases.

@@ -12,6 +12,8 @@ pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
         version: crate::VERSION.to_owned(),
+        commit: crate::COMMIT.to_owned(),
+        build_date: crate::BUILD_DATE.to_owned(),
     })
 }
 

@@ -49,6 +49,11 @@ impl Client {
         }
     }
 
+    /// The daemon address this client dials.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.call(self.request(Method::GET, path)).await
     }

@@ -4,12 +4,14 @@
 
 mod client;
 mod device;
+mod listing;
 mod model;
 mod output;
 mod ps;
 mod service;
 mod start;
 mod status;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,13 @@ enum Command {
     Device(device::DeviceCommand),
     /// What is loaded: engines starting or running, their GPU, traffic and unload time.
     Ps,
+    /// Show this binary's version, commit and build date, and the daemon's.
+    Version,
+    /// Print a shell completion script: aima completions bash > /etc/bash_completion.d/aima
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A failure to report as one `error:` line, with the exit code scripts see.
@@ -89,7 +98,10 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", crate::domain::one_line(&e.message));
+            // Commands over several ids print each failure as it happens.
+            if !e.message.is_empty() {
+                eprintln!("error: {}", crate::domain::one_line(&e.message));
+            }
             ExitCode::from(e.exit)
         }
     }
@@ -102,15 +114,26 @@ fn run(cli: Cli) -> Result<(), CliError> {
     };
     let settings =
         Settings::resolve(&flags).map_err(|e| CliError::new(CliError::USAGE, e.to_string()))?;
-    if let Command::Start = cli.command {
-        return start::run(settings);
+    match cli.command {
+        Command::Start => return start::run(settings),
+        Command::Completions { shell } => {
+            // Generated from the same definition clap parses, so it never drifts.
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "aima", &mut script);
+            // A closed pipe (`| head`) ends the command quietly.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(());
+        }
+        _ => {}
     }
     // A client makes one request at a time: one thread is plenty.
     let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
     let client = Client::new(settings.addr, settings.api_token.clone());
     runtime.block_on(async {
         match cli.command {
-            Command::Start => unreachable!("handled above"),
+            Command::Start | Command::Completions { .. } => unreachable!("handled above"),
+            Command::Version => version::run(&client, cli.output).await,
             Command::Status => status::run(&client, cli.output).await,
             Command::Model(command) => model::run(&client, cli.output, command).await,
             Command::Service(command) => service::run(&client, cli.output, command).await,

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
+use super::listing::{self, ListArgs};
+use super::output::{self, OutputFormat, age, columns_of, fields, or_dash, path_segment};
 use super::{CliError, Client};
 use crate::api::dto::{CreateModelRequest, List, ModelDto};
 
@@ -11,21 +12,21 @@ use crate::api::dto::{CreateModelRequest, List, ModelDto};
 pub enum ModelCommand {
     /// Register a model: remote sources take --repo, local takes --path.
     Create(CreateArgs),
-    /// List models, oldest first.
+    /// List models, oldest first (filter keys: name, source).
     #[command(visible_alias = "ls")]
-    List,
+    List(ListArgs),
     /// Show one model.
     Get {
         /// The model: its id, its name, or a unique prefix of its id.
         #[arg(value_name = "ID|NAME")]
         id: String,
     },
-    /// Delete a model.
+    /// Delete one or more models (refused while a service uses one).
     #[command(visible_alias = "rm")]
     Delete {
-        /// The model: its id, its name, or a unique prefix of its id.
-        #[arg(value_name = "ID|NAME")]
-        id: String,
+        /// Models: ids, names, or unique id prefixes.
+        #[arg(value_name = "ID|NAME", required = true)]
+        ids: Vec<String>,
     },
 }
 
@@ -81,9 +82,17 @@ pub async fn run(
             let model: ModelDto = client.post("/api/v1/models", &request).await?;
             output::print(format, &model, || model.id.clone())
         }
-        ModelCommand::List => {
-            let list: List<ModelDto> = client.get("/api/v1/models").await?;
-            output::print(format, &list, || table(&list.items))
+        ModelCommand::List(args) => {
+            let path = format!("/api/v1/models{}", args.query(&FILTER_KEYS)?);
+            let fetch = || async { Ok(client.get::<List<ModelDto>>(&path).await?.items) };
+            let items = fetch().await?;
+            listing::print(format, args.quiet, &items, table)?;
+            if args.watch {
+                // No event tells of model changes: the watch looks every few seconds.
+                let never: Option<futures::stream::Pending<()>> = None;
+                listing::watch(format, args.quiet, items, fetch, table, never).await?;
+            }
+            Ok(())
         }
         ModelCommand::Get { id } => {
             let model: ModelDto = client
@@ -91,11 +100,14 @@ pub async fn run(
                 .await?;
             output::print(format, &model, || describe(&model))
         }
-        ModelCommand::Delete { id } => {
-            let model: ModelDto = client
-                .delete(&format!("/api/v1/models/{}", path_segment(&id)))
-                .await?;
-            output::print(format, &model, || model.id.clone())
+        ModelCommand::Delete { ids } => {
+            super::service::each(&ids, |id| async move {
+                let model: ModelDto = client
+                    .delete(&format!("/api/v1/models/{}", path_segment(id)))
+                    .await?;
+                output::print(format, &model, || model.id.clone())
+            })
+            .await
         }
     }
 }
@@ -104,19 +116,40 @@ fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-fn table(models: &[ModelDto]) -> String {
+/// The keys `model list --filter` takes (the API's list filters).
+const FILTER_KEYS: [&str; 2] = ["name", "source"];
+
+impl super::listing::Listed for ModelDto {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The model table; `wide` adds when it was created.
+fn table(models: &[ModelDto], wide: bool) -> String {
     let now = Utc::now();
-    columns(
-        ["ID", "NAME", "SOURCE", "REPO/PATH", "STATUS", "AGE"],
+    let mut header = vec!["ID", "NAME", "SOURCE", "REPO/PATH", "STATUS", "AGE"];
+    if wide {
+        header.push("CREATED");
+    }
+    columns_of(
+        header,
         models.iter().map(|m| {
-            [
+            let mut row = vec![
                 m.id.clone(),
                 m.name.clone(),
                 m.source.clone(),
                 or_dash(m.repo.as_deref().or(m.path.as_deref())),
                 m.status.clone(),
                 age(m.created_at, now),
-            ]
+            ];
+            if wide {
+                row.push(
+                    m.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+            }
+            row
         }),
     )
 }

@@ -4,10 +4,12 @@ use serde::Serialize;
 
 use super::CliError;
 
-/// `-o table|json|yaml`.
+/// `-o table|wide|json|yaml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Table,
+    /// The table with more columns, as `kubectl get -o wide`.
+    Wide,
     Json,
     Yaml,
 }
@@ -19,7 +21,7 @@ pub fn print<T: Serialize>(
     table: impl FnOnce() -> String,
 ) -> Result<(), CliError> {
     let text = match format {
-        OutputFormat::Table => table(),
+        OutputFormat::Table | OutputFormat::Wide => table(),
         OutputFormat::Json => serde_json::to_string_pretty(value).map_err(render_error)?,
         OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(render_error)?,
     };
@@ -36,6 +38,11 @@ pub fn columns<const N: usize>(
     header: [&str; N],
     rows: impl IntoIterator<Item = [String; N]>,
 ) -> String {
+    columns_of(header.to_vec(), rows.into_iter().map(Vec::from))
+}
+
+/// [`columns`] for tables whose width is known only at run time (`-o wide`).
+pub fn columns_of(header: Vec<&str>, rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(header);

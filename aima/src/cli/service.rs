@@ -5,7 +5,8 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
-use super::output::{self, OutputFormat, age, columns, fields, or_dash, path_segment};
+use super::listing::{self, ListArgs};
+use super::output::{self, OutputFormat, age, columns, columns_of, fields, or_dash, path_segment};
 use super::{CliError, Client};
 use crate::api::dto::{CreateServiceRequest, EventDto, List, LoadedDto, RecommendDto, ServiceDto};
 
@@ -13,9 +14,9 @@ use crate::api::dto::{CreateServiceRequest, EventDto, List, LoadedDto, Recommend
 pub enum ServiceCommand {
     /// Create a service for a model; it holds its host port until deleted.
     Create(CreateArgs),
-    /// List services, oldest first.
+    /// List services, oldest first (filter keys: status, engine, model, name).
     #[command(visible_alias = "ls")]
-    List,
+    List(ListArgs),
     /// Show one service.
     Get {
         /// The service: its id, its name, or a unique prefix of its id.
@@ -28,11 +29,11 @@ pub enum ServiceCommand {
         #[arg(value_name = "ID|NAME")]
         id: String,
     },
-    /// Start a service's engine container.
+    /// Start the engine containers of one or more services.
     Start {
-        /// The service: its id, its name, or a unique prefix of its id.
-        #[arg(value_name = "ID|NAME")]
-        id: String,
+        /// Services: ids, names, or unique id prefixes.
+        #[arg(value_name = "ID|NAME", required = true)]
+        ids: Vec<String>,
         /// Wait until the service runs (exit 0) or fails (exit 1), showing each phase.
         #[arg(long)]
         wait: bool,
@@ -40,18 +41,33 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
         timeout: u64,
     },
-    /// Stop a service; returns once its port is free.
+    /// Stop one or more services; returns once their ports are free.
     Stop {
-        /// The service: its id, its name, or a unique prefix of its id.
-        #[arg(value_name = "ID|NAME")]
-        id: String,
+        /// Services: ids, names, or unique id prefixes.
+        #[arg(value_name = "ID|NAME", required = true)]
+        ids: Vec<String>,
     },
-    /// Stop (if needed) and delete a service, freeing its port.
+    /// Delete one or more services, freeing their ports.
     #[command(visible_alias = "rm")]
     Delete {
+        /// Services: ids, names, or unique id prefixes.
+        #[arg(value_name = "ID|NAME", required = true)]
+        ids: Vec<String>,
+        /// Stop a running or starting service first instead of refusing.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Wait until a service is running, stopped or failed (exit 0), or give up (exit 1).
+    Wait {
         /// The service: its id, its name, or a unique prefix of its id.
         #[arg(value_name = "ID|NAME")]
         id: String,
+        /// The status to wait for.
+        #[arg(long = "for", value_enum, value_name = "STATUS")]
+        wanted: WaitFor,
+        /// Give up after this long (30s, 5m, 1h).
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print the engine container's output (kept after a failure).
     Logs {
@@ -80,6 +96,38 @@ pub enum ServiceCommand {
         #[arg(short, long)]
         follow: bool,
     },
+}
+
+/// What `service wait --for` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    Running,
+    Stopped,
+    Failed,
+}
+
+impl WaitFor {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30s, 5m or 1h"))
+}
+
+/// The keys `service list --filter` takes (the API's list filters).
+const FILTER_KEYS: [&str; 4] = ["status", "engine", "model", "name"];
+
+impl super::listing::Listed for ServiceDto {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Debug, Args)]
@@ -142,15 +190,7 @@ pub async fn run(
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
             output::print(format, &service, || service.id.clone())
         }
-        ServiceCommand::List => {
-            let list: List<ServiceDto> = client.get("/api/v1/services").await?;
-            // The table adds the gateway's traffic; JSON and YAML stay the service objects.
-            let loaded: List<LoadedDto> = match format {
-                OutputFormat::Table => client.get("/api/v1/ps").await?,
-                _ => List { items: Vec::new() },
-            };
-            output::print(format, &list, || table(&list.items, &loaded.items))
-        }
+        ServiceCommand::List(args) => list(client, format, &args).await,
         ServiceCommand::Get { id } => {
             let service = get(client, &id).await?;
             output::print(format, &service, || describe(&service))
@@ -159,20 +199,36 @@ pub async fn run(
             let service = get(client, &id).await?;
             output::print(format, &service, || status_line(&service))
         }
-        ServiceCommand::Start { id, wait, timeout } => {
-            start(client, format, &id, wait, Duration::from_secs(timeout)).await
+        ServiceCommand::Start { ids, wait, timeout } => {
+            each(&ids, |id| {
+                start(client, format, id, wait, Duration::from_secs(timeout))
+            })
+            .await
         }
-        ServiceCommand::Stop { id } => {
-            let path = format!("/api/v1/services/{}/stop", path_segment(&id));
-            let service: ServiceDto = client.post(&path, &serde_json::json!({})).await?;
-            output::print(format, &service, || format!("{} stopped", service.id))
+        ServiceCommand::Stop { ids } => {
+            each(&ids, |id| async move {
+                let path = format!("/api/v1/services/{}/stop", path_segment(id));
+                let service: ServiceDto = client.post(&path, &serde_json::json!({})).await?;
+                output::print(format, &service, || format!("{} stopped", service.id))
+            })
+            .await
         }
-        ServiceCommand::Delete { id } => {
-            let service: ServiceDto = client
-                .delete(&format!("/api/v1/services/{}", path_segment(&id)))
-                .await?;
-            output::print(format, &service, || service.id.clone())
+        ServiceCommand::Delete { ids, force } => {
+            each(&ids, |id| async move {
+                let mut path = format!("/api/v1/services/{}", path_segment(id));
+                if force {
+                    path.push_str("?force=true");
+                }
+                let service: ServiceDto = client.delete(&path).await?;
+                output::print(format, &service, || service.id.clone())
+            })
+            .await
         }
+        ServiceCommand::Wait {
+            id,
+            wanted,
+            timeout,
+        } => wait_for(client, format, &id, wanted, timeout).await,
         ServiceCommand::Logs { id, follow, tail } => {
             let mut path = format!(
                 "/api/v1/services/{}/logs?follow={follow}",
@@ -220,15 +276,110 @@ pub async fn run(
             while let Some(event) = events.next().await {
                 let event = event?;
                 match format {
-                    OutputFormat::Table => println!("{}", event_line(&event)),
+                    OutputFormat::Table | OutputFormat::Wide => {
+                        println!("{}", event_line(&event))
+                    }
                     OutputFormat::Json => {
                         println!("{}", serde_json::to_string(&event).unwrap_or_default())
                     }
-                    OutputFormat::Yaml => output::print(format, &event, String::new)?,
+                    // A YAML stream: one document per event, each opened by `---`.
+                    OutputFormat::Yaml => print!(
+                        "---\n{}",
+                        serde_yaml_ng::to_string(&event).unwrap_or_default()
+                    ),
                 }
             }
             Ok(())
         }
+    }
+}
+
+/// Runs `action` for each id in turn, as `docker stop a b` does: a failure is reported on
+/// its own `error:` line and the rest still run; the command fails if any did.
+pub(super) async fn each<'a, F, Fut>(ids: &'a [String], action: F) -> Result<(), CliError>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let mut last_error = None;
+    for id in ids {
+        if let Err(e) = action(id).await {
+            if ids.len() == 1 {
+                return Err(e);
+            }
+            eprintln!("error: {}", crate::domain::one_line(&e.message));
+            last_error = Some(e);
+        }
+    }
+    match last_error {
+        // Each error is printed already; the exit code says one went wrong.
+        Some(e) => Err(CliError::new(e.exit, String::new())),
+        None => Ok(()),
+    }
+}
+
+async fn list(client: &Client, format: OutputFormat, args: &ListArgs) -> Result<(), CliError> {
+    let path = format!("/api/v1/services{}", args.query(&FILTER_KEYS)?);
+    let fetch = || async { Ok(client.get::<List<ServiceDto>>(&path).await?.items) };
+    let items = fetch().await?;
+    // The table adds the gateway's traffic; JSON and YAML stay the service objects.
+    let loaded: List<LoadedDto> = match format {
+        OutputFormat::Table | OutputFormat::Wide if !args.quiet => client.get("/api/v1/ps").await?,
+        _ => List { items: Vec::new() },
+    };
+    let render = |services: &[ServiceDto], wide: bool| table(services, &loaded.items, wide);
+    listing::print(format, args.quiet, &items, render)?;
+    if !args.watch {
+        return Ok(());
+    }
+    // Every change of a service is an event: list again on each.
+    let changes = Box::pin(client.events("/api/v1/events?after=latest").await?);
+    listing::watch(format, args.quiet, items, fetch, render, Some(changes)).await
+}
+
+/// `service wait`: polls the service until it reaches `wanted`. Waiting for `running`
+/// ends early, with exit 1 and the reason, when the service fails instead.
+async fn wait_for(
+    client: &Client,
+    format: OutputFormat,
+    id: &str,
+    wanted: WaitFor,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let service = get(client, id).await?;
+        if service.status == wanted.as_str() {
+            return output::print(format, &service, || status_line(&service));
+        }
+        if wanted == WaitFor::Running && service.status == "failed" {
+            return Err(CliError::new(
+                CliError::FAILED,
+                format!(
+                    "{} failed instead of running: {}",
+                    service.id,
+                    service
+                        .status_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                ),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::new(
+                CliError::FAILED,
+                format!(
+                    "timed out after {}: {} is {}, not {}",
+                    humantime::format_duration(timeout),
+                    service.id,
+                    service.status,
+                    wanted.as_str()
+                ),
+            ));
+        }
+        tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -396,23 +547,28 @@ fn event_line(event: &EventDto) -> String {
     }
 }
 
-fn table(services: &[ServiceDto], loaded: &[LoadedDto]) -> String {
+/// The service table; `wide` adds GPU memory, idle timeout, container and reason.
+fn table(services: &[ServiceDto], loaded: &[LoadedDto], wide: bool) -> String {
     let now = Utc::now();
-    columns(
-        [
-            "ID",
-            "NAME",
-            "MODEL",
-            "ENGINE",
-            "PORT",
-            "STATUS",
-            "IN FLIGHT",
-            "LAST REQUEST",
-            "AGE",
-        ],
+    let mut header = vec![
+        "ID",
+        "NAME",
+        "MODEL",
+        "ENGINE",
+        "PORT",
+        "STATUS",
+        "IN FLIGHT",
+        "LAST REQUEST",
+        "AGE",
+    ];
+    if wide {
+        header.extend(["GPU MEM", "IDLE TIMEOUT", "CONTAINER", "REASON"]);
+    }
+    columns_of(
+        header,
         services.iter().map(|s| {
             let traffic = loaded.iter().find(|l| l.id == s.id);
-            [
+            let mut row = vec![
                 s.id.clone(),
                 s.name.clone(),
                 s.model_id.clone(),
@@ -424,7 +580,17 @@ fn table(services: &[ServiceDto], loaded: &[LoadedDto]) -> String {
                     .and_then(|t| t.last_request_at)
                     .map_or_else(|| "-".to_owned(), |at| format!("{} ago", age(at, now))),
                 age(s.created_at, now),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    s.gpu_memory_utilization
+                        .map_or_else(|| "-".to_owned(), |f| f.to_string()),
+                    or_dash(s.idle_timeout.as_deref()),
+                    or_dash(s.container_id.as_deref().map(|c| c.get(..12).unwrap_or(c))),
+                    or_dash(s.status_reason.as_deref()),
+                ]);
+            }
+            row
         }),
     )
 }

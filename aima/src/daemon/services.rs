@@ -198,8 +198,21 @@ impl Daemon {
     }
 
     /// Stops the service if needed, removes it and frees its port.
-    pub async fn delete_service(&self, id: &str) -> Result<Service, DaemonError> {
+    pub async fn delete_service(&self, id: &str, force: bool) -> Result<Service, DaemonError> {
         let id = self.resolve_service(id).await?;
+        // An engine at work is not deleted by a slip of the keyboard (docker rm -f, kubectl).
+        let current = self.load_service(&id).await?;
+        if !force
+            && matches!(
+                current.status,
+                ServiceStatus::Running | ServiceStatus::Starting
+            )
+        {
+            return Err(DaemonError::Conflict(format!(
+                "service {id} is {}; stop it first, or delete it with --force (?force=true)",
+                current.status
+            )));
+        }
         let daemon = self.clone();
         // Stop and delete under one hold of the lock, so no start slips in between, in a
         // task of its own so a client hanging up cannot leave it half done.

@@ -350,7 +350,10 @@ async fn health_status_and_openapi_describe_the_daemon() {
     let d = TestDaemon::start();
     let (status, health) = get_json(&d, "/api/v1/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(health, json!({"status": "ok", "version": aima::VERSION}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "version": aima::VERSION, "commit": aima::COMMIT, "build_date": aima::BUILD_DATE})
+    );
 
     let (status, info) = get_json(&d, "/api/v1/status").await;
     assert_eq!(status, StatusCode::OK);

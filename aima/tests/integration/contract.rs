@@ -246,7 +246,7 @@ request-timeout = 1.0
     for service in services["items"].as_array().expect("items") {
         let id = service["id"].as_str().expect("id");
         let _ = client()
-            .delete(d.url(&format!("/api/v1/services/{id}")))
+            .delete(d.url(&format!("/api/v1/services/{id}?force=true")))
             .send()
             .await;
     }

@@ -360,7 +360,8 @@ fn five_thousand_idle_connections_neither_stop_the_api_nor_fail_a_healthy_engine
     drop(idle);
     let log = d.stderr().join("\n");
     assert!(!log.to_lowercase().contains("too many open files"), "{log}");
-    let (code, _, stderr) = run(cli_for(d.addr, &d.home).args(["service", "delete", &id]));
+    let (code, _, stderr) =
+        run(cli_for(d.addr, &d.home).args(["service", "delete", "--force", &id]));
     assert_eq!(code, 0, "{stderr}");
     let instance = service_json(&d, &["status"])["instance"]
         .as_str()

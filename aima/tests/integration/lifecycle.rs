@@ -192,7 +192,7 @@ fn start_wait_prints_every_phase_in_order() {
     ] {
         assert!(events.contains(phase), "events lack {phase}: {events}");
     }
-    json(d.cli().args(["service", "delete", &id]));
+    json(d.cli().args(["service", "delete", "--force", &id]));
     assert_no_containers(&d);
 }
 
@@ -229,7 +229,12 @@ async fn stopping_one_service_leaves_the_other_running_and_answering() {
         .expect("json");
     assert_eq!(models["data"][0]["id"], "tinyllama");
     assert_eq!(d.containers().len(), 1, "only b's container remains");
-    json(&mut cli(vec!["service".into(), "delete".into(), id_of(&b)]));
+    json(&mut cli(vec![
+        "service".into(),
+        "delete".into(),
+        "--force".into(),
+        id_of(&b),
+    ]));
     assert_no_containers(&d);
 }
 
@@ -440,7 +445,20 @@ fn delete_stops_and_frees_the_port() {
     let service = create_service(&d, &model, &[]);
     let (id, port) = (id_of(&service), port_of(&service));
     assert_eq!(start_wait(&d, &id).0, 0);
-    json(d.cli().args(["service", "delete", &id]));
+    // A running engine is not deleted by a slip: the CLI asks for --force, as docker rm -f.
+    let (code, _, stderr) = run(d.cli().args(["service", "delete", &id]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: service {id} is running; stop it first, or delete it with --force (?force=true)\n"
+        )
+    );
+    assert_eq!(
+        json(d.cli().args(["service", "get", &id]))["status"],
+        "running"
+    );
+    json(d.cli().args(["service", "delete", "--force", &id]));
     assert!(port_is_free(port));
     assert_no_containers(&d);
     let (code, _, stderr) = run(d.cli().args(["service", "get", &id]));
@@ -718,7 +736,7 @@ fn logs_follow_streams_new_output() {
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(seen.is_some(), "logs --follow never showed the new request");
-    json(d.cli().args(["service", "delete", &id]));
+    json(d.cli().args(["service", "delete", "--force", &id]));
     assert_no_containers(&d);
 }
 
@@ -806,7 +824,7 @@ async fn the_operator_scripts_routes_serve_the_same_bodies() {
             && message.contains("openapi.json"),
         "{message}"
     );
-    json(d.cli().args(["service", "delete", &id]));
+    json(d.cli().args(["service", "delete", "--force", &id]));
     assert_no_containers(&d);
 }
 
@@ -877,6 +895,6 @@ fn a_local_model_is_mounted_read_only_into_the_engine() {
         "{}",
         inspect("{{json .HostConfig.PortBindings}}")
     );
-    json(d.cli().args(["service", "delete", &id]));
+    json(d.cli().args(["service", "delete", "--force", &id]));
     assert_no_containers(&d);
 }

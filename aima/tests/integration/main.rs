@@ -10,4 +10,5 @@ mod hardening;
 mod lifecycle;
 mod process;
 mod restart;
+mod scripting;
 mod support;

@@ -536,7 +536,7 @@ async fn thirty_sigkills_at_random_moments_leave_a_consistent_state() {
                     .json(&json!({"model_id": model, "engine_type": "vllm"})),
                 (1, Some(t)) => http.post(d.url(&format!("/api/v1/services/{t}/start"))),
                 (2, Some(t)) => http.post(d.url(&format!("/api/v1/services/{t}/stop"))),
-                (3, Some(t)) => http.delete(d.url(&format!("/api/v1/services/{t}"))),
+                (3, Some(t)) => http.delete(d.url(&format!("/api/v1/services/{t}?force=true"))),
                 _ => http.post(d.url(&format!("/api/v1/services/{}/start", known[0]))),
             };
             let call = tokio::time::timeout(
@@ -599,7 +599,7 @@ async fn thirty_sigkills_at_random_moments_leave_a_consistent_state() {
     check_consistent(&d, &http, &alive, &instance_id, 30).await;
     for svc in &alive {
         let res = http
-            .delete(d.url(&format!("/api/v1/services/{svc}")))
+            .delete(d.url(&format!("/api/v1/services/{svc}?force=true")))
             .send()
             .await
             .expect("delete");

@@ -1,0 +1,438 @@
+//! The CLI and API as scripts use them, with docker's and kubectl's conventions: list
+//! filters, `-q`, `-o wide`, `--watch`, several ids at once, `delete --force`, `service
+//! wait`, `version`, `completions`, and a YAML stream of events.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestDaemon, aima_bin, poll};
+
+fn run(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run aima");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    )
+}
+
+/// `aima … -o json`, expected to succeed.
+fn json(d: &TestDaemon, args: &[&str]) -> Value {
+    let (code, stdout, stderr) = run(d.cli().args(args).args(["-o", "json"]));
+    assert_eq!(code, 0, "aima {args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn model(d: &TestDaemon, name: &str, source: &str) -> String {
+    let mut args = vec!["model", "create", "--name", name, "--source", source];
+    let dir;
+    if source == "local" {
+        dir = d.model_dir(name);
+        args.extend(["--path", dir.to_str().expect("utf-8")]);
+    } else {
+        args.extend(["--repo", "tinyllama"]);
+    }
+    json(d, &args)["id"].as_str().expect("id").to_owned()
+}
+
+fn service(d: &TestDaemon, model: &str, name: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "service",
+        "create",
+        "--model-id",
+        model,
+        "--engine-type",
+        "vllm",
+        "--name",
+        name,
+    ];
+    args.extend(extra);
+    json(d, &args)["id"].as_str().expect("id").to_owned()
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+async fn get(d: &TestDaemon, path: &str) -> (u16, Value) {
+    let response = reqwest::get(d.url(path)).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_filter_by_key_on_the_api_and_the_cli_and_refuse_unknown_parameters() {
+    let d = tokio::task::spawn_blocking(TestDaemon::start)
+        .await
+        .expect("daemon");
+    let (chat, code) = tokio::task::block_in_place(|| {
+        let chat = model(&d, "chat", "ollama");
+        let code = model(&d, "code", "local");
+        service(&d, &chat, "chat-a", &[]);
+        service(&d, &chat, "chat-b", &[]);
+        service(&d, &code, "code-a", &[]);
+        (chat, code)
+    });
+
+    // The API: each filter narrows, a model matches by id or name, all must hold.
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let (status, list) = get(&d, "/api/v1/services?model=chat").await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&list), ["chat-a", "chat-b"]);
+    let (_, list) = get(
+        &d,
+        &format!("/api/v1/services?model={code}&status=creating"),
+    )
+    .await;
+    assert_eq!(names(&list), ["code-a"]);
+    let (_, list) = get(&d, "/api/v1/services?engine=vllm&name=chat-b").await;
+    assert_eq!(names(&list), ["chat-b"]);
+    let (_, list) = get(&d, "/api/service/list?status=running").await;
+    assert_eq!(names(&list), Vec::<String>::new());
+    let (_, list) = get(&d, "/api/v1/models?source=local").await;
+    assert_eq!(ids(&list), vec![code.clone()]);
+
+    // Mistakes are 400s that name the parameter or value and the accepted ones.
+    for (path, message) in [
+        (
+            "/api/v1/services?stauts=running",
+            "unknown query parameter 'stauts' for GET /api/v1/services; it takes engine, model, name, status",
+        ),
+        (
+            "/api/v1/services?status=runing",
+            "status 'runing' is not one of creating, starting, running, stopping, stopped, failed",
+        ),
+        (
+            "/api/v1/services?engine=tgi",
+            "engine 'tgi' is not one of vllm, sglang, llamacpp, ollama",
+        ),
+        (
+            "/api/v1/models/chat?verbose=1",
+            "unknown query parameter 'verbose' for GET /api/v1/models/chat; it takes none",
+        ),
+        (
+            "/api/v1/health?x",
+            "unknown query parameter 'x' for GET /api/v1/health; it takes none",
+        ),
+    ] {
+        let (status, body) = get(&d, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(
+            body,
+            json!({"error": {"code": "bad_request", "message": message}}),
+            "{path}"
+        );
+    }
+
+    tokio::task::block_in_place(|| {
+        // The CLI: --filter, -q (ids only), -o wide (more columns).
+        let (code_, stdout, stderr) = run(d.cli().args([
+            "service",
+            "list",
+            "-q",
+            "--filter",
+            "model=chat",
+            "--filter",
+            "name=chat-b",
+        ]));
+        assert_eq!(code_, 0, "{stderr}");
+        let chat_b = json(&d, &["service", "get", "chat-b"])["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        assert_eq!(stdout, format!("{chat_b}\n"));
+        let (_, stdout, _) = run(d.cli().args(["service", "list", "-o", "wide"]));
+        let header: Vec<&str> = stdout
+            .lines()
+            .next()
+            .expect("header")
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "ID",
+                "NAME",
+                "MODEL",
+                "ENGINE",
+                "PORT",
+                "STATUS",
+                "IN FLIGHT",
+                "LAST REQUEST",
+                "AGE",
+                "GPU MEM",
+                "IDLE TIMEOUT",
+                "CONTAINER",
+                "REASON"
+            ]
+        );
+        assert_eq!(stdout.lines().count(), 4, "{stdout}");
+        let (_, stdout, _) =
+            run(d
+                .cli()
+                .args(["model", "list", "-q", "--filter", "source=ollama"]));
+        assert_eq!(stdout, format!("{chat}\n"));
+        let listed = json(&d, &["service", "list", "--filter", "status=creating"]);
+        assert_eq!(ids(&listed).len(), 3);
+        // A filter the list does not take is a usage error (exit 2) before any request.
+        let (code_, _, stderr) = run(d.cli().args(["service", "list", "--filter", "port=8000"]));
+        assert_eq!(code_, 2);
+        assert_eq!(
+            stderr,
+            "error: --filter 'port=8000' has an unknown key; write KEY=VALUE with KEY one of status, engine, model, name\n"
+        );
+    });
+}
+
+#[test]
+fn start_stop_and_delete_take_several_services_and_report_each_failure() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    let a = service(&d, &m, "a", &[]);
+    let b = service(&d, &m, "b", &[]);
+
+    let (code, stdout, stderr) = run(d.cli().args(["service", "start", "a", "b", "--wait"]));
+    assert_eq!(code, 0, "{stderr}");
+    for id in [&a, &b] {
+        assert!(
+            stdout.contains(&format!("{id} running on port")),
+            "{stdout}"
+        );
+    }
+    // A running engine is deleted only with --force; each refusal is its own line.
+    let (code, stdout, stderr) = run(d.cli().args(["service", "delete", "a", "b"]));
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(
+        stderr,
+        format!(
+            "error: service {a} is running; stop it first, or delete it with --force (?force=true)\nerror: service {b} is running; stop it first, or delete it with --force (?force=true)\n"
+        )
+    );
+    // One unknown id among several: the others are still stopped, and the exit says so.
+    let (code, stdout, stderr) = run(d.cli().args(["service", "stop", "a", "nope", "b"]));
+    assert_eq!(code, 1);
+    assert_eq!(stdout, format!("{a} stopped\n{b} stopped\n"));
+    assert_eq!(
+        stderr,
+        "error: no service with id, name or id prefix 'nope'; list them with 'aima service list'\n"
+    );
+    let (code, stdout, stderr) = run(d.cli().args(["service", "delete", "a", "b"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("{a}\n{b}\n"));
+    assert_eq!(ids(&json(&d, &["service", "list"])), Vec::<String>::new());
+    assert!(d.containers().is_empty());
+}
+
+#[test]
+fn service_wait_gives_scripts_an_exit_code() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    let ok = service(&d, &m, "ok", &["--env", "STUB_START_DELAY_MS=500"]);
+    service(&d, &m, "doomed", &["--env", "STUB_FAIL=oom"]);
+
+    let (code, _, stderr) = run(d.cli().args(["service", "start", "ok", "doomed"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(d.cli().args([
+        "service",
+        "wait",
+        "ok",
+        "--for",
+        "running",
+        "--timeout",
+        "60s",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("{ok} running (port ")),
+        "{stdout}"
+    );
+
+    // Waiting for running ends at once when the service fails instead.
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "wait",
+        "doomed",
+        "--for",
+        "running",
+        "--timeout",
+        "60s",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("failed instead of running: ")
+            && stderr.contains("out of GPU memory"),
+        "{stderr}"
+    );
+    let waited = json(&d, &["service", "wait", "doomed", "--for", "failed"]);
+    assert_eq!(waited["status"], "failed");
+
+    // A timeout is exit 1 with what the service is instead.
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "wait",
+        "ok",
+        "--for",
+        "stopped",
+        "--timeout",
+        "300ms",
+    ]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        format!("error: timed out after 300ms: {ok} is running, not stopped\n")
+    );
+    let (code, _, stderr) = run(d.cli().args(["service", "wait", "ok", "--for", "gone"]));
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "wait",
+        "ok",
+        "--for",
+        "stopped",
+        "--timeout",
+        "soon",
+    ]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("'soon' is not a duration"), "{stderr}");
+    run(d
+        .cli()
+        .args(["service", "delete", "--force", "ok", "doomed"]));
+}
+
+#[test]
+fn service_list_watch_prints_each_change() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    let id = service(&d, &m, "watched", &[]);
+    let mut watch = Command::new(aima_bin())
+        .args(["service", "list", "--watch", "-o", "json"])
+        .env("AIMA_HOME", d.home.path())
+        .env("AIMA_ADDR", d.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("aima service list --watch");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // The first listing is the pretty {"items": [...]} object; changes come one per line.
+    let mut seen = Vec::new();
+    poll(Duration::from_secs(10), "the first listing", || {
+        seen.extend(lines.try_iter());
+        (seen.last().map(String::as_str) == Some("}")).then_some(())
+    });
+    let (code, _, stderr) = run(d.cli().args(["service", "start", "watched", "--wait"]));
+    assert_eq!(code, 0, "{stderr}");
+    let statuses: Vec<String> = poll(Duration::from_secs(10), "a running line", || {
+        seen.extend(lines.try_iter());
+        let statuses: Vec<String> = seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["id"] == id.as_str())
+            .map(|v| v["status"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        statuses.contains(&"running".to_owned()).then_some(statuses)
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("running"),
+        "{statuses:?}"
+    );
+    run(d.cli().args(["service", "delete", "--force", "watched"]));
+}
+
+#[test]
+fn events_as_yaml_are_a_stream_of_documents() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    service(&d, &m, "s", &[]);
+    let (code, _, stderr) = run(d.cli().args(["service", "start", "s", "--wait"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (_, as_json, _) = run(d.cli().args(["service", "events", "s", "-o", "json"]));
+    let (code, as_yaml, stderr) = run(d.cli().args(["service", "events", "s", "-o", "yaml"]));
+    assert_eq!(code, 0, "{stderr}");
+    let from_json: Vec<Value> = as_json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON event a line"))
+        .collect();
+    let from_yaml: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&as_yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
+        .collect();
+    assert!(from_json.len() >= 8, "{as_json}");
+    assert_eq!(from_yaml, from_json);
+    assert!(as_yaml.starts_with("---\n"), "{as_yaml}");
+    run(d.cli().args(["service", "delete", "--force", "s"]));
+}
+
+#[test]
+fn version_shows_client_and_daemon_and_completions_come_from_the_same_definition() {
+    let d = TestDaemon::start();
+    let versions = json(&d, &["version"]);
+    let build = json!({
+        "version": aima::VERSION,
+        "commit": aima::COMMIT,
+        "build_date": aima::BUILD_DATE,
+    });
+    assert_eq!(versions, json!({"client": build, "daemon": build}));
+    assert!(
+        aima::COMMIT.len() >= 12 && aima::BUILD_DATE.len() == 10,
+        "{} {}",
+        aima::COMMIT,
+        aima::BUILD_DATE
+    );
+    // No daemon is no error: the client's version still prints.
+    let (code, stdout, _) = run(assert_cmd::Command::new(aima_bin())
+        .args(["version"])
+        .env("AIMA_HOME", d.home.path())
+        .env("AIMA_ADDR", "127.0.0.1:9"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout,
+        format!(
+            "client: aima {} (commit {}, built {})\ndaemon: not reachable at 127.0.0.1:9\n",
+            aima::VERSION,
+            aima::COMMIT,
+            aima::BUILD_DATE
+        )
+    );
+    for (shell, marker) in [
+        ("bash", "_aima()"),
+        ("zsh", "#compdef aima"),
+        ("fish", "complete -c aima"),
+    ] {
+        let (code, stdout, stderr) = run(d.cli().args(["completions", shell]));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(marker), "{shell}: {stdout}");
+        assert!(stdout.contains("wait"), "{shell} lacks service wait");
+    }
+    let (code, _, stderr) = run(d.cli().args(["completions", "tcsh"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("error: invalid value 'tcsh'"),
+        "{stderr}"
+    );
+}
