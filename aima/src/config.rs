@@ -52,7 +52,8 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    fn parse(s: &str) -> Option<Self> {
+    /// `FIRST-LAST`, as `AIMA_PORT_RANGE` writes it.
+    pub fn parse(s: &str) -> Option<Self> {
         let (first, last) = s.trim().split_once('-')?;
         let range = Self {
             first: first.trim().parse().ok()?,

@@ -93,6 +93,24 @@ pub struct Health {
     pub build_date: String,
 }
 
+/// `GET /api/v1/settings`: the settings only the daemon's own environment and config
+/// file change, as it uses them now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DaemonSettingsDto {
+    /// Where it reaches Docker (`DOCKER_HOST`).
+    pub docker_host: String,
+    /// `AIMA_PORT_RANGE`, `FIRST-LAST`.
+    pub port_range: String,
+    /// `AIMA_PUBLISH_ADDR`.
+    pub publish_addr: String,
+    /// `AIMA_MODEL_ROOTS`.
+    pub model_roots: Vec<String>,
+    /// The image of each engine (`AIMA_ENGINE_IMAGE_<ENGINE>` or the catalog's).
+    pub engine_images: std::collections::BTreeMap<String, String>,
+    /// `AIMA_SIMULATE_GPUS` as given (`NAME:MiB,…`); null: real NVML.
+    pub simulated_gpus: Option<String>,
+}
+
 /// `GET /api/v1/status`: what `aima status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StatusDto {

@@ -54,6 +54,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     paths(
         system::health,
         system::status,
+        system::settings,
         models::list_models,
         models::create_model,
         models::get_model,
@@ -79,6 +80,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     ),
     components(schemas(
         dto::ErrorBody,
+        dto::DaemonSettingsDto,
         dto::ErrorDetail,
         dto::ModelDto,
         dto::CreateModelRequest,
@@ -104,6 +106,7 @@ pub fn router(
     let v1 = Router::new()
         .route("/health", get(system::health))
         .route("/status", get(system::status))
+        .route("/settings", get(system::settings))
         .route("/openapi.json", get(system::openapi))
         .route(
             "/models",

@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::dto::{Health, StatusDto};
+use super::dto::{DaemonSettingsDto, Health, StatusDto};
 use crate::daemon::Daemon;
 
 /// The daemon answers. Cheap: touches neither the database nor Docker.
@@ -14,6 +14,29 @@ pub async fn health() -> Json<Health> {
         version: crate::VERSION.to_owned(),
         commit: crate::COMMIT.to_owned(),
         build_date: crate::BUILD_DATE.to_owned(),
+    })
+}
+
+/// The settings only the daemon's environment and config file change, as in use now.
+#[utoipa::path(get, path = "/api/v1/settings", tag = "system", responses((status = 200, body = DaemonSettingsDto)))]
+pub async fn settings(State(daemon): State<Daemon>) -> Json<DaemonSettingsDto> {
+    let settings = daemon.settings();
+    Json(DaemonSettingsDto {
+        docker_host: daemon.docker_address().to_owned(),
+        port_range: settings.port_range.to_string(),
+        publish_addr: settings.publish_addr.to_string(),
+        model_roots: settings
+            .model_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect(),
+        engine_images: daemon.engine_images(),
+        simulated_gpus: settings.simulate_gpus.as_ref().map(|gpus| {
+            gpus.iter()
+                .map(|(name, mib)| format!("{name}:{mib}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
     })
 }
 

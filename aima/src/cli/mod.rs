@@ -4,6 +4,7 @@
 
 mod client;
 mod device;
+mod ignored;
 mod listing;
 mod model;
 mod output;
@@ -46,7 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (SIGTERM or Ctrl-C stops it gracefully).
-    Start,
+    Start(start::StartArgs),
     /// Show the daemon's version, home, database, Docker and GPUs.
     Status,
     /// Register and inspect models.
@@ -115,7 +116,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let settings =
         Settings::resolve(&flags).map_err(|e| CliError::new(CliError::USAGE, e.to_string()))?;
     match cli.command {
-        Command::Start => return start::run(settings),
+        Command::Start(args) => return start::run(settings, &args),
         Command::Completions { shell } => {
             // Generated from the same definition clap parses, so it never drifts.
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -131,8 +132,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
     let client = Client::new(settings.addr, settings.api_token.clone());
     runtime.block_on(async {
+        if !matches!(cli.command, Command::Version) {
+            ignored::warn(&client).await;
+        }
         match cli.command {
-            Command::Start | Command::Completions { .. } => unreachable!("handled above"),
+            Command::Start(_) | Command::Completions { .. } => unreachable!("handled above"),
             Command::Version => version::run(&client, cli.output).await,
             Command::Status => status::run(&client, cli.output).await,
             Command::Model(command) => model::run(&client, cli.output, command).await,

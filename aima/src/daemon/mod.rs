@@ -166,6 +166,20 @@ impl Daemon {
         &self.inner.bus
     }
 
+    /// Where the daemon reaches Docker (`DOCKER_HOST`, or the default socket).
+    pub fn docker_address(&self) -> &str {
+        self.inner.runtime.address()
+    }
+
+    /// The image each engine of the catalog runs from here (overrides applied).
+    pub fn engine_images(&self) -> std::collections::BTreeMap<String, String> {
+        crate::engines::CATALOG
+            .iter()
+            .filter_map(|spec| self.inner.engines.get(spec.name))
+            .map(|engine| (engine.spec.name.to_owned(), engine.image))
+            .collect()
+    }
+
     /// The `aima.instance` label value of this home.
     pub fn instance(&self) -> &str {
         &self.inner.instance

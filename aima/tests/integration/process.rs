@@ -247,12 +247,41 @@ fn refuses_a_home_owned_by_another_daemon() {
 }
 
 #[test]
+fn log_format_json_writes_one_object_per_line_for_log_shippers() {
+    let home = tempfile::tempdir().expect("home");
+    let d = DaemonProcess::start(home.path(), &[("AIMA_LOG_FORMAT", "json")]);
+    d.wait_for_log("reconciled", Duration::from_secs(10));
+    let lines = d.stderr();
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(
+            entry["timestamp"].is_string() && entry["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(
+            |l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("listening on http://")))
+        ),
+        "{lines:#?}"
+    );
+    // Text for people: no colour codes when NO_COLOR is set (stderr is a pipe here anyway).
+    let home = tempfile::tempdir().expect("home");
+    let d = DaemonProcess::start(home.path(), &[("NO_COLOR", "1")]);
+    assert!(d.stderr().iter().all(|l| !l.contains('\u{1b}')));
+}
+
+#[test]
 fn refuses_bad_settings_naming_the_setting() {
     let home = tempfile::tempdir().expect("home");
     let cases = [
         ("AIMA_SHUTDOWN_TIMEOUT", "3x", "a duration such as 30s"),
         ("AIMA_PORT_RANGE", "9000-8000", "FIRST-LAST"),
         ("AIMA_ADDR", "nowhere", "HOST:PORT"),
+        ("AIMA_LOG_FORMAT", "xml", "text or json"),
     ];
     for (key, value, form) in cases {
         let out = cli_for("127.0.0.1:9".parse().expect("addr"), home.path())

@@ -436,3 +436,31 @@ fn version_shows_client_and_daemon_and_completions_come_from_the_same_definition
         "{stderr}"
     );
 }
+
+#[test]
+fn a_daemon_setting_in_the_clients_environment_is_named_with_the_fix() {
+    let d = TestDaemon::start();
+    let used = json(&d, &["status"])["docker"]["address"]
+        .as_str()
+        .expect("docker address")
+        .to_owned();
+    let (code, stdout, stderr) = run(d
+        .cli()
+        .args(["model", "list", "-q"])
+        .env("DOCKER_HOST", "tcp://10.9.9.9:2375")
+        .env(
+            "AIMA_PORT_RANGE",
+            format!(" {}-{}", d.port_range.0, d.port_range.1),
+        ));
+    assert_eq!((code, stdout.as_str()), (0, ""));
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: DOCKER_HOST=tcp://10.9.9.9:2375 here does not change the daemon, which uses {used}; set it where the daemon starts (its environment or $AIMA_HOME/config.toml) and restart it\n"
+        ),
+        "one line, for DOCKER_HOST only: the port range is the daemon's own"
+    );
+    // The daemon's own values are no news.
+    let (code, _, stderr) = run(d.cli().args(["model", "list"]).env("DOCKER_HOST", &used));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}

@@ -388,7 +388,11 @@ impl DaemonProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    // Text logs end the address with a space, JSON logs with a quote.
+                    let addr = rest
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
+                        .next()
+                        .unwrap_or_default();
                     if let Ok(addr) = addr.parse() {
                         let _ = ready_tx.send(addr);
                     }
