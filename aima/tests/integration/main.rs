@@ -9,6 +9,7 @@ mod gpu;
 mod hardening;
 mod lifecycle;
 mod process;
+mod readme;
 mod restart;
 mod scripting;
 mod support;
