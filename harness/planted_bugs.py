@@ -22,19 +22,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUGS = [
     (
         "aima/src/daemon/lifecycle.rs",
-        "        match self.remove_own_container(service).await {\n            Ok(None) => {}\n            // Nothing of ours",
-        "        match { let d = self.clone(); let s = service.clone(); tokio::spawn(async move { d.remove_own_container(&s).await }); Ok::<Option<ContainerInfo>, RuntimeError>(None) } {\n            Ok(None) => {}\n            // Nothing of ours",
+        "        let daemon = self.clone();\n        // Its own task: a client that hangs up",
+        "        let daemon = self.clone();\n        let (again, this) = (self.clone(), id.clone());\n        // Its own task: a client that hangs up",
         "scenario-06", "6",
-        "stop removes the container in the background (and still waits for the port)",
-    ),
-    (
-        "aima/src/daemon/lifecycle.rs",
-        "        match self.remove_own_container(service).await {\n            Ok(None) => {}\n            // Nothing of ours",
-        "        match { let d = self.clone(); let s = service.clone(); tokio::spawn(async move { d.remove_own_container(&s).await }); Ok::<Option<ContainerInfo>, RuntimeError>(None) } {\n            Ok(None) => {}\n            // Nothing of ours",
-        "scenario-06", "6",
-        "stop removes the container in the background and does not wait for the port",
-        ("        self.wait_port_released(service.port).await;\n        service.container_id = None;\n        if service.status != ServiceStatus::Stopped {",
-         "        service.container_id = None;\n        if service.status != ServiceStatus::Stopped {"),
+        "service stop returns at once while the stop goes on in the background",
+        ("        tokio::spawn(async move {\n            let lock = daemon.cancel_start_and_lock(&id).await;\n            let _guard = lock.lock().await;\n            let mut service = daemon.load_service(&id).await?;\n            daemon.stop_locked(&mut service, reason).await?;\n            Ok(service)\n        })\n        .await\n        .map_err(|e| DaemonError::Unavailable(format!(\"the stop task failed: {e}\")))?\n",
+         "        drop(tokio::spawn(async move {\n            let lock = daemon.cancel_start_and_lock(&id).await;\n            let _guard = lock.lock().await;\n            let mut service = daemon.load_service(&id).await?;\n            daemon.stop_locked(&mut service, reason).await?;\n            Ok::<Service, DaemonError>(service)\n        }));\n        again.load_service(&this).await\n"),
     ),
     (
         "aima/src/runtime/docker.rs",

@@ -260,12 +260,57 @@ pub struct LogsQuery {
     pub follow: bool,
     /// Only the last N lines.
     pub tail: Option<usize>,
+    /// Only output since then: an RFC 3339 time, unix seconds, or a duration ago (10m).
+    pub since: Option<String>,
+    /// Begin each line with the time Docker recorded it at.
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
-/// Container output (stdout and stderr) as text; after a failure, the kept last lines.
+impl LogsQuery {
+    /// The runtime's query, or a 400 naming a `since` that is not a time.
+    fn to_runtime(&self) -> Result<crate::runtime::LogQuery, ApiError> {
+        let since_unix_secs = match self.since.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(since_unix_secs(text, chrono::Utc::now()).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "since '{}' is not a time; write an RFC 3339 time (2026-12-02T10:00:00Z), unix seconds, or a duration ago such as 10m",
+                        crate::domain::one_line(text)
+                    ),
+                )
+            })?),
+        };
+        Ok(crate::runtime::LogQuery {
+            tail: self.tail,
+            follow: self.follow,
+            since_unix_secs,
+            timestamps: self.timestamps,
+        })
+    }
+}
+
+/// `docker logs --since`'s forms: RFC 3339, unix seconds, or a duration before `now`.
+fn since_unix_secs(text: &str, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(at.timestamp());
+    }
+    if let Ok(secs) = text.parse::<i64>() {
+        return (secs >= 0).then_some(secs);
+    }
+    let ago = humantime::parse_duration(text).ok()?;
+    let ago = chrono::Duration::from_std(ago).ok()?;
+    now.checked_sub_signed(ago).map(|at| at.timestamp())
+}
+
+/// Container output (stdout and stderr) as text; when no container runs, the last lines
+/// kept from the last one (after a stop or a failure).
 #[utoipa::path(get, path = "/api/v1/services/{id}/logs", tag = "services",
     params(("id" = String, Path, description = "service id"), LogsQuery),
-    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 400, description = "a since that is not a time", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn service_logs(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
@@ -281,11 +326,18 @@ pub struct LegacyLogsQuery {
     #[serde(default)]
     pub follow: bool,
     pub tail: Option<usize>,
+    /// Only output since then: an RFC 3339 time, unix seconds, or a duration ago (10m).
+    pub since: Option<String>,
+    /// Begin each line with the time Docker recorded it at.
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
 /// Logs by `?service_id=`, at the route the operator scripts use.
 #[utoipa::path(get, path = "/api/service/logs", tag = "services", params(LegacyLogsQuery),
-    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 400, description = "a since that is not a time", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn legacy_service_logs(
     State(daemon): State<Daemon>,
     ApiQuery(query): ApiQuery<LegacyLogsQuery>,
@@ -294,13 +346,21 @@ pub async fn legacy_service_logs(
         service_id,
         follow,
         tail,
+        since,
+        timestamps,
     } = query;
-    logs_response(&daemon, &service_id, LogsQuery { follow, tail }).await
+    let query = LogsQuery {
+        follow,
+        tail,
+        since,
+        timestamps,
+    };
+    logs_response(&daemon, &service_id, query).await
 }
 
 async fn logs_response(daemon: &Daemon, id: &str, query: LogsQuery) -> Result<Response, ApiError> {
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    match daemon.service_logs(id, query.tail, query.follow).await? {
+    match daemon.service_logs(id, query.to_runtime()?).await? {
         LogOutput::Saved(text) => Ok((text_plain, text).into_response()),
         LogOutput::Live(stream) => {
             let shutdown = daemon.shutdown_token();
@@ -461,4 +521,22 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(produce(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_docker_logs_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let at = |t: &str| since_unix_secs(t, now);
+        assert_eq!(at("2026-12-02T09:50:00Z"), Some(now.timestamp() - 600));
+        assert_eq!(at("10m"), Some(now.timestamp() - 600));
+        assert_eq!(at("1764669000"), Some(1_764_669_000));
+        assert_eq!(at("yesterday"), None);
+        assert_eq!(at("-5"), None);
+    }
 }

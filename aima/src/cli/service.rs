@@ -69,7 +69,7 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Print the engine container's output (kept after a failure).
+    /// Print the engine container's output (its last lines are kept after a stop or failure).
     Logs {
         /// The service: its id, its name, or a unique prefix of its id.
         #[arg(value_name = "ID|NAME")]
@@ -80,6 +80,12 @@ pub enum ServiceCommand {
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+        /// Only output since then: 2026-12-02T10:00:00Z, unix seconds, or 10m ago.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Begin each line with the time it was written.
+        #[arg(short, long)]
+        timestamps: bool,
     },
     /// What fits on the GPUs now: per model the engine, GPU and memory utilization.
     Recommend {
@@ -229,14 +235,29 @@ pub async fn run(
             wanted,
             timeout,
         } => wait_for(client, format, &id, wanted, timeout).await,
-        ServiceCommand::Logs { id, follow, tail } => {
-            let mut path = format!(
-                "/api/v1/services/{}/logs?follow={follow}",
-                path_segment(&id)
-            );
+        ServiceCommand::Logs {
+            id,
+            follow,
+            tail,
+            since,
+            timestamps,
+        } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("follow", &follow.to_string());
             if let Some(n) = tail {
-                path.push_str(&format!("&tail={n}"));
+                query.append_pair("tail", &n.to_string());
             }
+            if let Some(since) = &since {
+                query.append_pair("since", since);
+            }
+            if timestamps {
+                query.append_pair("timestamps", "true");
+            }
+            let path = format!(
+                "/api/v1/services/{}/logs?{}",
+                path_segment(&id),
+                query.finish()
+            );
             let mut body = client.stream(&path).await?.bytes_stream();
             let mut stdout = std::io::stdout();
             while let Some(chunk) = body.next().await {

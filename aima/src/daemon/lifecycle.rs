@@ -500,6 +500,13 @@ impl Daemon {
             self.set_status(service, ServiceStatus::Stopping, None)
                 .await?;
         }
+        // The engine's last lines, its shutdown included, stay readable after the stop,
+        // as after a failure: stop, keep them, then remove.
+        if let Ok(Some(container)) = self.own_container(service).await
+            && self.runtime().stop(&container.id, STOP_GRACE).await.is_ok()
+        {
+            self.keep_last_logs(service, &container.id).await;
+        }
         match self.remove_own_container(service).await {
             Ok(None) => {}
             // Nothing of ours runs under that name, so the stop is done; the other
@@ -762,11 +769,13 @@ impl Daemon {
     /// Saves the container's last lines so `service logs` explains a failure after cleanup.
     pub(super) async fn keep_last_logs(&self, service: &Service, container_id: &str) -> String {
         let mut text = String::new();
-        if let Ok(mut stream) = self
-            .runtime()
-            .logs(container_id, Some(KEPT_LOG_LINES), false)
-            .await
-        {
+        // Kept with Docker's timestamps, so `logs --since` and `--timestamps` still work.
+        let query = crate::runtime::LogQuery {
+            tail: Some(KEPT_LOG_LINES),
+            timestamps: true,
+            ..Default::default()
+        };
+        if let Ok(mut stream) = self.runtime().logs(container_id, query).await {
             while let Some(Ok(chunk)) = stream.next().await {
                 text.push_str(&chunk.text);
             }
@@ -779,7 +788,14 @@ impl Daemon {
         {
             tracing::warn!(service = %service.id, "cannot keep the last log lines: {e}");
         }
-        text
+        // The diagnosis reads the engine's words, without the times.
+        text.lines()
+            .map(|line| super::services::split_timestamp(line).1)
+            .fold(String::new(), |mut out, line| {
+                out.push_str(line);
+                out.push('\n');
+                out
+            })
     }
 
     pub(super) fn container_spec(
@@ -972,6 +988,9 @@ mod tests {
         async fn publishers_of(&self, _: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {
             Ok(Vec::new())
         }
+        async fn stop(&self, _: &str, _: Duration) -> Result<(), RuntimeError> {
+            Ok(())
+        }
         async fn remove(&self, _: &str, _: Duration) -> Result<(), RuntimeError> {
             *self.removes.lock().expect("lock") += 1;
             let mut failing = self.failing_removes.lock().expect("lock");
@@ -986,8 +1005,7 @@ mod tests {
         async fn logs(
             &self,
             _: &str,
-            _: Option<usize>,
-            _: bool,
+            _: crate::runtime::LogQuery,
         ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
             Ok(Box::pin(futures::stream::empty()))
         }

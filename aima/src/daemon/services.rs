@@ -8,7 +8,7 @@ use crate::domain::{
     lowest_free_port, validate_gpu_memory_utilization, validate_service_name,
 };
 use crate::engines::Engines;
-use crate::runtime::{LogChunk, RuntimeError};
+use crate::runtime::{LogChunk, LogQuery, RuntimeError};
 use crate::store::{InsertServiceError, Lookup, StoreError};
 
 /// Fields of a service creation as the caller gave them, before validation.
@@ -233,18 +233,14 @@ impl Daemon {
         .map_err(|e| DaemonError::Unavailable(format!("the delete task failed: {e}")))?
     }
 
-    /// The container's output, or the lines kept from the last failed container.
-    pub async fn service_logs(
-        &self,
-        id: &str,
-        tail: Option<usize>,
-        follow: bool,
-    ) -> Result<LogOutput, DaemonError> {
+    /// The container's output, or the lines kept from its last container (after a stop
+    /// or a failure) when none runs.
+    pub async fn service_logs(&self, id: &str, query: LogQuery) -> Result<LogOutput, DaemonError> {
         let service = self.get_service(id).await?;
         match self.own_container(&service).await {
             Ok(Some(container)) => {
-                let mut live = self.runtime().logs(&container.id, tail, follow).await?;
-                if follow {
+                let mut live = self.runtime().logs(&container.id, query).await?;
+                if query.follow {
                     return Ok(LogOutput::Live(live));
                 }
                 // Docker is asked on the first read; a container removed in between
@@ -260,7 +256,7 @@ impl Daemon {
                 }
             }
             Ok(None) => {}
-            // With Docker away, the lines kept from the last failure still explain it.
+            // With Docker away, the kept lines still explain what happened last.
             Err(e) => tracing::debug!(service = %service.id, "logs from the store: {e}"),
         }
         let target = service.id.clone();
@@ -268,20 +264,48 @@ impl Daemon {
             .store()
             .run(move |store| store.last_logs(&target))
             .await?;
-        let saved = saved.unwrap_or_default();
-        let saved = match tail {
-            Some(n) => {
-                let lines: Vec<&str> = saved.lines().collect();
-                let mut text = lines[lines.len().saturating_sub(n)..].join("\n");
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text
-            }
-            None => saved,
-        };
-        Ok(LogOutput::Saved(saved))
+        Ok(LogOutput::Saved(select_saved(
+            &saved.unwrap_or_default(),
+            &query,
+        )))
     }
+}
+
+/// Splits Docker's RFC 3339 time off a line written with `timestamps`; lines kept by
+/// older versions have none.
+pub(super) fn split_timestamp(line: &str) -> (Option<chrono::DateTime<Utc>>, &str) {
+    match line.split_once(' ') {
+        Some((stamp, rest)) => match chrono::DateTime::parse_from_rfc3339(stamp) {
+            Ok(at) => (Some(at.with_timezone(&Utc)), rest),
+            Err(_) => (None, line),
+        },
+        None => (None, line),
+    }
+}
+
+/// The kept lines `query` asks for, as `docker logs` would print them.
+fn select_saved(saved: &str, query: &LogQuery) -> String {
+    let since = query
+        .since_unix_secs
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0));
+    let lines: Vec<&str> = saved
+        .lines()
+        .filter(|line| match (since, split_timestamp(line).0) {
+            (Some(since), Some(at)) => at >= since,
+            _ => true,
+        })
+        .collect();
+    let from = query.tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut text = String::new();
+    for line in &lines[from..] {
+        text.push_str(if query.timestamps {
+            line
+        } else {
+            split_timestamp(line).1
+        });
+        text.push('\n');
+    }
+    text
 }
 
 impl Daemon {
@@ -346,4 +370,52 @@ fn port_in_use(port: u16) -> DaemonError {
     DaemonError::Conflict(format!(
         "port {port} is in use on this host{holder}; pick another --port or leave it out"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEPT: &str = "2026-12-02T10:00:00.000000001Z INFO: loading\n2026-12-02T10:05:00.5Z INFO: ready\n2026-12-02T10:09:00Z INFO: Shutting down\n";
+
+    #[test]
+    fn kept_lines_honour_since_tail_and_timestamps_as_docker_logs_does() {
+        let all = LogQuery::default();
+        assert_eq!(
+            select_saved(KEPT, &all),
+            "INFO: loading\nINFO: ready\nINFO: Shutting down\n"
+        );
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:05:00Z")
+            .expect("time")
+            .timestamp();
+        let query = LogQuery {
+            since_unix_secs: Some(since),
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            select_saved(KEPT, &query),
+            "INFO: ready\nINFO: Shutting down\n"
+        );
+        let query = LogQuery {
+            tail: Some(1),
+            timestamps: true,
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            select_saved(KEPT, &query),
+            "2026-12-02T10:09:00Z INFO: Shutting down\n"
+        );
+        // Lines kept before timestamps were: shown, never filtered out.
+        assert_eq!(
+            select_saved(
+                "old line\n",
+                &LogQuery {
+                    since_unix_secs: Some(since),
+                    ..all
+                }
+            ),
+            "old line\n"
+        );
+        assert_eq!(select_saved("", &all), "");
+    }
 }

@@ -92,3 +92,35 @@ impl ServiceEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_have_the_names_the_wire_and_the_harness_use() {
+        let names: Vec<&str> = StartPhase::ALL
+            .into_iter()
+            .map(StartPhase::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "validate",
+                "gpu",
+                "cleanup",
+                "port_check",
+                "image",
+                "create",
+                "start",
+                "health"
+            ]
+        );
+        for phase in StartPhase::ALL {
+            assert_eq!(StartPhase::parse(phase.as_str()), Some(phase));
+            assert_eq!(phase.to_string(), phase.as_str());
+        }
+        assert_eq!(StartPhase::parse("port-check"), None);
+        assert_eq!(StartPhase::parse(""), None);
+    }
+}

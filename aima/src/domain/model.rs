@@ -319,6 +319,32 @@ mod tests {
     }
 
     #[test]
+    fn sources_print_as_they_are_written() {
+        for source in ["ollama", "huggingface", "modelscope", "local"] {
+            let parsed: ModelSource = source.parse().expect("a source");
+            assert_eq!(parsed.to_string(), source);
+        }
+    }
+
+    #[test]
+    fn repo_and_path_may_be_as_long_as_the_limit_and_no_longer() {
+        let repo = "r".repeat(REPO_MAX_CHARS);
+        assert!(ModelSpec::new("m", "ollama", Some(&repo), None).is_ok());
+        let longer = "r".repeat(REPO_MAX_CHARS + 1);
+        assert_eq!(
+            field_of(ModelSpec::new("m", "ollama", Some(&longer), None)),
+            "repo"
+        );
+        let path = format!("/{}", "p".repeat(PATH_MAX_CHARS - 1));
+        assert!(ModelSpec::new("m", "local", None, Some(&path)).is_ok());
+        let longer = format!("/{}", "p".repeat(PATH_MAX_CHARS));
+        assert_eq!(
+            field_of(ModelSpec::new("m", "local", None, Some(&longer))),
+            "path"
+        );
+    }
+
+    #[test]
     fn local_source_takes_an_absolute_path() {
         let spec = ModelSpec::new("m", "local", None, Some("/models/m")).expect("valid");
         assert_eq!(spec.path.as_deref(), Some("/models/m"));

@@ -354,6 +354,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_service_name_may_be_as_long_as_the_limit_and_no_longer() {
+        let name = "s".repeat(crate::domain::NAME_MAX_CHARS);
+        assert_eq!(validate_service_name(&name).expect("at the limit"), name);
+        let longer = "s".repeat(crate::domain::NAME_MAX_CHARS + 1);
+        assert_eq!(
+            validate_service_name(&longer).expect_err("over").field,
+            "name"
+        );
+    }
+
+    #[test]
+    fn the_container_is_named_after_the_service() {
+        let id = ServiceId::random("vllm");
+        let service = Service::create(
+            id.clone(),
+            "s".into(),
+            crate::domain::ModelId::random(),
+            "vllm".into(),
+            8000,
+            None,
+            Vec::new(),
+            Utc::now(),
+        );
+        assert_eq!(service.container_name(), format!("aima-{id}"));
+    }
+
+    #[test]
+    fn only_starting_and_stopping_have_an_owner_at_work() {
+        let transient: Vec<ServiceStatus> = ServiceStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_transient())
+            .collect();
+        assert_eq!(
+            transient,
+            [ServiceStatus::Starting, ServiceStatus::Stopping]
+        );
+    }
+
+    #[test]
+    fn statuses_print_as_the_wire_writes_them() {
+        for status in ServiceStatus::ALL {
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(status.as_str().parse::<ServiceStatus>().ok(), Some(status));
+        }
+        assert_eq!(ServiceStatus::Running.to_string(), "running");
+    }
+
+    #[test]
+    fn env_keys_may_hold_digits_after_the_first_character() {
+        let env: EnvVar = "CUDA_VISIBLE_DEVICES2=0"
+            .parse()
+            .expect("digits after the first");
+        assert_eq!(
+            (env.key.as_str(), env.value.as_str()),
+            ("CUDA_VISIBLE_DEVICES2", "0")
+        );
+        assert!("2CUDA=0".parse::<EnvVar>().is_err());
+    }
+
+    #[test]
     fn service_ids_carry_their_engine_and_round_trip() {
         for engine in ["vllm", "sglang", "llamacpp", "ollama"] {
             let id = ServiceId::random(engine);

@@ -17,8 +17,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, LogChunk, RuntimeError,
-    RuntimeVersion,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, LogChunk, LogQuery,
+    RuntimeError, RuntimeVersion,
 };
 
 /// How long `ping` waits: long enough for a loaded engine, short enough for a person.
@@ -292,7 +292,7 @@ impl ContainerRuntime for DockerRuntime {
         .await
     }
 
-    async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         let stop = StopContainerOptionsBuilder::new()
             .t(grace.as_secs().try_into().unwrap_or(i32::MAX))
@@ -302,11 +302,16 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| self.error(e))
         {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-            // 304 "already stopped" and 409s are fine: removal below settles it.
-            Err(RuntimeError::Transient(_)) | Err(RuntimeError::Failed(_)) => {}
-            Err(e) => return Err(e),
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            // 304 "already stopped" and 409s are fine: a removal settles them.
+            Err(RuntimeError::Transient(_)) | Err(RuntimeError::Failed(_)) => Ok(()),
+            Err(e) => Err(e),
         }
+    }
+
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.stop(id, grace).await?;
+        let docker = self.client().await?;
         let remove = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
@@ -324,17 +329,22 @@ impl ContainerRuntime for DockerRuntime {
     async fn logs(
         &self,
         id: &str,
-        tail: Option<usize>,
-        follow: bool,
+        query: LogQuery,
     ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
         let docker = self.client().await?.clone();
-        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let options = LogsOptionsBuilder::new()
+        let tail = query
+            .tail
+            .map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let mut options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
-            .tail(&tail)
-            .build();
+            .follow(query.follow)
+            .timestamps(query.timestamps)
+            .tail(&tail);
+        if let Some(since) = query.since_unix_secs {
+            options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        let options = options.build();
         let address = self.address.clone();
         let stream = docker
             .logs(id, Some(options))

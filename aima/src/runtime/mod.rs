@@ -97,6 +97,19 @@ pub struct ContainerEvent {
     pub exit_code: Option<i64>,
 }
 
+/// Which output of a container to read, as `docker logs` takes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// Keep reading new output.
+    pub follow: bool,
+    /// Only output written at or after this time (unix seconds).
+    pub since_unix_secs: Option<i64>,
+    /// Each line begins with the RFC 3339 time Docker recorded it at.
+    pub timestamps: bool,
+}
+
 /// A chunk of container output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
@@ -149,16 +162,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Containers of anyone that publish `host_port`.
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
-    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes the container; a missing
+    /// Stops the container (SIGTERM, then SIGKILL after `grace`) and keeps it; a missing
+    /// or stopped container is not an error.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Stops (as [`ContainerRuntime::stop`]) and removes the container; a missing
     /// container is not an error.
     async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
 
-    /// The last `tail` lines of output, then new output while `follow`.
+    /// The output `query` selects: the last lines, since a time, then new output while
+    /// it follows.
     async fn logs(
         &self,
         id: &str,
-        tail: Option<usize>,
-        follow: bool,
+        query: LogQuery,
     ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError>;
 
     /// Container events for containers carrying every label in `labels`, starting at

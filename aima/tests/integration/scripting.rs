@@ -464,3 +464,50 @@ fn a_daemon_setting_in_the_clients_environment_is_named_with_the_fix() {
     let (code, _, stderr) = run(d.cli().args(["model", "list"]).env("DOCKER_HOST", &used));
     assert_eq!((code, stderr.as_str()), (0, ""));
 }
+
+#[test]
+fn logs_are_kept_after_a_stop_and_take_since_and_timestamps() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    service(&d, &m, "s", &[]);
+    let (code, _, stderr) = run(d.cli().args(["service", "start", "s", "--wait"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (_, live, _) = run(d.cli().args(["service", "logs", "s", "--timestamps"]));
+    let (code, _, stderr) = run(d.cli().args(["service", "stop", "s"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(d.containers().is_empty());
+
+    // Right after the stop the engine's last lines are there, its shutdown included.
+    let (code, kept, stderr) = run(d.cli().args(["service", "logs", "s"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(kept.contains("Uvicorn running on"), "{kept}");
+    assert!(kept.contains("Shutting down"), "{kept}");
+    // --timestamps: each line begins with the RFC 3339 time Docker recorded, live and kept.
+    let (_, stamped, _) = run(d.cli().args(["service", "logs", "s", "--timestamps"]));
+    for text in [&live, &stamped] {
+        assert!(!text.is_empty());
+        for line in text.lines() {
+            let stamp = line.split(' ').next().unwrap_or_default();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+                "no time at the start of {line:?}"
+            );
+        }
+    }
+    assert_eq!(stamped.lines().count(), kept.lines().count());
+    // --since: a duration ago, or a time; a time to come selects nothing.
+    let (_, recent, _) = run(d.cli().args(["service", "logs", "s", "--since", "1h"]));
+    assert_eq!(recent, kept);
+    let (_, none, _) =
+        run(d
+            .cli()
+            .args(["service", "logs", "s", "--since", "2100-01-01T00:00:00Z"]));
+    assert_eq!(none, "");
+    let (code, _, stderr) = run(d.cli().args(["service", "logs", "s", "--since", "soon"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        "error: since 'soon' is not a time; write an RFC 3339 time (2026-12-02T10:00:00Z), unix seconds, or a duration ago such as 10m\n"
+    );
+    run(d.cli().args(["service", "delete", "s"]));
+}
