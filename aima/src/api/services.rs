@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -393,35 +393,54 @@ pub struct EventsQuery {
 
 /// Server-sent events of one service: its stored history, then live events.
 #[utoipa::path(get, path = "/api/v1/services/{id}/events", tag = "events",
-    params(("id" = String, Path, description = "service id"), EventsQuery),
+    params(("id" = String, Path, description = "service id"), EventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event (what an EventSource sends when it reconnects)")),
     responses((status = 200, content_type = "text/event-stream", body = EventDto), (status = 404, body = ErrorBody)))]
 pub async fn service_events(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let service = daemon.get_service(&id).await?;
-    events_response(daemon, Some(service.id), query).await
+    events_response(daemon, Some(service.id), query, &headers).await
 }
 
 /// Server-sent events of all services: stored history, then live events.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event (what an EventSource sends when it reconnects)")),
     responses((status = 200, content_type = "text/event-stream", body = EventDto)))]
 pub async fn all_events(
     State(daemon): State<Daemon>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    events_response(daemon, None, query).await
+    events_response(daemon, None, query, &headers).await
 }
 
 async fn events_response(
     daemon: Daemon,
     service: Option<ServiceId>,
     query: EventsQuery,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     // Subscribe before reading history, so nothing falls between the two.
     let live = daemon.events().subscribe();
-    let after = match query.after.as_deref() {
+    // A reconnecting EventSource names the last event it saw: resume right after it.
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or_default().trim().to_owned());
+    let after = match resume.as_deref().or(query.after.as_deref()) {
+        Some(id) if resume.is_some() => id.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Last-Event-ID '{}' is not an event's sequence number; send the id of the last event received",
+                    crate::domain::one_line(id)
+                ),
+            )
+        })?,
         None => 0,
         Some("latest") => daemon
             .events()

@@ -511,3 +511,50 @@ fn logs_are_kept_after_a_stop_and_take_since_and_timestamps() {
     );
     run(d.cli().args(["service", "delete", "s"]));
 }
+
+/// The `id:` lines of a server-sent event stream that ends.
+async fn sse_ids(d: &TestDaemon, path: &str, last_event_id: Option<&str>) -> (u16, Vec<i64>) {
+    let mut request = reqwest::Client::new().get(d.url(path));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.send().await.expect("GET events");
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    let ids = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().parse().expect("a numeric event id"))
+        .collect();
+    (status, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_resumes_after_last_event_id() {
+    let d = tokio::task::spawn_blocking(TestDaemon::start)
+        .await
+        .expect("daemon");
+    tokio::task::block_in_place(|| {
+        let m = model(&d, "m", "ollama");
+        service(&d, &m, "a", &[]);
+        service(&d, &m, "b", &[]);
+    });
+    for path in [
+        "/api/v1/events?follow=false",
+        "/api/v1/services/a/events?follow=false",
+    ] {
+        let (status, all) = sse_ids(&d, path, None).await;
+        assert_eq!(status, 200);
+        assert!(!all.is_empty(), "{path}");
+        let first = all[0].to_string();
+        let (status, resumed) = sse_ids(&d, path, Some(&first)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            resumed,
+            all[1..],
+            "{path}: resumes right after event {first}"
+        );
+        let (status, _) = sse_ids(&d, path, Some("yesterday")).await;
+        assert_eq!(status, 400, "{path}");
+    }
+}
