@@ -237,7 +237,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     if args.aima.is_none() {
-        build_aima_under_cargo()?;
+        harness::build_under_cargo()?;
     }
     let mut options = RunOptions::new(args.report_dir);
     options.selection = selection;
@@ -268,7 +268,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.aima.is_none() {
-        build_aima_under_cargo()?;
+        harness::build_under_cargo()?;
     }
     let aima = match args.aima {
         Some(path) => path,
@@ -302,37 +302,6 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("json: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Under `cargo run` (`cargo harness run …`), builds the `aima` and `aima-stub-engine`
-/// binaries next to this one first, so QA never tests a stale or missing build.
-fn build_aima_under_cargo() -> anyhow::Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let exe = std::env::current_exe()?;
-    let release = exe.parent().is_some_and(|dir| dir.ends_with("release"));
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "-p",
-        "aima",
-        "--bin",
-        "aima",
-        "-p",
-        "harness",
-        "--bin",
-        "aima-stub-engine",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status()?;
-    anyhow::ensure!(
-        status.success(),
-        "building aima and aima-stub-engine failed"
-    );
-    Ok(())
 }
 
 fn image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {

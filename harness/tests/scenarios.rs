@@ -7,6 +7,11 @@ use harness::scenarios::{RunOptions, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `cargo test -p harness` alone does not build the aima binary the scenarios run.
+    if let Err(e) = harness::build_under_cargo() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let mut options =
         RunOptions::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-reports"));
     options.gpu = cfg!(feature = "gpu");
