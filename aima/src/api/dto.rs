@@ -289,7 +289,7 @@ pub struct EventDto {
     pub seq: i64,
     pub service_id: String,
     pub time: DateTime<Utc>,
-    /// `phase`, `status` or `note`.
+    /// `phase`, `status`, `note` or `deleted`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +305,7 @@ impl From<ServiceEvent> for EventDto {
             EventKind::Phase(p) => ("phase", Some(p.to_string()), None),
             EventKind::Status(s) => ("status", None, Some(s.to_string())),
             EventKind::Note => ("note", None, None),
+            EventKind::Deleted => ("deleted", None, None),
         };
         Self {
             seq: e.seq,

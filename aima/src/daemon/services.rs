@@ -227,6 +227,14 @@ impl Daemon {
                 .run(move |store| store.delete_service(&target))
                 .await?;
             tracing::info!(id = %service.id, port = service.port, "service deleted");
+            daemon
+                .events()
+                .publish(
+                    &service.id,
+                    EventKind::Deleted,
+                    format!("deleted; port {} is free", service.port),
+                )
+                .await;
             Ok(service)
         })
         .await

@@ -63,6 +63,8 @@ pub enum EventKind {
     Status(ServiceStatus),
     /// Something worth telling that changes no status (an attempt retried, pull progress).
     Note,
+    /// The service was deleted; its history stays in the global stream, an audit trail.
+    Deleted,
 }
 
 /// One entry of a service's history, kept in SQLite and streamed to subscribers.

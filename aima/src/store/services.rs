@@ -157,15 +157,14 @@ impl Store {
         Ok(ids.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes a service and its history; returns whether it existed.
+    /// Deletes a service; returns whether it existed. Its history stays (an audit trail
+    /// in the global stream), and the history of deleted services is bounded to the
+    /// newest [`DELETED_EVENTS_KEPT`] events.
     pub fn delete_service(&self, id: &ServiceId) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM service_events WHERE service_id = ?1",
-            [id.as_str()],
-        )?;
         let deleted = tx.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])? == 1;
+        trim_deleted_history(&tx, DELETED_EVENTS_KEPT)?;
         tx.commit()?;
         self.services_changed();
         Ok(deleted)
@@ -294,11 +293,26 @@ impl Store {
     }
 }
 
+/// Events of deleted services kept, oldest dropped first.
+pub const DELETED_EVENTS_KEPT: i64 = 10_000;
+
+/// Keeps only the newest `keep` events of services that no longer exist.
+fn trim_deleted_history(conn: &rusqlite::Connection, keep: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM service_events WHERE seq IN (
+            SELECT seq FROM service_events
+            WHERE service_id NOT IN (SELECT id FROM services)
+            ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
+        [keep],
+    )
+}
+
 fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
     match kind {
         EventKind::Phase(phase) => ("phase", Some(phase.as_str())),
         EventKind::Status(status) => ("status", Some(status.as_str())),
         EventKind::Note => ("note", None),
+        EventKind::Deleted => ("deleted", None),
     }
 }
 
@@ -307,6 +321,7 @@ fn decode_kind(kind: &str, detail: Option<&str>) -> Option<EventKind> {
         ("phase", Some(p)) => StartPhase::parse(p).map(EventKind::Phase),
         ("status", Some(s)) => s.parse().ok().map(EventKind::Status),
         ("note", _) => Some(EventKind::Note),
+        ("deleted", _) => Some(EventKind::Deleted),
         _ => None,
     }
 }
@@ -540,6 +555,33 @@ mod tests {
             .expect("events");
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].kind, EventKind::Status(ServiceStatus::Running));
+    }
+
+    #[test]
+    fn a_deleted_services_history_stays_bounded_with_the_other_deleted_ones() {
+        let (_dir, store) = temp_store();
+        let m = model(&store);
+        let (kept, gone) = (service(&m, 8100), service(&m, 8101));
+        for s in [&kept, &gone] {
+            store.insert_service(s).expect("insert");
+            for i in 0..3 {
+                let mut e =
+                    ServiceEvent::new(s.id.clone(), EventKind::Note, format!("{i}"), Utc::now());
+                store.insert_event(&mut e).expect("event");
+            }
+        }
+        assert!(store.delete_service(&gone.id).expect("delete"));
+        assert_eq!(store.events(Some(&gone.id), 0).expect("events").len(), 3);
+        // Past the bound, the oldest events of deleted services go; live services keep theirs.
+        let conn = store.conn();
+        assert_eq!(trim_deleted_history(&conn, 1).expect("trim"), 2);
+        drop(conn);
+        let left = store.events(Some(&gone.id), 0).expect("events");
+        assert_eq!(
+            left.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
+        assert_eq!(store.events(Some(&kept.id), 0).expect("events").len(), 3);
     }
 
     #[test]

@@ -558,3 +558,42 @@ async fn an_event_stream_resumes_after_last_event_id() {
         assert_eq!(status, 400, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_service_leaves_its_history_and_a_deleted_event_in_the_global_stream() {
+    let d = tokio::task::spawn_blocking(TestDaemon::start)
+        .await
+        .expect("daemon");
+    let id = tokio::task::block_in_place(|| {
+        let m = model(&d, "m", "ollama");
+        let id = service(&d, &m, "short-lived", &[]);
+        let (code, _, stderr) = run(d.cli().args(["service", "delete", "short-lived"]));
+        assert_eq!(code, 0, "{stderr}");
+        id
+    });
+    let body = reqwest::get(d.url("/api/v1/events?follow=false"))
+        .await
+        .expect("GET events")
+        .text()
+        .await
+        .expect("body");
+    let kinds: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .filter(|e| e["service_id"] == id.as_str())
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("status"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("deleted"),
+        "{kinds:?}"
+    );
+    let (status, _) = get(&d, &format!("/api/v1/services/{id}")).await;
+    assert_eq!(status, 404);
+}
