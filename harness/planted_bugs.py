@@ -2,7 +2,7 @@
 """Puts real bugs back into aima, one at a time, and checks that the scenario criterion
 written against each one fails; then restores the source and checks the feature passes.
 
-    python3 harness/planted_bugs.py            # every bug (about 12 minutes)
+    python3 harness/planted_bugs.py            # every bug (about 4 minutes)
     python3 harness/planted_bugs.py 3 5        # only bugs 3 and 5
 
 Each bug is one change to one file. The script builds aima (debug) with the bug, runs the
