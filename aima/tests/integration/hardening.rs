@@ -14,8 +14,8 @@ use reqwest::header::{HOST, ORIGIN, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
 use crate::support::{
-    DaemonProcess, TestDaemon, bin_dir, cli_for, containers_with_label, ensure_stub_image, poll,
-    port_range,
+    Cleanup, DaemonProcess, TestDaemon, bin_dir, cli_for, containers_with_label, ensure_stub_image,
+    poll, port_range,
 };
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -319,6 +319,12 @@ fn five_thousand_idle_connections_neither_stop_the_api_nor_fail_a_healthy_engine
         ],
     );
     let id = service["id"].as_str().expect("id").to_owned();
+    let instance = service_json(&d, &["status"])["instance"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+    // A failing assertion below must not leave the engine running.
+    let _cleanup = Cleanup(instance.clone());
     let (code, _, stderr) = run(cli_for(d.addr, &d.home).args(["service", "start", &id, "--wait"]));
     assert_eq!(code, 0, "{stderr}");
 
@@ -363,10 +369,6 @@ fn five_thousand_idle_connections_neither_stop_the_api_nor_fail_a_healthy_engine
     let (code, _, stderr) =
         run(cli_for(d.addr, &d.home).args(["service", "delete", "--force", &id]));
     assert_eq!(code, 0, "{stderr}");
-    let instance = service_json(&d, &["status"])["instance"]
-        .as_str()
-        .expect("instance")
-        .to_owned();
     assert!(containers_with_label(&format!("aima.instance={instance}")).is_empty());
 }
 

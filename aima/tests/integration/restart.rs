@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::support::{DaemonProcess, aima_bin, cli_for, ensure_stub_image, poll, port_range};
+use crate::support::{
+    Cleanup, DaemonProcess, aima_bin, cli_for, ensure_stub_image, poll, port_range,
+};
 
 /// A real daemon on `home` running the stub engine as vLLM in its own port slice.
 fn daemon(home: &Path, ports: (u16, u16), extra: &[(&str, &str)]) -> DaemonProcess {
@@ -121,21 +123,6 @@ fn docker(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Removes every container of `instance` when the test ends, passed or not.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = containers(&format!("aima.instance={}", self.0), false);
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
 }
 
 fn sigterm_and_wait(d: &mut DaemonProcess) {

@@ -121,6 +121,15 @@ pub fn remove_containers_with_label(label: &str) {
     }
 }
 
+/// Removes every container of an AIMA instance when the test ends, passed or not.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_containers_with_label(&format!("aima.instance={}", self.0));
+    }
+}
+
 /// The daemon served in-process on `127.0.0.1:0`, on its own runtime thread; stopped
 /// through its shutdown channel on drop.
 pub struct TestDaemon {

@@ -115,16 +115,7 @@ async fn events_delivered(w: &mut AimaWorld, first: String, second: String) {
     })
     .await;
     let events = events.lock().expect("lock").clone();
-    let summary: Vec<String> = events
-        .iter()
-        .map(|e| {
-            e["phase"]
-                .as_str()
-                .or(e["status"].as_str())
-                .unwrap_or("note")
-                .to_owned()
-        })
-        .collect();
+    let summary = event_kinds(&events);
     w.note(format!("events: {}", summary.join(" → ")));
     assert!(arrived, "no \"{second}\" status event arrived");
     let statuses: Vec<&str> = events.iter().filter_map(|e| e["status"].as_str()).collect();
@@ -139,6 +130,20 @@ async fn events_delivered(w: &mut AimaWorld, first: String, second: String) {
     ] {
         assert!(summary.iter().any(|s| s == phase), "no {phase} phase event");
     }
+}
+
+/// What each event was: its phase, its status, or `note`.
+fn event_kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e["phase"]
+                .as_str()
+                .or(e["status"].as_str())
+                .unwrap_or("note")
+                .to_owned()
+        })
+        .collect()
 }
 
 #[then(expr = "the CLI and the HTTP API report the same status for service {string}")]
@@ -157,17 +162,7 @@ async fn cli_matches_http(w: &mut AimaWorld, name: String) {
 
 #[then(expr = "the start of service {string} failed in its health phase")]
 async fn failed_in_health(w: &mut AimaWorld, name: String) {
-    let events = super::faults::service_events(w, &name).await;
-    let kinds: Vec<String> = events
-        .iter()
-        .map(|e| {
-            e["phase"]
-                .as_str()
-                .or(e["status"].as_str())
-                .unwrap_or("note")
-                .to_owned()
-        })
-        .collect();
+    let kinds = event_kinds(&super::faults::service_events(w, &name).await);
     w.note(format!("{name}: {}", kinds.join(" → ")));
     let health = kinds.iter().position(|k| k == "health");
     let failed = kinds.iter().position(|k| k == "failed");
