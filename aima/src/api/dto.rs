@@ -93,6 +93,14 @@ pub struct Health {
     pub build_date: String,
 }
 
+/// A service's logs as JSON (`/api/service/logs`, or `Accept: application/json`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogsDto {
+    pub service_id: String,
+    /// One entry per line, oldest first, without line ends.
+    pub lines: Vec<String>,
+}
+
 /// `GET /api/v1/settings`: the settings only the daemon's own environment and config
 /// file change, as it uses them now.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

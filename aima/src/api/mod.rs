@@ -81,6 +81,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     components(schemas(
         dto::ErrorBody,
         dto::DaemonSettingsDto,
+        dto::LogsDto,
         dto::ErrorDetail,
         dto::ModelDto,
         dto::CreateModelRequest,

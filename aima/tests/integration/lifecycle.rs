@@ -805,12 +805,40 @@ async fn the_operator_scripts_routes_serve_the_same_bodies() {
         .expect("json");
     assert_eq!(status, v1["items"][0]);
     assert_eq!(status["status"], "running");
-    let logs = get(d.url(&format!("/api/service/logs?service_id={id}")))
+    // The operator route answers JSON for jq; /api/v1 gives the same JSON when asked.
+    let logs: Value = get(d.url(&format!("/api/service/logs?service_id={id}&tail=50")))
+        .await
+        .json()
+        .await
+        .expect("json logs");
+    assert_eq!(logs["service_id"], id.as_str());
+    let lines = logs["lines"].as_array().expect("lines");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("Uvicorn running on"))),
+        "{logs}"
+    );
+    let asked: Value = reqwest::Client::new()
+        .get(d.url(&format!("/api/v1/services/{id}/logs?tail=50")))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json logs");
+    assert_eq!(asked, logs);
+    let text = get(d.url(&format!("/api/v1/services/{id}/logs?tail=50")))
         .await
         .text()
         .await
         .expect("text");
-    assert!(logs.contains("Uvicorn running on"), "{logs}");
+    let as_lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(
+        serde_json::to_value(&as_lines).expect("lines"),
+        logs["lines"]
+    );
 
     let unknown = get(d.url("/api/service/status?service_id=svc-vllm-00000000")).await;
     assert_eq!(unknown.status(), 404);
