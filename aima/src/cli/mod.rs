@@ -147,6 +147,30 @@ fn run(cli: Cli) -> Result<(), CliError> {
     })
 }
 
+/// Runs `action` for each id in turn, as `docker stop a b` does: a failure is reported on
+/// its own `error:` line and the rest still run; the command fails if any did.
+async fn each<'a, F, Fut>(ids: &'a [String], action: F) -> Result<(), CliError>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let mut last_error = None;
+    for id in ids {
+        if let Err(e) = action(id).await {
+            if ids.len() == 1 {
+                return Err(e);
+            }
+            eprintln!("error: {}", crate::domain::one_line(&e.message));
+            last_error = Some(e);
+        }
+    }
+    match last_error {
+        // Each error is printed already; the exit code says one went wrong.
+        Some(e) => Err(CliError::new(e.exit, String::new())),
+        None => Ok(()),
+    }
+}
+
 /// Builds the tokio runtime a command runs on.
 fn async_runtime(
     mut builder: tokio::runtime::Builder,

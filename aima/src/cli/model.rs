@@ -101,7 +101,7 @@ pub async fn run(
             output::print(format, &model, || describe(&model))
         }
         ModelCommand::Delete { ids } => {
-            super::service::each(&ids, |id| async move {
+            super::each(&ids, |id| async move {
                 let model: ModelDto = client
                     .delete(&format!("/api/v1/models/{}", path_segment(id)))
                     .await?;

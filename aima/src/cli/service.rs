@@ -206,13 +206,13 @@ pub async fn run(
             output::print(format, &service, || status_line(&service))
         }
         ServiceCommand::Start { ids, wait, timeout } => {
-            each(&ids, |id| {
+            super::each(&ids, |id| {
                 start(client, format, id, wait, Duration::from_secs(timeout))
             })
             .await
         }
         ServiceCommand::Stop { ids } => {
-            each(&ids, |id| async move {
+            super::each(&ids, |id| async move {
                 let path = format!("/api/v1/services/{}/stop", path_segment(id));
                 let service: ServiceDto = client.post(&path, &serde_json::json!({})).await?;
                 output::print(format, &service, || format!("{} stopped", service.id))
@@ -220,7 +220,7 @@ pub async fn run(
             .await
         }
         ServiceCommand::Delete { ids, force } => {
-            each(&ids, |id| async move {
+            super::each(&ids, |id| async move {
                 let mut path = format!("/api/v1/services/{}", path_segment(id));
                 if force {
                     path.push_str("?force=true");
@@ -312,30 +312,6 @@ pub async fn run(
             }
             Ok(())
         }
-    }
-}
-
-/// Runs `action` for each id in turn, as `docker stop a b` does: a failure is reported on
-/// its own `error:` line and the rest still run; the command fails if any did.
-pub(super) async fn each<'a, F, Fut>(ids: &'a [String], action: F) -> Result<(), CliError>
-where
-    F: Fn(&'a str) -> Fut,
-    Fut: std::future::Future<Output = Result<(), CliError>>,
-{
-    let mut last_error = None;
-    for id in ids {
-        if let Err(e) = action(id).await {
-            if ids.len() == 1 {
-                return Err(e);
-            }
-            eprintln!("error: {}", crate::domain::one_line(&e.message));
-            last_error = Some(e);
-        }
-    }
-    match last_error {
-        // Each error is printed already; the exit code says one went wrong.
-        Some(e) => Err(CliError::new(e.exit, String::new())),
-        None => Ok(()),
     }
 }
 

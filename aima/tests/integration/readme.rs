@@ -119,13 +119,17 @@ fn the_readme_tour_runs_as_written() {
     }
     assert!(ran >= 30, "only {ran} tour lines ran");
 
+    // The tour's CLI environment, for the checks after it.
+    let aima = |args: &[&str]| {
+        Command::new(crate::support::aima_bin())
+            .args(args)
+            .env("HOME", home.path())
+            .env("AIMA_ADDR", &addr)
+            .output()
+            .expect("run aima")
+    };
     // The tour leaves the gateway's cold-started qwen-vllm running; clean up after it.
-    let out = Command::new(crate::support::aima_bin())
-        .args(["service", "delete", "--force", "qwen-vllm"])
-        .env("HOME", home.path())
-        .env("AIMA_ADDR", &addr)
-        .output()
-        .expect("delete");
+    let out = aima(&["service", "delete", "--force", "qwen-vllm"]);
     assert!(
         out.status.success(),
         "{}",
@@ -135,12 +139,7 @@ fn the_readme_tour_runs_as_written() {
         aima_home.join("data/aima.db").exists(),
         "the tour's daemon used ~/.aima"
     );
-    let status = Command::new(crate::support::aima_bin())
-        .args(["status", "-o", "json"])
-        .env("HOME", home.path())
-        .env("AIMA_ADDR", &addr)
-        .output()
-        .expect("status");
+    let status = aima(&["status", "-o", "json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     let label = format!(
         "aima.instance={}",

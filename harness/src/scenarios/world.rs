@@ -524,13 +524,7 @@ impl Drop for AimaWorld {
                 .output();
         }
         if let Some(instance) = self.instance.as_ref().filter(|_| !self.kept) {
-            let ids = containers_with_label(&format!("aima.instance={instance}"), false);
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
+            crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
         }
     }
 }

@@ -330,22 +330,9 @@ async fn killed_between_create_and_start(w: &mut AimaWorld, name: String) {
     assert!(exists, "the created container should outlive the daemon");
 }
 
-/// The events of a service, oldest first, as `aima service events -o json` prints them.
-pub(super) async fn service_events(w: &AimaWorld, name: &str) -> Vec<Value> {
-    let id = w.service(name).id;
-    let run = w
-        .aima(["service", "events", id.as_str(), "-o", "json"])
-        .await;
-    assert_eq!(run.code, 0, "aima service events: {}", run.stderr.trim());
-    run.stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON event a line"))
-        .collect()
-}
-
 #[then(regex = r#"^the start of service "([^"]+)" was tried (\d+) times?$"#)]
 async fn start_tried(w: &mut AimaWorld, name: String, tries: usize) {
-    let events = service_events(w, &name).await;
+    let events = super::monitoring::service_events(w, &name).await;
     // Each attempt begins with its cleanup phase; each retry is announced.
     let attempts = events.iter().filter(|e| e["phase"] == "cleanup").count();
     let retries: Vec<&str> = events

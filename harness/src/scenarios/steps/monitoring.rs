@@ -132,6 +132,19 @@ async fn events_delivered(w: &mut AimaWorld, first: String, second: String) {
     }
 }
 
+/// The events of a service, oldest first, as `aima service events -o json` prints them.
+pub(super) async fn service_events(w: &AimaWorld, name: &str) -> Vec<Value> {
+    let id = w.service(name).id;
+    let run = w
+        .aima(["service", "events", id.as_str(), "-o", "json"])
+        .await;
+    assert_eq!(run.code, 0, "aima service events: {}", run.stderr.trim());
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event a line"))
+        .collect()
+}
+
 /// What each event was: its phase, its status, or `note`.
 fn event_kinds(events: &[Value]) -> Vec<String> {
     events
@@ -162,7 +175,7 @@ async fn cli_matches_http(w: &mut AimaWorld, name: String) {
 
 #[then(expr = "the start of service {string} failed in its health phase")]
 async fn failed_in_health(w: &mut AimaWorld, name: String) {
-    let kinds = event_kinds(&super::faults::service_events(w, &name).await);
+    let kinds = event_kinds(&service_events(w, &name).await);
     w.note(format!("{name}: {}", kinds.join(" → ")));
     let health = kinds.iter().position(|k| k == "health");
     let failed = kinds.iter().position(|k| k == "failed");
@@ -205,7 +218,7 @@ async fn logs_and_events_own(w: &mut AimaWorld, a: String, b: String) {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        let events = super::faults::service_events(w, name).await;
+        let events = service_events(w, name).await;
         let messages: Vec<&str> = events
             .iter()
             .filter_map(|e| e["message"].as_str())
