@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs the reference tools the tests drive, from PyPI: openapi-spec-validator (the
-# OpenAPI document), schemathesis (fuzzes every API operation for server errors) and
-# openai (the official client, pointed at the gateway).
+# OpenAPI document), schemathesis (fuzzes every API operation for server errors),
+# openai (the official client, pointed at the gateway) and prometheus-client (its
+# OpenMetrics and Prometheus text parsers read /metrics).
 set -euo pipefail
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10' 'openai>=1.40,<4'
+  'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10' 'openai>=1.40,<4' \
+  'prometheus-client>=0.20,<1'
 # pyenv installs entry points behind shims that need a rehash; elsewhere this is a no-op.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-python3 -c 'import openai' || { echo "ci/install-tools.sh: the openai package does not import" >&2; exit 1; }
+for module in openai prometheus_client; do
+  python3 -c "import $module" || { echo "ci/install-tools.sh: the $module package does not import" >&2; exit 1; }
+done
 for tool in schemathesis openapi-spec-validator; do
   if ! command -v "$tool" >/dev/null 2>&1 \
     && [ ! -x "$(python3 -m site --user-base)/bin/$tool" ]; then

@@ -148,6 +148,7 @@ pub fn router(
         .nest("/api/v1", v1)
         .nest("/api", legacy)
         .route("/metrics", get(system::metrics))
+        .route_layer(axum::middleware::from_fn(crate::metrics::tag_route))
         .fallback(unknown_route)
         .with_state(daemon)
         .layer(axum::Extension(gateway))

@@ -50,55 +50,73 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }
 
-/// Prometheus metrics: daemon up and version, models, services by status, GPU claims,
-/// then the gateway's (requests, timings, cold starts, unloads, tokens, queue).
+/// Prometheus metrics: the daemon's (starts, failures, probes, HTTP), what it manages now
+/// (models, services, GPU memory), the process's, then the gateway's. OpenMetrics for
+/// scrapers that ask for it, Prometheus text 0.0.4 otherwise; the body is the same.
 pub async fn metrics(
     State(daemon): State<Daemon>,
     axum::Extension(gateway): axum::Extension<std::sync::Arc<dyn crate::domain::TrafficSource>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, super::ApiError> {
-    use std::fmt::Write as _;
+    let state = metrics_state(&daemon).await?;
+    let mut out = String::new();
+    daemon.metrics().render(&state, &mut out);
+    gateway.render_metrics(&mut out);
+    out.push_str("# EOF\n");
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], out))
+}
+
+async fn metrics_state(daemon: &Daemon) -> Result<crate::metrics::State, super::ApiError> {
+    use crate::metrics::{GpuState, ServiceState};
     let models = daemon.list_models().await?.len();
     let services = daemon.list_services().await?;
     let devices = daemon.devices().await?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP aima_up Whether the AIMA daemon answers.\n# TYPE aima_up gauge\naima_up 1"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP aima_build_info The running AIMA version.\n# TYPE aima_build_info gauge\naima_build_info{{version=\"{}\"}} 1",
-        crate::VERSION
-    );
-    let _ = writeln!(
-        out,
-        "# HELP aima_models Registered models.\n# TYPE aima_models gauge\naima_models {models}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP aima_services Services by status.\n# TYPE aima_services gauge"
-    );
-    for status in crate::domain::ServiceStatus::ALL {
-        let count = services.iter().filter(|s| s.status == status).count();
-        let _ = writeln!(out, "aima_services{{status=\"{status}\"}} {count}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP aima_gpu_memory_claimed_mib GPU memory claimed by starting and running services.\n# TYPE aima_gpu_memory_claimed_mib gauge"
-    );
-    for gpu in &devices.gpus {
-        let _ = writeln!(
-            out,
-            "aima_gpu_memory_claimed_mib{{gpu=\"{}\",uuid=\"{}\"}} {}",
-            gpu.gpu.index, gpu.gpu.uuid, gpu.claimed_mib
-        );
-    }
-    gateway.render_metrics(&mut out);
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    ))
+    let claims = daemon.claims().await?;
+    let gpu_index = |uuid: &str| {
+        devices
+            .gpus
+            .iter()
+            .find(|g| g.gpu.uuid == uuid)
+            .map(|g| g.gpu.index)
+    };
+    Ok(crate::metrics::State {
+        models,
+        services: services
+            .into_iter()
+            .map(|s| ServiceState {
+                gpu: claims
+                    .iter()
+                    .find(|c| c.service_id == s.id.as_str())
+                    .and_then(|c| Some((gpu_index(&c.gpu_uuid)?, c.claim_mib))),
+                id: s.id.to_string(),
+                name: s.name,
+                engine: s.engine,
+                port: s.port,
+                status: s.status,
+            })
+            .collect(),
+        gpus: devices
+            .gpus
+            .iter()
+            .map(|g| GpuState {
+                index: g.gpu.index,
+                uuid: g.gpu.uuid.clone(),
+                name: g.gpu.name.clone(),
+                total_mib: g.gpu.memory_total_mib,
+                used_mib: g.gpu.memory_used_mib,
+                free_mib: g.gpu.memory_free_mib,
+                claimed_mib: g.claimed_mib,
+            })
+            .collect(),
+    })
 }

@@ -1,7 +1,12 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::domain::{EventKind, ServiceEvent, ServiceId};
+use crate::domain::{EventKind, ServiceEvent, ServiceId, ServiceStatus, StartPhase};
+use crate::metrics::{Metrics, StartResult};
 use crate::store::{Store, StoreError};
 
 /// How many events a slow subscriber may fall behind before it re-reads from the store.
@@ -16,15 +21,65 @@ pub struct EventBus {
     /// Storing (which numbers the event) and sending happen under one lock, so live
     /// subscribers see events in `seq` order and skip none.
     order: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Starts in progress, timed from their phase events.
+    clocks: Arc<Mutex<HashMap<ServiceId, StartClock>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// When a start began and which phase it is in since when.
+#[derive(Debug)]
+struct StartClock {
+    began: Instant,
+    phase: StartPhase,
+    phase_began: Instant,
 }
 
 impl EventBus {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
         let (sender, _) = broadcast::channel(BUS_CAPACITY);
         Self {
             store,
             sender,
             order: std::sync::Arc::default(),
+            clocks: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Times starts from the events that tell their story: a phase ends when the next
+    /// begins, a start when its status turns running, failed, or stopping (cancelled).
+    fn time_start(&self, service_id: &ServiceId, kind: &EventKind) {
+        let now = Instant::now();
+        let engine = service_id.engine();
+        let mut clocks = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        match kind {
+            EventKind::Phase(phase) => {
+                let clock = clocks.entry(service_id.clone()).or_insert(StartClock {
+                    began: now,
+                    phase: *phase,
+                    phase_began: now,
+                });
+                if clock.phase != *phase {
+                    self.metrics
+                        .phase_took(engine, clock.phase, now - clock.phase_began);
+                    clock.phase = *phase;
+                    clock.phase_began = now;
+                }
+            }
+            EventKind::Status(status) => {
+                let result = match status {
+                    ServiceStatus::Running => StartResult::Running,
+                    ServiceStatus::Failed => StartResult::Failed,
+                    ServiceStatus::Stopping | ServiceStatus::Stopped => StartResult::Cancelled,
+                    _ => return,
+                };
+                if let Some(clock) = clocks.remove(service_id) {
+                    self.metrics
+                        .phase_took(engine, clock.phase, now - clock.phase_began);
+                    self.metrics.start_ended(engine, result, now - clock.began);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -37,6 +92,7 @@ impl EventBus {
         message: impl Into<String>,
     ) {
         let _in_order = self.order.lock().await;
+        self.time_start(service_id, &kind);
         // Messages quote engine output and host commands: keep each to one line.
         let message = crate::domain::one_line(&message.into());
         let mut event = ServiceEvent::new(service_id.clone(), kind, message, Utc::now());

@@ -56,6 +56,12 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
                 }
                 Err(_) => false,
             };
+            daemon.metrics().probed(
+                service.id.as_str(),
+                &service.engine,
+                sent.elapsed(),
+                healthy,
+            );
             if healthy {
                 misses.remove(&service.id);
                 continue;

@@ -8,7 +8,10 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, DaemonError, PortHolder, ports};
-use crate::domain::{EventKind, Model, ModelSource, Service, ServiceId, ServiceStatus, StartPhase};
+use crate::domain::{
+    EventKind, Failure, FailureCause, Model, ModelSource, Service, ServiceId, ServiceStatus,
+    StartPhase,
+};
 use crate::engines::Engine;
 use crate::runtime::{ContainerInfo, ContainerSpec, RuntimeError};
 
@@ -40,14 +43,14 @@ const KEPT_LOG_LINES: usize = 100;
 enum StartFailure {
     /// Stopped by the operator; the stop owns what happens next.
     Cancelled,
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Why one attempt at launching the container failed.
 #[derive(Debug)]
 enum LaunchError {
     /// Retrying cannot help (the port is held, the image is missing).
-    Fatal(String),
+    Fatal(Failure),
     Runtime(RuntimeError),
 }
 
@@ -59,7 +62,7 @@ impl From<RuntimeError> for LaunchError {
 
 impl From<RuntimeError> for StartFailure {
     fn from(e: RuntimeError) -> Self {
-        Self::Failed(e.to_string())
+        Self::Failed(Failure::new(FailureCause::Docker, e.to_string()))
     }
 }
 
@@ -174,7 +177,7 @@ impl Daemon {
         // that the stop, already past its cleanup, never sees.
         let outcome = async {
             let placement = tokio::select! {
-                placement = self.admit(&service, &engine) => placement.map_err(StartFailure::Failed)?,
+                placement = self.admit(&service, &engine) => placement.map_err(|reason| StartFailure::Failed(Failure::new(FailureCause::GpuAdmission, reason)))?,
                 () = cancel.cancelled() => return Err(StartFailure::Cancelled),
             };
             // The placement (and with it the GPU's loading turn) is held until the
@@ -235,12 +238,11 @@ impl Daemon {
             }
             // The stop that cancelled us removes the container and sets the status.
             Err(StartFailure::Cancelled) => Ok(()),
-            Err(StartFailure::Failed(reason)) => {
+            Err(StartFailure::Failed(failure)) => {
                 // A failed start leaves no container behind.
                 self.clean_up_or_retry(&service).await;
                 service.container_id = None;
-                self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
-                    .await
+                self.fail(&mut service, failure).await
             }
         };
         if let Err(e) = result {
@@ -260,15 +262,21 @@ impl Daemon {
     ) -> Result<String, StartFailure> {
         let device = placement.and_then(|p| p.device.as_deref());
         let mut attempts: Vec<String> = Vec::new();
+        let failed = |mut attempts: Vec<String>, cause| {
+            StartFailure::Failed(Failure::new(
+                cause,
+                every_attempt(std::mem::take(&mut attempts)),
+            ))
+        };
         let container_id = loop {
             if cancel.is_cancelled() {
                 return Err(StartFailure::Cancelled);
             }
             match self.launch(service, engine, model, device).await {
                 Ok(container_id) => break container_id,
-                Err(LaunchError::Fatal(reason)) => {
-                    attempts.push(reason);
-                    return Err(StartFailure::Failed(every_attempt(attempts)));
+                Err(LaunchError::Fatal(failure)) => {
+                    attempts.push(failure.reason);
+                    return Err(failed(attempts, failure.cause));
                 }
                 Err(LaunchError::Runtime(e))
                     if e.is_transient() && attempts.len() + 1 < START_ATTEMPTS =>
@@ -288,7 +296,7 @@ impl Daemon {
                 }
                 Err(LaunchError::Runtime(e)) => {
                     attempts.push(e.to_string());
-                    return Err(StartFailure::Failed(every_attempt(attempts)));
+                    return Err(failed(attempts, FailureCause::Docker));
                 }
             }
         };
@@ -331,9 +339,12 @@ impl Daemon {
         )
         .await;
         if let Some(obstacle) = self.remove_own_container(service).await? {
-            return Err(LaunchError::Fatal(format!(
-                "{}; remove or rename it, then start again",
-                squatter_note(&obstacle)
+            return Err(LaunchError::Fatal(Failure::new(
+                FailureCause::NameTaken,
+                format!(
+                    "{}; remove or rename it, then start again",
+                    squatter_note(&obstacle)
+                ),
             )));
         }
 
@@ -361,11 +372,11 @@ impl Daemon {
                 handle.spawn(async move { events.publish(&sid, EventKind::Note, line).await });
             };
             self.runtime().pull_image(&engine.image, &progress).await.map_err(|e| {
-                LaunchError::Fatal(format!(
+                LaunchError::Fatal(Failure::new(FailureCause::ImageMissing, format!(
                     "image {} is not on this host and could not be pulled: {e}; build or load it, or set AIMA_ENGINE_IMAGE_{}",
                     engine.image,
                     engine.spec.name.to_uppercase()
-                ))
+                )))
             })?;
         }
 
@@ -413,7 +424,12 @@ impl Daemon {
             .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| StartFailure::Failed(format!("cannot build the health client: {e}")))?;
+            .map_err(|e| {
+                StartFailure::Failed(Failure::new(
+                    FailureCause::Docker,
+                    format!("cannot build the health client: {e}"),
+                ))
+            })?;
         let started = Instant::now();
         let poll = async {
             let mut pause = HEALTH_FIRST_POLL;
@@ -435,10 +451,11 @@ impl Daemon {
             exit = self.runtime().wait_exit(container_id) => {
                 let code = exit?;
                 let logs = self.keep_last_logs(service, container_id).await;
-                Err(StartFailure::Failed(exit_reason("during start", code, engine, &logs)))
+                Err(StartFailure::Failed(exit_failure(FailureCause::ExitedDuringStart, "during start", code, engine, &logs)))
             }
-            () = tokio::time::sleep(HEALTH_DEADLINE) => Err(StartFailure::Failed(format!(
-                "engine did not answer {} within {} s", engine.spec.health_path, HEALTH_DEADLINE.as_secs()
+            () = tokio::time::sleep(HEALTH_DEADLINE) => Err(StartFailure::Failed(Failure::new(
+                FailureCause::StartTimeout,
+                format!("engine did not answer {} within {} s", engine.spec.health_path, HEALTH_DEADLINE.as_secs()),
             ))),
         }
     }
@@ -520,8 +537,11 @@ impl Daemon {
                 let reason = format!(
                     "stop could not remove the container: {e}; AIMA keeps trying in the background"
                 );
-                self.set_status(service, ServiceStatus::Failed, Some(reason.clone()))
-                    .await?;
+                self.fail(
+                    service,
+                    Failure::new(FailureCause::CleanupFailed, reason.clone()),
+                )
+                .await?;
                 self.retry_cleanup(service.clone());
                 return Err(DaemonError::Unavailable(reason));
             }
@@ -551,8 +571,10 @@ impl Daemon {
     ) {
         self.fail_running_with(service_id, container_id, |service, logs| {
             match (exit_code, self.inner.engines.get(&service.engine)) {
-                (Some(code), Some(engine)) => exit_reason("while running", code, &engine, logs),
-                _ => "container was removed outside AIMA".to_owned(),
+                (Some(code), Some(engine)) => {
+                    exit_failure(FailureCause::Crashed, "while running", code, &engine, logs)
+                }
+                _ => Failure::new(FailureCause::Vanished, "container was removed outside AIMA"),
             }
         })
         .await;
@@ -565,8 +587,10 @@ impl Daemon {
         container_id: &str,
         reason: String,
     ) {
-        self.fail_running_with(service_id, container_id, |_, _| reason)
-            .await;
+        self.fail_running_with(service_id, container_id, |_, _| {
+            Failure::new(FailureCause::Unhealthy, reason)
+        })
+        .await;
     }
 
     /// The one way a running service turns `failed` outside a start: only if it still runs
@@ -576,7 +600,7 @@ impl Daemon {
         &self,
         service_id: &ServiceId,
         container_id: &str,
-        reason: impl FnOnce(&Service, &str) -> String,
+        failure: impl FnOnce(&Service, &str) -> Failure,
     ) {
         let lock = self.service_lock(service_id);
         let _guard = lock.lock().await;
@@ -589,13 +613,10 @@ impl Daemon {
             return;
         }
         let logs = self.keep_last_logs(&service, container_id).await;
-        let reason = reason(&service, &logs);
+        let failure = failure(&service, &logs);
         self.clean_up_or_retry(&service).await;
         service.container_id = None;
-        if let Err(e) = self
-            .set_status(&mut service, ServiceStatus::Failed, Some(reason))
-            .await
-        {
+        if let Err(e) = self.fail(&mut service, failure).await {
             tracing::error!(service = %service_id, "cannot record the failure: {e}");
         }
     }
@@ -631,6 +652,17 @@ impl Daemon {
                 tracing::warn!(service = %service_id, "cannot remove the stray container: {e}");
             }
         }
+    }
+
+    /// Records a failure: the `failed` status with its reason, counted by cause.
+    pub(super) async fn fail(
+        &self,
+        service: &mut Service,
+        failure: Failure,
+    ) -> Result<(), DaemonError> {
+        self.metrics().failed(&service.engine, failure.cause);
+        self.set_status(service, ServiceStatus::Failed, Some(failure.reason))
+            .await
     }
 
     pub(super) async fn set_status(
@@ -872,20 +904,40 @@ fn short(container_id: &str) -> &str {
     container_id.get(..12).unwrap_or(container_id)
 }
 
-fn port_conflict(port: u16, holder: &PortHolder) -> String {
-    format!(
-        "port {port} is already in use by {holder}; stop it, or delete this service and create it with another --port"
+fn port_conflict(port: u16, holder: &PortHolder) -> Failure {
+    Failure::new(
+        FailureCause::PortHeld,
+        format!(
+            "port {port} is already in use by {holder}; stop it, or delete this service and create it with another --port"
+        ),
     )
 }
 
-/// "container exited with code 1 during start: <diagnosis>; last log: <line>".
-fn exit_reason(when: &str, code: i64, engine: &Engine, logs: &str) -> String {
+/// "container exited with code 1 during start: <diagnosis>; last log: <line>", caused by
+/// `cause`, or by running out of memory when the log says so.
+fn exit_failure(
+    cause: FailureCause,
+    when: &str,
+    code: i64,
+    engine: &Engine,
+    logs: &str,
+) -> Failure {
+    let diagnosis = engine.diagnose(logs);
+    let cause = if diagnosis == Some(crate::engines::OUT_OF_MEMORY) {
+        FailureCause::OutOfMemory
+    } else {
+        cause
+    };
+    Failure::new(cause, exit_reason(when, code, diagnosis, logs))
+}
+
+fn exit_reason(when: &str, code: i64, diagnosis: Option<&str>, logs: &str) -> String {
     let mut reason = format!("container exited with code {code} {when}");
     if code > 128 && code < 160 {
         // 128+N: the engine was killed by signal N (137: SIGKILL, often the kernel's OOM killer or `docker kill`).
         reason.push_str(&format!(" (killed by signal {})", code - 128));
     }
-    if let Some(diagnosis) = engine.diagnose(logs) {
+    if let Some(diagnosis) = diagnosis {
         reason.push_str(&format!(": {diagnosis}"));
     }
     if let Some(last) = logs.lines().rev().find(|l| !l.trim().is_empty()) {

@@ -96,6 +96,8 @@ struct Inner {
     /// Cancelled at shutdown: background tasks end with it.
     shutdown: CancellationToken,
     started_at: Instant,
+    /// What happened, counted for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -135,9 +137,11 @@ impl Daemon {
             )),
             None => Arc::new(NvmlProbe::default()),
         };
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         Ok(Self {
             inner: Arc::new(Inner {
-                bus: EventBus::new(store.clone()),
+                bus: EventBus::new(store.clone(), metrics.clone()),
+                metrics,
                 gpus,
                 admission: tokio::sync::Mutex::new(()),
                 gpu_loading: Mutex::default(),
@@ -160,6 +164,10 @@ impl Daemon {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     pub fn events(&self) -> &EventBus {

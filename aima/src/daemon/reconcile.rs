@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Daemon, DaemonError};
-use crate::domain::{EventKind, Service, ServiceStatus};
+use crate::domain::{EventKind, Failure, FailureCause, Service, ServiceStatus};
 use crate::runtime::ContainerInfo;
 
 /// How long reconciliation waits for a container an interrupted start may still create.
@@ -133,19 +133,24 @@ impl Daemon {
                     let code = dead
                         .exit_code
                         .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-                    let reason = if service.status == ServiceStatus::Starting {
+                    let failure = if service.status == ServiceStatus::Starting {
                         // Created but never started, or died loading the model: either
                         // way no daemon saw the start through.
-                        format!(
-                            "the daemon stopped during the start (container exit code {code}); start it again"
+                        Failure::new(
+                            FailureCause::Interrupted,
+                            format!(
+                                "the daemon stopped during the start (container exit code {code}); start it again"
+                            ),
                         )
                     } else {
-                        format!(
-                            "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
+                        Failure::new(
+                            FailureCause::Crashed,
+                            format!(
+                                "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
+                            ),
                         )
                     };
-                    self.set_status(&mut service, ServiceStatus::Failed, Some(reason))
-                        .await?;
+                    self.fail(&mut service, failure).await?;
                     done.failed += 1;
                     return Ok(());
                 }
@@ -170,13 +175,18 @@ impl Daemon {
                     self.remove_late_create(&service).await;
                 }
                 service.container_id = None;
-                let reason = if service.status == ServiceStatus::Starting {
-                    "the daemon stopped during the start; start it again"
+                let failure = if service.status == ServiceStatus::Starting {
+                    Failure::new(
+                        FailureCause::Interrupted,
+                        "the daemon stopped during the start; start it again",
+                    )
                 } else {
-                    "container vanished while the daemon was down; start it again"
+                    Failure::new(
+                        FailureCause::Vanished,
+                        "container vanished while the daemon was down; start it again",
+                    )
                 };
-                self.set_status(&mut service, ServiceStatus::Failed, Some(reason.to_owned()))
-                    .await?;
+                self.fail(&mut service, failure).await?;
                 done.failed += 1;
             }
             ServiceStatus::Stopping => {

@@ -1,6 +1,7 @@
 //! Pure rules: models, services, ids, statuses, ports and validation. No I/O, no async runtime.
 
 mod event;
+mod failure;
 mod gpu;
 mod id;
 mod model;
@@ -9,6 +10,7 @@ mod text;
 mod traffic;
 
 pub use event::{EventKind, ServiceEvent, StartPhase};
+pub use failure::{Failure, FailureCause};
 pub use gpu::{
     DoesNotFit, Gpu, GpuClaim, GpuInventory, available_mib, claim_mib, largest_fitting_fraction,
     mib, place,

@@ -24,7 +24,8 @@ pub struct EngineSpec {
     pub log_signatures: &'static [(&'static str, &'static str)],
 }
 
-const OOM: &str =
+/// The diagnosis of an engine that ran out of GPU memory.
+pub const OUT_OF_MEMORY: &str =
     "engine ran out of GPU memory; lower --gpu-memory-utilization or stop services sharing the GPU";
 const NO_GPU: &str =
     "engine found no usable NVIDIA GPU; check the driver and the NVIDIA container toolkit";
@@ -34,9 +35,9 @@ const PORT_TAKEN: &str = "engine could not bind its port inside the container";
 
 /// Failure signatures shared by the Python engines (vLLM, SGLang).
 const PYTHON_ENGINE_SIGNATURES: &[(&str, &str)] = &[
-    ("CUDA out of memory", OOM),
-    ("OutOfMemoryError", OOM),
-    ("No available memory for the cache blocks", OOM),
+    ("CUDA out of memory", OUT_OF_MEMORY),
+    ("OutOfMemoryError", OUT_OF_MEMORY),
+    ("No available memory for the cache blocks", OUT_OF_MEMORY),
     ("No CUDA GPUs are available", NO_GPU),
     ("Found no NVIDIA driver", NO_GPU),
     ("CUDA driver version is insufficient", NO_GPU),
@@ -100,8 +101,8 @@ pub const CATALOG: &[EngineSpec] = &[
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,
         log_signatures: &[
-            ("failed to allocate", OOM),
-            ("out of memory", OOM),
+            ("failed to allocate", OUT_OF_MEMORY),
+            ("out of memory", OUT_OF_MEMORY),
             ("failed to open", MODEL_MISSING),
             ("failed to load model", MODEL_MISSING),
             ("couldn't bind", PORT_TAKEN),
@@ -117,7 +118,7 @@ pub const CATALOG: &[EngineSpec] = &[
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,
         log_signatures: &[
-            ("out of memory", OOM),
+            ("out of memory", OUT_OF_MEMORY),
             ("address already in use", PORT_TAKEN),
         ],
     },

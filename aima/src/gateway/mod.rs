@@ -296,6 +296,7 @@ pub fn router(gateway: Gateway) -> Router {
             "/v1/embeddings",
             post(|state, headers, body| forward::forward(state, "/v1/embeddings", headers, body)),
         )
+        .route_layer(axum::middleware::from_fn(crate::metrics::tag_route))
         .method_not_allowed_fallback(|| async {
             OpenAiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,

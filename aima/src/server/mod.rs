@@ -111,11 +111,16 @@ pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
     let gateway = crate::gateway::Gateway::new(daemon.clone());
     let traffic: std::sync::Arc<dyn crate::domain::TrafficSource> =
         std::sync::Arc::new(gateway.clone());
+    let metrics = daemon.metrics().clone();
     crate::gateway::router(gateway)
         .fallback_service(crate::api::router(daemon, options.request_timeout, traffic))
         .layer(axum::middleware::from_fn_with_state(
             policy,
             crate::api::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::record_http,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -31,6 +31,26 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// python3, when it can import `module` (installed as `package` from PyPI), or `None`
+/// (after saying why) when the test may be skipped.
+pub fn python_with(module: &str, package: &str) -> Option<PathBuf> {
+    let python = tool("python3")?;
+    let imports = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if imports {
+        return Some(python);
+    }
+    let why = format!("the {package} Python package is not installed; pip install {package}");
+    assert!(
+        std::env::var_os("AIMA_REQUIRE_TOOLS").is_none(),
+        "AIMA_REQUIRE_TOOLS is set and {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

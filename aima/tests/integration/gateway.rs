@@ -84,21 +84,9 @@ fn starts(d: &TestDaemon, service: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_client_is_routed_started_streamed_and_embedded() {
-    let Some(python) = crate::contract::tool("python3") else {
+    let Some(python) = crate::contract::python_with("openai", "openai") else {
         return;
     };
-    let has_openai = Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_openai {
-        assert!(
-            std::env::var_os("AIMA_REQUIRE_TOOLS").is_none(),
-            "AIMA_REQUIRE_TOOLS is set and the openai package is missing; pip install openai"
-        );
-        eprintln!("SKIPPED: the openai Python package is not installed; pip install openai");
-        return;
-    }
     let d = TestDaemon::with_engine();
     let service = model_with_service(&d, "tiny", &[]).await;
     let script = concat!(

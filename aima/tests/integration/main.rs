@@ -8,6 +8,7 @@ mod gateway;
 mod gpu;
 mod hardening;
 mod lifecycle;
+mod metrics;
 mod process;
 mod readme;
 mod restart;
