@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
 use crate::domain::{ServiceId, ServiceStatus};
+use crate::engines::QuietProbes;
 
 /// How often running services are probed.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -44,13 +45,25 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
             let Some(engine) = daemon.inner.engines.get(&service.engine) else {
                 continue;
             };
-            let url = daemon.engine_url(service.port, engine.spec.health_path);
             let sent = Instant::now();
-            let healthy = match http.get(&url).send().await {
-                Ok(response) => response.status().is_success(),
+            let answer = match engine.spec.quiet_probes {
+                QuietProbes::ConnectOnly => connects(daemon.engine_address(service.port))
+                    .await
+                    .map_err(ProbeError::from),
+                QuietProbes::Switch(_) | QuietProbes::NotLogged => {
+                    let url = daemon.engine_url(service.port, engine.spec.health_path);
+                    http.get(&url)
+                        .send()
+                        .await
+                        .map(|response| response.status().is_success())
+                        .map_err(ProbeError::from)
+                }
+            };
+            let healthy = match answer {
+                Ok(healthy) => healthy,
                 // The daemon itself is short of sockets or memory: that says nothing
                 // about the engine, so it is neither a miss nor a pass.
-                Err(e) if is_local_exhaustion(&e) => {
+                Err(e) if is_local_exhaustion(e.as_ref()) => {
                     tracing::warn!(service = %service.id, "cannot probe the engine: {e}; not counted as a miss");
                     continue;
                 }
@@ -81,6 +94,18 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+type ProbeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether the engine's port accepts a connection: the probe for engines that log every
+/// HTTP request (see `QuietProbes::ConnectOnly`).
+async fn connects(address: std::net::SocketAddr) -> Result<bool, std::io::Error> {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) if is_local_exhaustion(&e) => Err(e),
+        Ok(Err(_)) | Err(_) => Ok(false),
     }
 }
 
@@ -124,6 +149,17 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[tokio::test]
+    async fn a_connect_probe_passes_while_the_port_listens_and_fails_after() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        assert!(connects(address).await.expect("probe"));
+        drop(listener);
+        assert!(!connects(address).await.expect("probe"));
     }
 
     #[test]

@@ -200,12 +200,17 @@ impl Daemon {
     /// The URL of `path` on an engine's host port: on the publish address, or on loopback
     /// when engines are published on every interface.
     pub(crate) fn engine_url(&self, port: u16, path: &str) -> String {
+        format!("http://{}{path}", self.engine_address(port))
+    }
+
+    /// Where the daemon reaches an engine's published port.
+    pub(crate) fn engine_address(&self, port: u16) -> std::net::SocketAddr {
         let ip = match self.inner.settings.publish_addr {
             ip if !ip.is_unspecified() => ip,
             std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
         };
-        format!("http://{}{path}", std::net::SocketAddr::new(ip, port))
+        std::net::SocketAddr::new(ip, port)
     }
 
     /// Labels every container of this instance carries.

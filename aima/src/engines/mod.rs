@@ -22,6 +22,23 @@ pub struct EngineSpec {
     pub default_gpu_memory_utilization: f64,
     /// Log lines that explain a failure: (substring, diagnosis). First match wins.
     pub log_signatures: &'static [(&'static str, &'static str)],
+    /// How the daemon's health probes (one every 2 s per running service) stay out of
+    /// the engine's access log.
+    pub quiet_probes: QuietProbes,
+}
+
+/// How health probes keep out of an engine's log: about 43,000 lines a day per service
+/// otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuietProbes {
+    /// The engine has a switch for it: these arguments follow the template's.
+    Switch(&'static [&'static str]),
+    /// The engine leaves the health path out of its access log by itself.
+    NotLogged,
+    /// The engine logs every HTTP request and has no switch: once it runs, the probe
+    /// only checks that its port accepts connections (the start still waits for the
+    /// health path to answer).
+    ConnectOnly,
 }
 
 /// The diagnosis of an engine that ran out of GPU memory.
@@ -67,6 +84,8 @@ pub const CATALOG: &[EngineSpec] = &[
         needs_gpu: true,
         default_gpu_memory_utilization: 0.9,
         log_signatures: PYTHON_ENGINE_SIGNATURES,
+        // vLLM's uvicorn access log, less the probed path (vLLM 0.10.2 and later).
+        quiet_probes: QuietProbes::Switch(&["--disable-access-log-for-endpoints", "/health"]),
     },
     EngineSpec {
         name: "sglang",
@@ -90,6 +109,9 @@ pub const CATALOG: &[EngineSpec] = &[
         needs_gpu: true,
         default_gpu_memory_utilization: 0.88,
         log_signatures: PYTHON_ENGINE_SIGNATURES,
+        // SGLang has no per-path filter: its HTTP log level above info drops the access
+        // lines (requests reach the gateway's metrics and AIMA's log instead).
+        quiet_probes: QuietProbes::Switch(&["--log-level-http", "warning"]),
     },
     EngineSpec {
         name: "llamacpp",
@@ -107,6 +129,8 @@ pub const CATALOG: &[EngineSpec] = &[
             ("failed to load model", MODEL_MISSING),
             ("couldn't bind", PORT_TAKEN),
         ],
+        // llama-server skips /health in its request log (server-http.cpp).
+        quiet_probes: QuietProbes::NotLogged,
     },
     EngineSpec {
         name: "ollama",
@@ -121,6 +145,9 @@ pub const CATALOG: &[EngineSpec] = &[
             ("out of memory", OUT_OF_MEMORY),
             ("address already in use", PORT_TAKEN),
         ],
+        // Ollama's gin logger writes a line for every request, with no switch to turn
+        // it off or skip a path.
+        quiet_probes: QuietProbes::ConnectOnly,
     },
 ];
 
@@ -168,9 +195,14 @@ impl Engines {
 impl Engine {
     /// The container's arguments for `model` (a repo or an in-container path).
     pub fn args(&self, model: &str, gpu_memory_utilization: f64) -> Vec<String> {
+        let quiet: &[&str] = match self.spec.quiet_probes {
+            QuietProbes::Switch(args) => args,
+            QuietProbes::NotLogged | QuietProbes::ConnectOnly => &[],
+        };
         self.spec
             .args
             .iter()
+            .chain(quiet)
             .map(|a| self.fill(a, model, gpu_memory_utilization))
             .collect()
     }
@@ -231,7 +263,9 @@ mod tests {
                 "--port",
                 "8000",
                 "--gpu-memory-utilization",
-                "0.45"
+                "0.45",
+                "--disable-access-log-for-endpoints",
+                "/health"
             ]
         );
     }

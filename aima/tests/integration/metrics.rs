@@ -311,3 +311,66 @@ async fn metrics_count_starts_failures_probes_and_requests_for_the_reference_par
     );
     crate::support::remove_containers_with_label(&d.instance_label());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_leave_no_line_in_the_engines_access_log() {
+    let Some(python) = crate::contract::python_with("prometheus_client", "prometheus-client")
+    else {
+        return;
+    };
+    let d = TestDaemon::with_engine();
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "tiny", "source": "ollama", "repo": "tiny"}),
+    )
+    .await;
+    let service = post(
+        &d,
+        "/api/v1/services",
+        json!({"model_id": "tiny", "engine_type": "vllm"}),
+    )
+    .await;
+    let id = service["id"].as_str().expect("id");
+    post(&d, &format!("/api/v1/services/{id}/start"), json!({})).await;
+    wait_for_status(&d, id, "running").await;
+    // One request through the gateway: the engine's access log is on, and shows it.
+    let answer = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = scrape(&d, &python, false).await;
+        let probes = value(
+            &samples,
+            "aima_health_probe_duration_seconds_count",
+            &[("engine", "vllm")],
+        );
+        if probes.is_some_and(|n| n >= 3.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 health probes were counted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let logs = client()
+        .get(d.url(&format!("/api/v1/services/{id}/logs")))
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        logs.contains("\"POST /v1/chat/completions HTTP/1.1\" 200"),
+        "the access log is off altogether: {logs}"
+    );
+    assert!(!logs.contains("GET /health"), "{logs}");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}

@@ -1,7 +1,9 @@
 //! `aima-stub-engine`: a tiny OpenAI-compatible server that stands in for vLLM in tests.
 //!
 //! It takes vLLM's arguments (`--model`, `--port`, `--host`, `--gpu-memory-utilization`,
-//! `--served-model-name`; anything else is ignored), prints vLLM-like logs, and is steered
+//! `--served-model-name`, and the access-log switches `--disable-access-log-for-endpoints`,
+//! `--disable-uvicorn-access-log` and SGLang's `--log-level-http`; anything else is
+//! ignored), prints vLLM-like logs, an access line per request as uvicorn does, and is steered
 //! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
 //! `STUB_FAIL=oom|<message>` (fail at start, exit 1), `STUB_CRASH_AFTER_SECS` (die
 //! later, exit 3), `STUB_HANG_AFTER_SECS` (stop answering but keep running) and
@@ -45,6 +47,22 @@ struct Args {
     host: String,
     port: u16,
     gpu_memory_utilization: f64,
+    access_log: AccessLog,
+}
+
+/// Which requests get a uvicorn-style access line.
+#[derive(Debug, Clone, Default)]
+struct AccessLog {
+    /// `--disable-uvicorn-access-log`, or `--log-level-http` above info (SGLang's).
+    off: bool,
+    /// `--disable-access-log-for-endpoints /health,/metrics` (vLLM's).
+    skipped_paths: Vec<String>,
+}
+
+impl AccessLog {
+    fn logs(&self, path: &str) -> bool {
+        !self.off && !self.skipped_paths.iter().any(|p| p == path)
+    }
 }
 
 impl Args {
@@ -64,6 +82,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         host: "0.0.0.0".to_owned(),
         port: 8000,
         gpu_memory_utilization: 0.9,
+        access_log: AccessLog::default(),
     };
     let mut i = 0;
     while i < argv.len() {
@@ -104,6 +123,17 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 args.gpu_memory_utilization = value.parse().map_err(|_| {
                     format!("argument --gpu-memory-utilization: invalid float value: '{value}'")
                 })?;
+            }
+            "disable-access-log-for-endpoints" => {
+                args.access_log.skipped_paths = required()?
+                    .split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+            }
+            "disable-uvicorn-access-log" => args.access_log.off = true,
+            "log-level-http" => {
+                args.access_log.off = !matches!(required()?.as_str(), "debug" | "info" | "trace")
             }
             _ => {} // any other vLLM flag, with its value, means nothing to the stub
         }
@@ -334,7 +364,10 @@ fn main() -> ExitCode {
         .ok()
         .flatten()
         .map(|(after, _)| std::time::Instant::now() + after);
-    let served: Arc<str> = Arc::from(args.served());
+    let serving = Arc::new(Serving {
+        served: args.served().to_owned(),
+        access_log: args.access_log.clone(),
+    });
     let mut hung = Vec::new();
     for conn in listener.incoming() {
         match conn {
@@ -342,8 +375,8 @@ fn main() -> ExitCode {
                 hung.push(stream)
             }
             Ok(stream) => {
-                let served = Arc::clone(&served);
-                std::thread::spawn(move || handle(stream, &served, hang_at));
+                let serving = Arc::clone(&serving);
+                std::thread::spawn(move || handle(stream, &serving, hang_at));
             }
             // Out of descriptors and the like: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -460,7 +493,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn handle(mut stream: TcpStream, served: &str, hang_at: Option<std::time::Instant>) {
+/// What every connection serves, and how it logs.
+#[derive(Debug)]
+struct Serving {
+    served: String,
+    access_log: AccessLog,
+}
+
+fn handle(mut stream: TcpStream, serving: &Serving, hang_at: Option<std::time::Instant>) {
     // Best effort: a client that hangs up early only loses its own answer.
     let _ = stream.set_read_timeout(Some(KEEP_ALIVE));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -478,19 +518,24 @@ fn handle(mut stream: TcpStream, served: &str, hang_at: Option<std::time::Instan
         }
         let (status, body, line, keep_alive) = match request {
             Ok(request) => {
-                let (status, body) = route(&request, served);
-                let line = format!("{} {} HTTP/1.1", request.method, request.path);
+                let (status, body) = route(&request, &serving.served);
+                let line = serving
+                    .access_log
+                    .logs(&request.path)
+                    .then(|| format!("{} {} HTTP/1.1", request.method, request.path));
                 (status, body, line, request.keep_alive)
             }
             Err(NoRequest::Closed) => return,
             Err(NoRequest::Bad(status, message)) => (
                 status,
                 Body::Json(vllm_error(status, message)),
-                "-".into(),
+                (!serving.access_log.off).then(|| "-".to_owned()),
                 false,
             ),
         };
-        println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
+        if let Some(line) = line {
+            println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
+        }
         if write_response(&mut stream, status, body, keep_alive).is_err() || !keep_alive {
             return;
         }

@@ -205,6 +205,64 @@ async fn process_takes_vllm_flags_in_both_forms_and_exits_0_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Runs the stub with `flags`, asks for /health twice and /v1/models once, stops it, and
+/// returns what it printed.
+async fn access_log_with(flags: &[&str]) -> String {
+    let port = free_port();
+    let child = Command::new(STUB_BINARY)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the stub");
+    let mut child = ChildGuard(child);
+    let client = &http();
+    let health = &format!("http://127.0.0.1:{port}/health");
+    poll_until("the stub process to serve", DEADLINE, || async move {
+        client.get(health).send().await.ok()
+    })
+    .await;
+    client.get(health).send().await.expect("second /health");
+    client
+        .get(format!("http://127.0.0.1:{port}/v1/models"))
+        .send()
+        .await
+        .expect("/v1/models");
+    kill(
+        Pid::from_raw(i32::try_from(child.0.id()).expect("pid fits")),
+        Signal::SIGTERM,
+    )
+    .expect("signal the stub");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().expect("stdout"), &mut out)
+        .expect("read stdout");
+    out
+}
+
+#[tokio::test]
+async fn process_leaves_paths_out_of_its_access_log_as_the_engines_switches_ask() {
+    let every = access_log_with(&[]).await;
+    assert_eq!(
+        every.matches("\"GET /health HTTP/1.1\" 200").count(),
+        2,
+        "{every}"
+    );
+    assert!(every.contains("\"GET /v1/models HTTP/1.1\" 200"), "{every}");
+
+    let vllm = access_log_with(&["--disable-access-log-for-endpoints", "/health,/metrics"]).await;
+    assert!(!vllm.contains("GET /health"), "{vllm}");
+    assert!(vllm.contains("\"GET /v1/models HTTP/1.1\" 200"), "{vllm}");
+
+    for off in [
+        &["--disable-uvicorn-access-log"][..],
+        &["--log-level-http", "warning"][..],
+    ] {
+        let quiet = access_log_with(off).await;
+        assert!(!quiet.contains("GET /"), "{off:?}: {quiet}");
+    }
+}
+
 #[test]
 fn process_rejects_a_bad_port_like_argparse() {
     let output = Command::new(STUB_BINARY)
