@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::daemon::{DaemonStatus, DeviceReport, ModelRequest, Recommendation, ServiceRequest};
-use crate::domain::{EventKind, Gpu, Model, Service, ServiceEvent};
+use crate::domain::{Event, EventKind, EventSubject, Gpu, Model, Service};
 
 /// `{"error":{"code","message"}}`, the body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -295,9 +295,14 @@ impl From<CreateServiceRequest> for ServiceRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventDto {
     pub seq: i64,
-    pub service_id: String,
+    /// The service the event is about; absent for a model's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    /// The model the event is about (`created`, `deleted`); absent for a service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
     pub time: DateTime<Utc>,
-    /// `phase`, `status`, `note` or `deleted`.
+    /// `phase`, `status`, `note`, `created` or `deleted`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,17 +312,23 @@ pub struct EventDto {
     pub message: String,
 }
 
-impl From<ServiceEvent> for EventDto {
-    fn from(e: ServiceEvent) -> Self {
+impl From<Event> for EventDto {
+    fn from(e: Event) -> Self {
         let (kind, phase, status) = match e.kind {
             EventKind::Phase(p) => ("phase", Some(p.to_string()), None),
             EventKind::Status(s) => ("status", None, Some(s.to_string())),
             EventKind::Note => ("note", None, None),
+            EventKind::Created => ("created", None, None),
             EventKind::Deleted => ("deleted", None, None),
+        };
+        let (service_id, model_id) = match &e.subject {
+            EventSubject::Service(id) => (Some(id.to_string()), None),
+            EventSubject::Model(id) => (None, Some(id.to_string())),
         };
         Self {
             seq: e.seq,
-            service_id: e.service_id.to_string(),
+            service_id,
+            model_id,
             time: e.at,
             kind: kind.to_owned(),
             phase,

@@ -492,7 +492,7 @@ async fn events_response(
     };
     let history = daemon
         .events()
-        .history(service.clone(), after)
+        .history(service.clone().map(Into::into), after)
         .await
         .map_err(crate::daemon::DaemonError::from)?;
     let stream = event_stream(
@@ -513,8 +513,8 @@ async fn events_response(
 fn event_stream(
     daemon: Daemon,
     service: Option<ServiceId>,
-    history: Vec<crate::domain::ServiceEvent>,
-    mut live: tokio::sync::broadcast::Receiver<crate::domain::ServiceEvent>,
+    history: Vec<crate::domain::Event>,
+    mut live: tokio::sync::broadcast::Receiver<crate::domain::Event>,
     after: i64,
     follow: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -539,13 +539,14 @@ fn event_stream(
                 Ok(event) => vec![event],
                 Err(RecvError::Lagged(_)) => daemon
                     .events()
-                    .history(service.clone(), last)
+                    .history(service.clone().map(Into::into), last)
                     .await
                     .unwrap_or_default(),
                 Err(RecvError::Closed) => return,
             };
             for event in batch {
-                if event.seq <= last || service.as_ref().is_some_and(|s| *s != event.service_id) {
+                if event.seq <= last || service.is_some() && event.service_id() != service.as_ref()
+                {
                     continue;
                 }
                 last = event.seq;
@@ -557,7 +558,7 @@ fn event_stream(
     })
 }
 
-fn to_sse(event: crate::domain::ServiceEvent) -> Result<Event, Infallible> {
+fn to_sse(event: crate::domain::Event) -> Result<Event, Infallible> {
     let dto = EventDto::from(event);
     let data = serde_json::to_string(&dto).unwrap_or_default();
     Ok(Event::default()

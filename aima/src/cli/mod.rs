@@ -61,6 +61,12 @@ enum Command {
     Device(device::DeviceCommand),
     /// What is loaded: engines starting or running, their GPU, traffic and unload time.
     Ps,
+    /// Every service's and model's events, oldest first (an audit trail, as docker events).
+    Events {
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Show this binary's version, commit and build date, and the daemon's.
     Version,
     /// Print a shell completion script: aima completions bash > /etc/bash_completion.d/aima
@@ -143,6 +149,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Service(command) => service::run(&client, cli.output, command).await,
             Command::Device(command) => device::run(&client, cli.output, command).await,
             Command::Ps => ps::run(&client, cli.output).await,
+            Command::Events { follow } => {
+                let path = format!("/api/v1/events?follow={follow}");
+                service::print_events(&client, cli.output, &path).await
+            }
         }
     })
 }

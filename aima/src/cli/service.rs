@@ -293,26 +293,33 @@ pub async fn run(
                 "/api/v1/services/{}/events?follow={follow}",
                 path_segment(&id)
             );
-            let mut events = std::pin::pin!(client.events(&path).await?);
-            while let Some(event) = events.next().await {
-                let event = event?;
-                match format {
-                    OutputFormat::Table | OutputFormat::Wide => {
-                        println!("{}", event_line(&event))
-                    }
-                    OutputFormat::Json => {
-                        println!("{}", serde_json::to_string(&event).unwrap_or_default())
-                    }
-                    // A YAML stream: one document per event, each opened by `---`.
-                    OutputFormat::Yaml => print!(
-                        "---\n{}",
-                        serde_yaml_ng::to_string(&event).unwrap_or_default()
-                    ),
-                }
-            }
-            Ok(())
+            print_events(client, format, &path).await
         }
     }
+}
+
+/// Prints an event stream as it comes: a line per event, JSON lines, or a YAML stream.
+pub async fn print_events(
+    client: &Client,
+    format: OutputFormat,
+    path: &str,
+) -> Result<(), CliError> {
+    let mut events = std::pin::pin!(client.events(path).await?);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        match format {
+            OutputFormat::Table | OutputFormat::Wide => println!("{}", event_line(&event)),
+            OutputFormat::Json => {
+                println!("{}", serde_json::to_string(&event).unwrap_or_default())
+            }
+            // A YAML stream: one document per event, each opened by `---`.
+            OutputFormat::Yaml => print!(
+                "---\n{}",
+                serde_yaml_ng::to_string(&event).unwrap_or_default()
+            ),
+        }
+    }
+    Ok(())
 }
 
 async fn list(client: &Client, format: OutputFormat, args: &ListArgs) -> Result<(), CliError> {
@@ -537,10 +544,15 @@ fn event_line(event: &EventDto) -> String {
         _ => event.kind.clone(),
     };
     let time = event.time.format("%H:%M:%S%.3f");
+    let subject = event
+        .service_id
+        .as_deref()
+        .or(event.model_id.as_deref())
+        .unwrap_or("-");
     if event.message.is_empty() {
-        format!("{time} {} {what}", event.service_id)
+        format!("{time} {subject} {what}")
     } else {
-        format!("{time} {} {what}: {}", event.service_id, event.message)
+        format!("{time} {subject} {what}: {}", event.message)
     }
 }
 

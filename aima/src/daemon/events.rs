@@ -5,7 +5,9 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::domain::{EventKind, ServiceEvent, ServiceId, ServiceStatus, StartPhase};
+use crate::domain::{
+    Event, EventKind, EventSubject, ModelId, ServiceId, ServiceStatus, StartPhase,
+};
 use crate::metrics::{Metrics, StartResult};
 use crate::store::{Store, StoreError};
 
@@ -17,7 +19,7 @@ const BUS_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct EventBus {
     store: Store,
-    sender: broadcast::Sender<ServiceEvent>,
+    sender: broadcast::Sender<Event>,
     /// Storing (which numbers the event) and sending happen under one lock, so live
     /// subscribers see events in `seq` order and skip none.
     order: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -83,19 +85,33 @@ impl EventBus {
         }
     }
 
-    /// Records and broadcasts an event. A failed write is logged and the event is still
-    /// delivered live: losing history must not also blind the operator watching now.
+    /// Records and broadcasts an event about a service.
     pub async fn publish(
         &self,
         service_id: &ServiceId,
         kind: EventKind,
         message: impl Into<String>,
     ) {
+        self.publish_about(service_id.clone().into(), kind, message.into())
+            .await;
+    }
+
+    /// Records and broadcasts an event about a model.
+    pub async fn publish_model(&self, model_id: &ModelId, kind: EventKind, message: String) {
+        self.publish_about(model_id.clone().into(), kind, message)
+            .await;
+    }
+
+    /// Records and broadcasts an event. A failed write is logged and the event is still
+    /// delivered live: losing history must not also blind the operator watching now.
+    async fn publish_about(&self, subject: EventSubject, kind: EventKind, message: String) {
         let _in_order = self.order.lock().await;
-        self.time_start(service_id, &kind);
+        if let EventSubject::Service(service_id) = &subject {
+            self.time_start(service_id, &kind);
+        }
         // Messages quote engine output and host commands: keep each to one line.
-        let message = crate::domain::one_line(&message.into());
-        let mut event = ServiceEvent::new(service_id.clone(), kind, message, Utc::now());
+        let message = crate::domain::one_line(&message);
+        let mut event = Event::new(subject.clone(), kind, message, Utc::now());
         let stored = event.clone();
         match self
             .store
@@ -106,26 +122,26 @@ impl EventBus {
             .await
         {
             Ok(seq) => event.seq = seq,
-            Err(e) => tracing::error!(service = %service_id, "event not stored: {e}"),
+            Err(e) => tracing::error!(%subject, "event not stored: {e}"),
         }
-        tracing::debug!(service = %service_id, kind = ?event.kind, "{}", event.message);
+        tracing::debug!(%subject, kind = ?event.kind, "{}", event.message);
         // No subscribers is normal; nothing else can fail here.
         let _ = self.sender.send(event);
     }
 
     /// Live events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<ServiceEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
     }
 
-    /// Stored events after `after_seq`, for one service or all.
+    /// Stored events after `after_seq`, about one subject or all.
     pub async fn history(
         &self,
-        service: Option<ServiceId>,
+        subject: Option<EventSubject>,
         after_seq: i64,
-    ) -> Result<Vec<ServiceEvent>, StoreError> {
+    ) -> Result<Vec<Event>, StoreError> {
         self.store
-            .run(move |store| store.events(service.as_ref(), after_seq))
+            .run(move |store| store.events(subject.as_ref(), after_seq))
             .await
     }
 

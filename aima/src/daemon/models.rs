@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 
 use super::{Daemon, DaemonError};
-use crate::domain::{Invalid, Model, ModelId, ModelSpec};
+use crate::domain::{EventKind, Invalid, Model, ModelId, ModelSpec};
 use crate::store::StoreError;
 
 /// Fields of a model registration as the caller gave them, before validation.
@@ -47,6 +47,18 @@ impl Daemon {
             })
             .await?;
         tracing::info!(id = %model.id, name = %model.name, source = %model.source, "model registered");
+        let from = model
+            .repo
+            .as_deref()
+            .or(model.path.as_deref())
+            .unwrap_or_default();
+        self.events()
+            .publish_model(
+                &model.id,
+                EventKind::Created,
+                format!("registered {} from {} {from}", model.name, model.source),
+            )
+            .await;
         Ok(model)
     }
 
@@ -86,6 +98,13 @@ impl Daemon {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(id = %model.id, "model deleted");
+        self.events()
+            .publish_model(
+                &model.id,
+                EventKind::Deleted,
+                format!("deleted {}", model.name),
+            )
+            .await;
         Ok(model)
     }
 }

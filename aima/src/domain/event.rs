@@ -2,7 +2,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use super::{ServiceId, ServiceStatus};
+use super::{Invalid, ModelId, ServiceId, ServiceStatus};
 
 /// The steps of a start, in order; each is published as it begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,34 +63,96 @@ pub enum EventKind {
     Status(ServiceStatus),
     /// Something worth telling that changes no status (an attempt retried, pull progress).
     Note,
-    /// The service was deleted; its history stays in the global stream, an audit trail.
+    /// A model was registered.
+    Created,
+    /// The service or model was deleted; its history stays in the global stream, an
+    /// audit trail.
     Deleted,
 }
 
-/// One entry of a service's history, kept in SQLite and streamed to subscribers.
+/// What an event is about: a service, or a model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventSubject {
+    Service(ServiceId),
+    Model(ModelId),
+}
+
+impl EventSubject {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Service(id) => id.as_str(),
+            Self::Model(id) => id.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for EventSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventSubject {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Self::Service)
+            .or_else(|_| s.parse().map(Self::Model))
+            .map_err(|_| {
+                Invalid::new(
+                    "id",
+                    format!("'{s}' is neither a service id nor a model id"),
+                )
+            })
+    }
+}
+
+impl From<ServiceId> for EventSubject {
+    fn from(id: ServiceId) -> Self {
+        Self::Service(id)
+    }
+}
+
+impl From<ModelId> for EventSubject {
+    fn from(id: ModelId) -> Self {
+        Self::Model(id)
+    }
+}
+
+/// One entry of a service's or a model's history, kept in SQLite and streamed to
+/// subscribers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceEvent {
-    /// Assigned by the store; increases across all services.
+pub struct Event {
+    /// Assigned by the store; increases across all subjects.
     pub seq: i64,
-    pub service_id: ServiceId,
+    pub subject: EventSubject,
     pub at: DateTime<Utc>,
     pub kind: EventKind,
     pub message: String,
 }
 
-impl ServiceEvent {
+impl Event {
     pub fn new(
-        service_id: ServiceId,
+        subject: impl Into<EventSubject>,
         kind: EventKind,
         message: impl Into<String>,
         at: DateTime<Utc>,
     ) -> Self {
         Self {
             seq: 0,
-            service_id,
+            subject: subject.into(),
             at,
             kind,
             message: message.into(),
+        }
+    }
+
+    /// The service this event is about, if it is about one.
+    pub fn service_id(&self) -> Option<&ServiceId> {
+        match &self.subject {
+            EventSubject::Service(id) => Some(id),
+            EventSubject::Model(_) => None,
         }
     }
 }

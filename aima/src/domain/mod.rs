@@ -9,7 +9,7 @@ mod service;
 mod text;
 mod traffic;
 
-pub use event::{EventKind, ServiceEvent, StartPhase};
+pub use event::{Event, EventKind, EventSubject, StartPhase};
 pub use failure::{Failure, FailureCause};
 pub use gpu::{
     DoesNotFit, Gpu, GpuClaim, GpuInventory, available_mib, claim_mib, largest_fitting_fraction,

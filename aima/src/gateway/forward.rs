@@ -267,7 +267,7 @@ fn loading_stream(
                 outcome = &mut ready => break outcome,
                 event = events.recv() => {
                     if let Ok(event) = event
-                        && event.service_id == service.id
+                        && event.service_id() == Some(&service.id)
                         && let EventKind::Phase(p) = event.kind
                     {
                         phase = p.to_string();

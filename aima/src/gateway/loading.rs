@@ -70,7 +70,7 @@ async fn start_and_wait(
     let outcome = async {
         loop {
             match events.recv().await {
-                Ok(event) if event.service_id == id => match event.kind {
+                Ok(event) if event.service_id() == Some(&id) => match event.kind {
                     EventKind::Status(ServiceStatus::Running) => return Ok(()),
                     EventKind::Status(ServiceStatus::Failed) => {
                         return Err(format!("service {id} failed to start: {}", event.message));

@@ -66,6 +66,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE services ADD COLUMN max_concurrency INTEGER;
     ALTER TABLE services ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE services ADD COLUMN is_default INTEGER NOT NULL DEFAULT 0;",
+    // 6: events are about a service or a model (created, deleted).
+    "ALTER TABLE service_events RENAME TO events;
+    ALTER TABLE events RENAME COLUMN service_id TO subject;
+    DROP INDEX service_events_by_service;
+    CREATE INDEX events_by_subject ON events(subject, seq);",
 ];
 
 /// The migration that makes names unique (renaming later duplicates).

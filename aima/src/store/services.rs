@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::models::{format_time, parse_time};
 use super::{Store, StoreError};
 use crate::domain::{
-    EnvVar, EventKind, GpuClaim, ModelId, Service, ServiceEvent, ServiceId, StartPhase,
+    EnvVar, Event, EventKind, EventSubject, GpuClaim, ModelId, Service, ServiceId, StartPhase,
 };
 
 /// Events kept per service; older ones are dropped as new ones arrive.
@@ -228,19 +228,25 @@ impl Store {
     }
 
     /// Stores an event, assigning its `seq`, and trims the service's history.
-    pub fn insert_event(&self, event: &mut ServiceEvent) -> Result<(), StoreError> {
+    pub fn insert_event(&self, event: &mut Event) -> Result<(), StoreError> {
         let (kind, detail) = encode_kind(event.kind);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO service_events (service_id, at, kind, detail, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![event.service_id.as_str(), format_time(event.at), kind, detail, event.message],
+            "INSERT INTO events (subject, at, kind, detail, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                event.subject.as_str(),
+                format_time(event.at),
+                kind,
+                detail,
+                event.message
+            ],
         )?;
         event.seq = tx.last_insert_rowid();
         tx.execute(
-            "DELETE FROM service_events WHERE service_id = ?1 AND seq <= ?2 - ?3
-             AND seq NOT IN (SELECT seq FROM service_events WHERE service_id = ?1 ORDER BY seq DESC LIMIT ?3)",
-            params![event.service_id.as_str(), event.seq, EVENTS_KEPT_PER_SERVICE],
+            "DELETE FROM events WHERE subject = ?1 AND seq <= ?2 - ?3
+             AND seq NOT IN (SELECT seq FROM events WHERE subject = ?1 ORDER BY seq DESC LIMIT ?3)",
+            params![event.subject.as_str(), event.seq, EVENTS_KEPT_PER_SERVICE],
         )?;
         tx.commit()?;
         Ok(())
@@ -248,25 +254,23 @@ impl Store {
 
     /// The newest event's sequence number, 0 when there is none.
     pub fn latest_event_seq(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM service_events",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
     }
 
     /// Stored events after `after_seq`, oldest first; for one service or all.
     pub fn events(
         &self,
-        service: Option<&ServiceId>,
+        subject: Option<&EventSubject>,
         after_seq: i64,
-    ) -> Result<Vec<ServiceEvent>, StoreError> {
+    ) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, service_id, at, kind, detail, message FROM service_events
-             WHERE seq > ?1 AND (?2 IS NULL OR service_id = ?2) ORDER BY seq",
+            "SELECT seq, subject, at, kind, detail, message FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR subject = ?2) ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![after_seq, service.map(ServiceId::as_str)], |r| {
+        let rows = stmt.query_map(params![after_seq, subject.map(EventSubject::as_str)], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -277,10 +281,10 @@ impl Store {
             ))
         })?;
         rows.map(|row| {
-            let (seq, service_id, at, kind, detail, message) = row?;
-            Ok(ServiceEvent {
+            let (seq, subject, at, kind, detail, message) = row?;
+            Ok(Event {
                 seq,
-                service_id: service_id
+                subject: subject
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?,
                 at: parse_time(&at)?,
@@ -299,9 +303,9 @@ pub const DELETED_EVENTS_KEPT: i64 = 10_000;
 /// Keeps only the newest `keep` events of services that no longer exist.
 fn trim_deleted_history(conn: &rusqlite::Connection, keep: i64) -> rusqlite::Result<usize> {
     conn.execute(
-        "DELETE FROM service_events WHERE seq IN (
-            SELECT seq FROM service_events
-            WHERE service_id NOT IN (SELECT id FROM services)
+        "DELETE FROM events WHERE seq IN (
+            SELECT seq FROM events
+            WHERE subject NOT IN (SELECT id FROM services) AND subject NOT IN (SELECT id FROM models)
             ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
         [keep],
     )
@@ -312,6 +316,7 @@ fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
         EventKind::Phase(phase) => ("phase", Some(phase.as_str())),
         EventKind::Status(status) => ("status", Some(status.as_str())),
         EventKind::Note => ("note", None),
+        EventKind::Created => ("created", None),
         EventKind::Deleted => ("deleted", None),
     }
 }
@@ -321,6 +326,7 @@ fn decode_kind(kind: &str, detail: Option<&str>) -> Option<EventKind> {
         ("phase", Some(p)) => StartPhase::parse(p).map(EventKind::Phase),
         ("status", Some(s)) => s.parse().ok().map(EventKind::Status),
         ("note", _) => Some(EventKind::Note),
+        ("created", _) => Some(EventKind::Created),
         ("deleted", _) => Some(EventKind::Deleted),
         _ => None,
     }
@@ -529,7 +535,7 @@ mod tests {
         let a = ServiceId::random("vllm");
         let b = ServiceId::random("vllm");
         for i in 0..(EVENTS_KEPT_PER_SERVICE + 20) {
-            let mut e = ServiceEvent::new(
+            let mut e = Event::new(
                 a.clone(),
                 EventKind::Phase(StartPhase::Health),
                 format!("a{i}"),
@@ -537,14 +543,14 @@ mod tests {
             );
             store.insert_event(&mut e).expect("insert");
         }
-        let mut e = ServiceEvent::new(
+        let mut e = Event::new(
             b.clone(),
             EventKind::Status(ServiceStatus::Running),
             "up",
             Utc::now(),
         );
         store.insert_event(&mut e).expect("insert");
-        let of_a = store.events(Some(&a), 0).expect("events");
+        let of_a = store.events(Some(&a.clone().into()), 0).expect("events");
         assert_eq!(of_a.len() as i64, EVENTS_KEPT_PER_SERVICE);
         assert_eq!(
             of_a.last().expect("last").message,
@@ -565,23 +571,36 @@ mod tests {
         for s in [&kept, &gone] {
             store.insert_service(s).expect("insert");
             for i in 0..3 {
-                let mut e =
-                    ServiceEvent::new(s.id.clone(), EventKind::Note, format!("{i}"), Utc::now());
+                let mut e = Event::new(s.id.clone(), EventKind::Note, format!("{i}"), Utc::now());
                 store.insert_event(&mut e).expect("event");
             }
         }
         assert!(store.delete_service(&gone.id).expect("delete"));
-        assert_eq!(store.events(Some(&gone.id), 0).expect("events").len(), 3);
+        assert_eq!(
+            store
+                .events(Some(&gone.id.clone().into()), 0)
+                .expect("events")
+                .len(),
+            3
+        );
         // Past the bound, the oldest events of deleted services go; live services keep theirs.
         let conn = store.conn();
         assert_eq!(trim_deleted_history(&conn, 1).expect("trim"), 2);
         drop(conn);
-        let left = store.events(Some(&gone.id), 0).expect("events");
+        let left = store
+            .events(Some(&gone.id.clone().into()), 0)
+            .expect("events");
         assert_eq!(
             left.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
             ["2"]
         );
-        assert_eq!(store.events(Some(&kept.id), 0).expect("events").len(), 3);
+        assert_eq!(
+            store
+                .events(Some(&kept.id.clone().into()), 0)
+                .expect("events")
+                .len(),
+            3
+        );
     }
 
     #[test]

@@ -597,3 +597,46 @@ async fn a_deleted_service_leaves_its_history_and_a_deleted_event_in_the_global_
     let (status, _) = get(&d, &format!("/api/v1/services/{id}")).await;
     assert_eq!(status, 404);
 }
+
+#[test]
+fn models_have_created_and_deleted_events_in_the_global_stream() {
+    let d = TestDaemon::start();
+    let id = model(&d, "audited", "ollama");
+    let (code, _, stderr) = run(d.cli().args(["model", "delete", "audited"]));
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stdout, stderr) = run(d.cli().args(["events", "-o", "json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|e: &Value| e["model_id"] == id.as_str())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["created", "deleted"], "{stdout}");
+    assert!(
+        events.iter().all(|e| e.get("service_id").is_none()),
+        "{stdout}"
+    );
+    assert_eq!(
+        events[0]["message"],
+        "registered audited from ollama tinyllama"
+    );
+    assert_eq!(events[1]["message"], "deleted audited");
+
+    // The people's view names the model in each line.
+    let (code, stdout, _) = run(d.cli().args(["events"]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(&id)).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "{id} created: registered audited from ollama tinyllama"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].ends_with(&format!("{id} deleted: deleted audited")),
+        "{stdout}"
+    );
+}
