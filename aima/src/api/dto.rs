@@ -61,8 +61,11 @@ impl From<Model> for ModelDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModelRequest {
+    /// Printable text, unique among models, not shaped like an id.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// `ollama`, `huggingface`, `modelscope` or `local`.
+    #[schema(pattern = "^(ollama|huggingface|modelscope|local)$")]
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
@@ -242,15 +245,23 @@ impl From<Service> for ServiceDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceRequest {
+    /// The model's id, name or a unique prefix of its id.
+    #[schema(min_length = 1)]
     pub model_id: String,
     /// `vllm`, `sglang`, `llamacpp` or `ollama`.
+    #[schema(pattern = "^(vllm|sglang|llamacpp|ollama)$")]
     pub engine_type: String,
+    /// Printable text, unique among services, not shaped like an id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
-    /// Host port; the lowest free port of the range when absent.
+    /// Host port inside the daemon's AIMA_PORT_RANGE; the lowest free one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+    /// The share of the GPU's memory the engine may take, in (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub gpu_memory_utilization: Option<f64>,
     /// `KEY=VALUE` entries passed to the engine container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

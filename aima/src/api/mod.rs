@@ -1,6 +1,7 @@
 //! The HTTP API: routes, wire shapes, error mapping and the OpenAPI document.
 //! The only module that speaks HTTP.
 
+mod contract;
 mod devices;
 pub mod dto;
 mod error;
@@ -11,6 +12,7 @@ mod ps;
 mod services;
 mod system;
 
+use contract::Contract;
 pub use error::ApiError;
 pub use guard::{AccessPolicy, guard};
 
@@ -78,6 +80,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         devices::legacy_recommend,
         ps::loaded,
     ),
+    modifiers(&Contract),
     components(schemas(
         dto::ErrorBody,
         dto::DaemonSettingsDto,

@@ -58,6 +58,7 @@ pub async fn legacy_list_models(
     responses(
         (status = 201, body = ModelDto),
         (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
         (status = 422, description = "invalid field", body = ErrorBody),
     ))]
 pub async fn create_model(
@@ -81,7 +82,8 @@ pub async fn get_model(
 /// Deletes a model and answers with it.
 #[utoipa::path(delete, path = "/api/v1/models/{id}", tag = "models",
     params(("id" = String, Path, description = "model id, e.g. model-1a2b3c4d")),
-    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody),
+        (status = 409, description = "services still use the model; they are named", body = ErrorBody)))]
 pub async fn delete_model(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,

@@ -1,8 +1,10 @@
 //! Every query parameter a route takes is declared in the OpenAPI document; anything else
 //! is the caller's typo (`?stauts=running`) and gets a 400 naming it, instead of being
-//! ignored and answering as if no filter had been asked for.
+//! ignored and answering as if no filter had been asked for. A declared parameter's value
+//! must fit its schema's `enum`, `pattern` and `minLength` too, so the document is the one
+//! statement of what the API takes, and a client generated from it is never surprised.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -10,6 +12,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::ApiError;
 
@@ -24,7 +27,69 @@ struct Route {
     method: Method,
     /// Path segments; `None` stands for a `{template}` segment.
     segments: Vec<Option<String>>,
-    query: BTreeSet<String>,
+    query: BTreeMap<String, ValueRule>,
+}
+
+/// What a query parameter's schema allows of its value.
+#[derive(Debug, Default)]
+struct ValueRule {
+    one_of: Option<Vec<String>>,
+    pattern: Option<regex::Regex>,
+    min_length: Option<usize>,
+    /// What a value must be, in words, for the message when the pattern does not match.
+    described: Option<String>,
+}
+
+impl ValueRule {
+    fn from_schema(schema: Option<&RefOr<Schema>>) -> Self {
+        let Some(RefOr::T(Schema::Object(object))) = schema else {
+            return Self::default();
+        };
+        Self {
+            one_of: object.enum_values.as_ref().map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect()
+            }),
+            // The document's patterns are this crate's constants, tested to compile.
+            pattern: object
+                .pattern
+                .as_deref()
+                .and_then(|p| regex::Regex::new(p).ok()),
+            min_length: object.min_length,
+            described: object.description.clone(),
+        }
+    }
+
+    /// Why `value` does not fit, if it does not.
+    fn refuse(&self, name: &str, value: &str) -> Option<String> {
+        let shown = crate::domain::one_line(value);
+        if let Some(allowed) = &self.one_of
+            && !allowed.iter().any(|a| a == value)
+        {
+            return Some(format!(
+                "{name} '{shown}' is not one of {}",
+                allowed.join(", ")
+            ));
+        }
+        if self
+            .min_length
+            .is_some_and(|min| value.chars().count() < min)
+        {
+            return Some(format!("{name} is empty; give it a value or leave it out"));
+        }
+        if let Some(pattern) = &self.pattern
+            && !pattern.is_match(value)
+        {
+            let wanted = self
+                .described
+                .clone()
+                .unwrap_or_else(|| format!("a value matching {}", pattern.as_str()));
+            return Some(format!("{name} '{shown}' is not valid; write {wanted}"));
+        }
+        None
+    }
 }
 
 impl DeclaredParams {
@@ -52,7 +117,7 @@ impl DeclaredParams {
                     .iter()
                     .flatten()
                     .filter(|p| matches!(p.parameter_in, ParameterIn::Query))
-                    .map(|p| p.name.clone())
+                    .map(|p| (p.name.clone(), ValueRule::from_schema(p.schema.as_ref())))
                     .collect();
                 routes.push(Route {
                     method: method.clone(),
@@ -65,7 +130,7 @@ impl DeclaredParams {
     }
 
     /// The query parameters of `method path`, if the document has that route.
-    fn query_of(&self, method: &Method, path: &str) -> Option<&BTreeSet<String>> {
+    fn query_of(&self, method: &Method, path: &str) -> Option<&BTreeMap<String, ValueRule>> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // A literal segment wins over a template (`/services/list` before `/services/{id}`).
         self.routes
@@ -81,24 +146,30 @@ impl DeclaredParams {
             .map(|r| &r.query)
     }
 
-    /// The first parameter of `query` that `method path` does not take, with the fix.
-    pub fn unknown(&self, method: &Method, path: &str, query: &str) -> Option<String> {
+    /// The first parameter of `query` that `method path` does not take, or whose value
+    /// its schema does not allow, with the fix.
+    pub fn refuse(&self, method: &Method, path: &str, query: &str) -> Option<String> {
         let declared = self.query_of(method, path)?;
-        let unknown = form_urlencoded::parse(query.as_bytes())
-            .map(|(key, _)| key.into_owned())
-            .find(|key| !declared.contains(key))?;
-        let takes = if declared.is_empty() {
-            "it takes none".to_owned()
-        } else {
-            format!(
-                "it takes {}",
-                declared.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        };
-        Some(format!(
-            "unknown query parameter '{}' for {method} {path}; {takes}",
-            crate::domain::one_line(&unknown)
-        ))
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let Some(rule) = declared.get(key.as_ref()) else {
+                let takes = if declared.is_empty() {
+                    "it takes none".to_owned()
+                } else {
+                    format!(
+                        "it takes {}",
+                        declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                return Some(format!(
+                    "unknown query parameter '{}' for {method} {path}; {takes}",
+                    crate::domain::one_line(&key)
+                ));
+            };
+            if let Some(refused) = rule.refuse(&key, &value) {
+                return Some(refused);
+            }
+        }
+        None
     }
 }
 
@@ -109,7 +180,7 @@ pub async fn refuse_unknown(
     next: Next,
 ) -> Response {
     if let Some(query) = request.uri().query()
-        && let Some(message) = declared.unknown(request.method(), request.uri().path(), query)
+        && let Some(message) = declared.refuse(request.method(), request.uri().path(), query)
     {
         return ApiError::new(StatusCode::BAD_REQUEST, message).into_response();
     }
@@ -129,7 +200,7 @@ mod tests {
     fn declared_parameters_pass_and_others_are_named() {
         let d = declared();
         assert_eq!(
-            d.unknown(
+            d.refuse(
                 &Method::GET,
                 "/api/v1/services/abc/logs",
                 "tail=5&follow=true"
@@ -137,18 +208,34 @@ mod tests {
             None
         );
         assert_eq!(
-            d.unknown(&Method::GET, "/api/v1/services", "stauts=running"),
+            d.refuse(&Method::GET, "/api/v1/services", "stauts=running"),
             Some(
                 "unknown query parameter 'stauts' for GET /api/v1/services; it takes engine, model, name, status"
                     .to_owned()
             )
         );
         assert_eq!(
-            d.unknown(&Method::GET, "/api/v1/models/m1", "x=1"),
+            d.refuse(&Method::GET, "/api/v1/models/m1", "x=1"),
             Some("unknown query parameter 'x' for GET /api/v1/models/m1; it takes none".to_owned())
         );
+        assert_eq!(
+            d.refuse(&Method::GET, "/api/v1/services", "status=runing"),
+            Some("status 'runing' is not one of creating, starting, running, stopping, stopped, failed".to_owned())
+        );
+        assert_eq!(
+            d.refuse(&Method::GET, "/api/v1/services", "name="),
+            Some("name is empty; give it a value or leave it out".to_owned())
+        );
+        assert!(
+            d.refuse(&Method::GET, "/api/v1/services/a/logs", "since=soon")
+                .is_some_and(|m| m.starts_with("since 'soon' is not valid; write an RFC 3339 time"))
+        );
+        assert_eq!(
+            d.refuse(&Method::GET, "/api/v1/services/a/logs", "since=10m"),
+            None
+        );
         // Routes the document does not know are left to the router (404, 405).
-        assert_eq!(d.unknown(&Method::GET, "/api/v1/nowhere", "x=1"), None);
-        assert_eq!(d.unknown(&Method::PUT, "/api/v1/services", "x=1"), None);
+        assert_eq!(d.refuse(&Method::GET, "/api/v1/nowhere", "x=1"), None);
+        assert_eq!(d.refuse(&Method::PUT, "/api/v1/services", "x=1"), None);
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::{ServiceStatus, TrafficSource};
 
 /// Starting and running services with their GPU placement and gateway traffic.
 #[utoipa::path(get, path = "/api/v1/ps", tag = "services",
-    responses((status = 200, body = Vec<LoadedDto>, description = "{\"items\":[...]}"), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = inline(List<LoadedDto>)), (status = 503, body = ErrorBody)))]
 pub async fn loaded(
     State(daemon): State<Daemon>,
     Extension(gateway): Extension<Arc<dyn TrafficSource>>,

@@ -468,7 +468,7 @@ async fn events_response(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().trim().to_owned());
     let after = match resume.as_deref().or(query.after.as_deref()) {
-        Some(id) if resume.is_some() => id.parse().map_err(|_| {
+        Some(id) if resume.is_some() => digits(id).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -483,7 +483,7 @@ async fn events_response(
             .latest_seq()
             .await
             .map_err(crate::daemon::DaemonError::from)?,
-        Some(n) => n.parse().map_err(|_| {
+        Some(n) => digits(n).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("after '{n}' is not a sequence number; pass a number or 'latest'"),
@@ -506,6 +506,14 @@ async fn events_response(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// A sequence number: digits only (no sign), as the document's pattern says.
+fn digits(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// History first, then live events with `seq` past what was sent; a subscriber that falls

@@ -507,7 +507,7 @@ fn logs_are_kept_after_a_stop_and_take_since_and_timestamps() {
     assert_eq!(code, 1);
     assert_eq!(
         stderr,
-        "error: since 'soon' is not a time; write an RFC 3339 time (2026-12-02T10:00:00Z), unix seconds, or a duration ago such as 10m\n"
+        "error: since 'soon' is not valid; write an RFC 3339 time (2026-12-02T10:00:00Z), unix seconds, or a duration ago such as 10m\n"
     );
     run(d.cli().args(["service", "delete", "s"]));
 }
