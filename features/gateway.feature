@@ -37,7 +37,7 @@ Feature: Model gateway - one OpenAI endpoint that routes by model and starts eng
     Then the engine of service "gw" saw the client disconnect early
 
   Scenario: 6. An engine killed mid-stream ends the stream with an error event
-    Given a running service "gw" for model "gw-model" with env "STUB_TOKEN_DELAY_MS=20"
+    Given a running service "gw" for model "gw-model" with env "STUB_TOKEN_DELAY_MS=20" and restart policy "no"
     When I start a long streaming request for "gw-model" and the engine of service "gw" is killed
     Then the stream ended with an error event
     And within 10000 ms service "gw" is "failed" with a reason mentioning "exited"

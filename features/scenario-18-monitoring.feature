@@ -49,7 +49,7 @@ Feature: Scenario 18 - monitoring a service: progress, logs, events and status
     Then the CLI and the HTTP API report the same status for service "watched"
 
   Scenario: 8. A container removed behind AIMA's back turns the service "failed" at once
-    Given a running service "watched" for model "watched-model"
+    Given a running service "watched" for model "watched-model" with restart policy "no"
     When someone removes the container of service "watched" with docker
     Then within 1000 ms service "watched" is "failed" with a reason mentioning "killed by signal 9"
     And no container of this run is left

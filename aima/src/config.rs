@@ -110,6 +110,9 @@ pub struct Settings {
     pub simulate_gpus: Option<Vec<(String, u64)>>,
     /// `AIMA_SIMULATE_GPU_RELEASE`: how long a simulated GPU keeps a stopped engine's memory.
     pub simulate_gpu_release: Duration,
+    /// `AIMA_RESTART_BACKOFF`: the first wait before a failed service is restarted (10s);
+    /// the cap is 30 times it, and 60 times it of healthy running forgets earlier failures.
+    pub restart_backoff: crate::domain::Backoff,
     /// `AIMA_API_TOKEN`, else the contents of `$AIMA_HOME/token`: the bearer token every
     /// request must carry. The daemon refuses a non-loopback address without one.
     pub api_token: Option<ApiToken>,
@@ -337,6 +340,19 @@ impl Settings {
             None => Duration::ZERO,
         };
 
+        let restart_backoff = match env("AIMA_RESTART_BACKOFF") {
+            Some(value) => crate::domain::Backoff {
+                first: parse_duration(&value)
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or(ConfigError::Invalid {
+                        setting: "AIMA_RESTART_BACKOFF".to_owned(),
+                        value,
+                        expected: "a duration of 100ms or more, such as 10s",
+                    })?,
+            },
+            None => crate::domain::Backoff::default(),
+        };
+
         Ok(Self {
             home,
             addr,
@@ -345,6 +361,7 @@ impl Settings {
             engine_images,
             simulate_gpus,
             simulate_gpu_release,
+            restart_backoff,
             api_token,
             publish_addr,
             model_roots,

@@ -126,12 +126,12 @@ fn tighten(parameter: &mut Parameter) {
             json!({"type": "string", "enum": ["ollama", "huggingface", "modelscope", "local"]})
         }
         "name" | "model" | "service_id" | "model_id" => json!({"type": "string", "minLength": 1}),
+        "tail" => json!({"type": "integer", "minimum": 0, "maximum": 100_000_000}),
         "since" => json!({
             "type": "string",
             "description": "an RFC 3339 time (2026-12-02T10:00:00Z), unix seconds, or a duration ago such as 10m",
             "pattern": SINCE_PATTERN,
         }),
-        "tail" => json!({"type": "integer", "minimum": 0, "maximum": 1_000_000_000}),
         _ => return,
     };
     parameter.schema = Some(decode(schema));
@@ -155,7 +155,7 @@ fn describe_event_streams(operation: &mut Operation) {
                 "required": ["id", "event", "data"],
                 "properties": {
                     "id": {"type": "string", "pattern": "^[0-9]+$"},
-                    "event": {"type": "string", "enum": ["phase", "status", "note", "created", "deleted"]},
+                    "event": {"type": "string", "enum": ["phase", "status", "note", "created", "restarted", "deleted"]},
                     "data": {
                         "type": "string",
                         "contentMediaType": "application/json",

@@ -196,7 +196,7 @@ pub struct ServiceDto {
     pub engine: String,
     /// Host port, held from create until delete.
     pub port: u16,
-    /// `creating`, `starting`, `running`, `stopping`, `stopped` or `failed`.
+    /// `creating`, `starting`, `running`, `stopping`, `stopped`, `failed` or `backoff`.
     pub status: String,
     pub status_reason: Option<String>,
     pub container_id: Option<String>,
@@ -211,6 +211,20 @@ pub struct ServiceDto {
     pub pinned: bool,
     /// Where a request for its model goes when none of the model's services runs.
     pub default: bool,
+    /// `no`, `on-failure:MAX` or `always`.
+    pub restart: String,
+    /// Restarts the restart policy began, ever.
+    pub restarts: u32,
+    /// Failures since the engine last ran healthy for long; MAX counts these.
+    pub restarts_in_a_row: u32,
+    /// When the pending restart is due (status `backoff`).
+    pub next_restart_at: Option<DateTime<Utc>>,
+    /// Exit code of the engine that stopped last, when it exited.
+    pub last_exit_code: Option<i64>,
+    /// Longest a start may take (`30m`); the engine's default unless set.
+    pub start_timeout: Option<String>,
+    pub health_interval: String,
+    pub health_retries: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -235,6 +249,17 @@ impl From<Service> for ServiceDto {
             max_concurrency: s.serving.max_concurrency,
             pinned: s.serving.pinned,
             default: s.serving.default,
+            restart: s.restart.to_string(),
+            restarts: s.restarts.total,
+            restarts_in_a_row: s.restarts.in_a_row,
+            next_restart_at: s.restarts.next_at,
+            last_exit_code: s.restarts.last_exit_code,
+            start_timeout: s
+                .health
+                .start_timeout
+                .map(|d| humantime::format_duration(d).to_string()),
+            health_interval: humantime::format_duration(s.health.interval).to_string(),
+            health_retries: s.health.retries,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
@@ -268,13 +293,15 @@ pub struct CreateServiceRequest {
     pub env: Vec<String>,
     /// Stop the engine after this long without gateway requests (`30s`, `5m`); default never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
     pub idle_timeout: Option<String>,
     /// How long a gateway request waits for the engine to load; default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
     pub load_timeout: Option<String>,
     /// Requests passed to the engine at once; the rest wait their turn. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_concurrency: Option<u32>,
     /// Never stop this service to make room for another engine.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -282,6 +309,87 @@ pub struct CreateServiceRequest {
     /// Send requests for the model here when none of its services runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
+    /// What AIMA does when the engine stops on its own: `no`, `on-failure[:MAX]`
+    /// (default `on-failure:5`) or `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(no|always|on-failure(:[1-9][0-9]{0,8})?)$")]
+    pub restart: Option<String>,
+    /// Longest a start may take until the engine answers (`20m`); default the engine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    pub start_timeout: Option<String>,
+    /// How often a running engine is probed (`2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    pub health_interval: Option<String>,
+    /// Missed probes in a row before a running engine counts as failed (5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub health_retries: Option<u32>,
+}
+
+/// Body of `PATCH /api/v1/services/{id}`: only the settings given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateServiceRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub gpu_memory_utilization: Option<f64>,
+    /// Replaces the whole environment (`KEY=VALUE` entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// `5m`; `never` (or empty) clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(|never|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    pub load_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(no|always|on-failure(:[1-9][0-9]{0,8})?)$")]
+    pub restart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    pub start_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    pub health_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub health_retries: Option<u32>,
+}
+
+impl From<UpdateServiceRequest> for crate::daemon::ServiceUpdate {
+    fn from(r: UpdateServiceRequest) -> Self {
+        Self {
+            gpu_memory_utilization: r.gpu_memory_utilization,
+            env: r.env,
+            idle_timeout: r.idle_timeout,
+            load_timeout: r.load_timeout,
+            max_concurrency: r.max_concurrency,
+            pinned: r.pinned,
+            default: r.default,
+            restart: r.restart,
+            start_timeout: r.start_timeout,
+            health_interval: r.health_interval,
+            health_retries: r.health_retries,
+        }
+    }
+}
+
+/// Answer of `PATCH /api/v1/services/{id}`: the service, and which of the changed
+/// settings wait for its next start (a running engine keeps its container).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpdatedServiceDto {
+    pub service: ServiceDto,
+    pub applies_at_next_start: Vec<String>,
 }
 
 impl From<CreateServiceRequest> for ServiceRequest {
@@ -298,6 +406,10 @@ impl From<CreateServiceRequest> for ServiceRequest {
             max_concurrency: r.max_concurrency,
             pinned: r.pinned,
             default: r.default,
+            restart: r.restart,
+            start_timeout: r.start_timeout,
+            health_interval: r.health_interval,
+            health_retries: r.health_retries,
         }
     }
 }
@@ -313,7 +425,7 @@ pub struct EventDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
     pub time: DateTime<Utc>,
-    /// `phase`, `status`, `note`, `created` or `deleted`.
+    /// `phase`, `status`, `note`, `created`, `restarted` or `deleted`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +442,7 @@ impl From<Event> for EventDto {
             EventKind::Status(s) => ("status", None, Some(s.to_string())),
             EventKind::Note => ("note", None, None),
             EventKind::Created => ("created", None, None),
+            EventKind::Restarted => ("restarted", None, None),
             EventKind::Deleted => ("deleted", None, None),
         };
         let (service_id, model_id) = match &e.subject {

@@ -66,6 +66,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         services::create_service,
         services::get_service,
         services::delete_service,
+        services::update_service,
         services::start_service,
         services::stop_service,
         services::service_logs,
@@ -90,6 +91,8 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::CreateModelRequest,
         dto::ServiceDto,
         dto::CreateServiceRequest,
+        dto::UpdateServiceRequest,
+        dto::UpdatedServiceDto,
         dto::EventDto,
         dto::DevicesDto,
         dto::GpuDto,
@@ -127,7 +130,9 @@ pub fn router(
         )
         .route(
             "/services/{id}",
-            get(services::get_service).delete(services::delete_service),
+            get(services::get_service)
+                .delete(services::delete_service)
+                .patch(services::update_service),
         )
         .route("/services/{id}/start", post(services::start_service))
         .route("/services/{id}/stop", post(services::stop_service))

@@ -38,6 +38,16 @@ struct ValueRule {
     min_length: Option<usize>,
     /// What a value must be, in words, for the message when the pattern does not match.
     described: Option<String>,
+    /// Bounds of an integer value.
+    range: Option<(f64, f64)>,
+}
+
+fn number(n: &utoipa::Number) -> f64 {
+    match n {
+        utoipa::Number::Int(i) => *i as f64,
+        utoipa::Number::UInt(u) => *u as f64,
+        utoipa::Number::Float(f) => *f,
+    }
 }
 
 impl ValueRule {
@@ -59,6 +69,12 @@ impl ValueRule {
                 .and_then(|p| regex::Regex::new(p).ok()),
             min_length: object.min_length,
             described: object.description.clone(),
+            range: object.maximum.as_ref().map(|max| {
+                (
+                    object.minimum.as_ref().map_or(f64::MIN, number),
+                    number(max),
+                )
+            }),
         }
     }
 
@@ -78,6 +94,15 @@ impl ValueRule {
             .is_some_and(|min| value.chars().count() < min)
         {
             return Some(format!("{name} is empty; give it a value or leave it out"));
+        }
+        if let Some((min, max)) = self.range
+            && value
+                .parse::<f64>()
+                .is_ok_and(|n| !(min..=max).contains(&n))
+        {
+            return Some(format!(
+                "{name} {shown} is out of range; give {min} to {max}"
+            ));
         }
         if let Some(pattern) = &self.pattern
             && !pattern.is_match(value)
@@ -220,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             d.refuse(&Method::GET, "/api/v1/services", "status=runing"),
-            Some("status 'runing' is not one of creating, starting, running, stopping, stopped, failed".to_owned())
+            Some("status 'runing' is not one of creating, starting, running, stopping, stopped, failed, backoff".to_owned())
         );
         assert_eq!(
             d.refuse(&Method::GET, "/api/v1/services", "name="),

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-use super::dto::{CreateServiceRequest, ErrorBody, EventDto, List, LogsDto, ServiceDto};
+use super::dto::{
+    CreateServiceRequest, ErrorBody, EventDto, List, LogsDto, ServiceDto, UpdateServiceRequest,
+    UpdatedServiceDto,
+};
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::{Daemon, LogOutput};
 use crate::domain::{ServiceId, ServiceStatus};
@@ -241,6 +244,29 @@ pub async fn start_service(
     ))
 }
 
+/// Changes a service's settings (restart policy, timeouts, health checks, env, serving)
+/// without deleting it; what shapes the container applies at its next start.
+#[utoipa::path(patch, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = String, Path, description = "service id")),
+    request_body = UpdateServiceRequest,
+    responses((status = 200, body = UpdatedServiceDto), (status = 404, body = ErrorBody),
+        (status = 422, description = "a setting breaks a rule, or nothing to change", body = ErrorBody)))]
+pub async fn update_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<UpdateServiceRequest>,
+) -> Result<ApiJson<UpdatedServiceDto>, ApiError> {
+    let updated = daemon.update_service(&id, request.into()).await?;
+    Ok(ApiJson(UpdatedServiceDto {
+        service: updated.service.into(),
+        applies_at_next_start: updated
+            .at_next_start
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    }))
+}
+
 /// Stops the service from any status and answers once its host port is free.
 #[utoipa::path(post, path = "/api/v1/services/{id}/stop", tag = "services",
     params(("id" = String, Path, description = "service id")),
@@ -265,6 +291,9 @@ pub struct LogsQuery {
     /// Begin each line with the time Docker recorded it at.
     #[serde(default)]
     pub timestamps: bool,
+    /// The lines kept from the container before the current one (a crashed engine's).
+    #[serde(default)]
+    pub previous: bool,
 }
 
 impl LogsQuery {
@@ -337,7 +366,10 @@ async fn logs_json(daemon: &Daemon, id: &str, query: LogsQuery) -> Result<Respon
         ));
     }
     let service = daemon.get_service(id).await?;
-    let text = match daemon.service_logs(id, query.to_runtime()?).await? {
+    let text = match daemon
+        .service_logs(id, query.to_runtime()?, query.previous)
+        .await?
+    {
         LogOutput::Saved(text) => text,
         LogOutput::Live(stream) => {
             let chunks: Vec<_> = stream.collect().await;
@@ -367,6 +399,9 @@ pub struct LegacyLogsQuery {
     /// Begin each line with the time Docker recorded it at.
     #[serde(default)]
     pub timestamps: bool,
+    /// The lines kept from the container before the current one.
+    #[serde(default)]
+    pub previous: bool,
 }
 
 /// Logs by `?service_id=` as JSON, at the route the operator scripts use.
@@ -384,19 +419,24 @@ pub async fn legacy_service_logs(
         tail,
         since,
         timestamps,
+        previous,
     } = query;
     let query = LogsQuery {
         follow,
         tail,
         since,
         timestamps,
+        previous,
     };
     logs_json(&daemon, &service_id, query).await
 }
 
 async fn logs_response(daemon: &Daemon, id: &str, query: LogsQuery) -> Result<Response, ApiError> {
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    match daemon.service_logs(id, query.to_runtime()?).await? {
+    match daemon
+        .service_logs(id, query.to_runtime()?, query.previous)
+        .await?
+    {
         LogOutput::Saved(text) => Ok((text_plain, text).into_response()),
         LogOutput::Live(stream) => {
             let shutdown = daemon.shutdown_token();

@@ -66,6 +66,15 @@ impl Client {
         self.call(self.request(Method::POST, path).json(body)).await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.call(self.request(Method::PATCH, path).json(body))
+            .await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.call(self.request(Method::DELETE, path)).await
     }

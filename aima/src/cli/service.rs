@@ -8,12 +8,17 @@ use futures::StreamExt;
 use super::listing::{self, ListArgs};
 use super::output::{self, OutputFormat, age, columns, columns_of, fields, or_dash, path_segment};
 use super::{CliError, Client};
-use crate::api::dto::{CreateServiceRequest, EventDto, List, LoadedDto, RecommendDto, ServiceDto};
+use crate::api::dto::{
+    CreateServiceRequest, EventDto, List, LoadedDto, RecommendDto, ServiceDto,
+    UpdateServiceRequest, UpdatedServiceDto,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Create a service for a model; it holds its host port until deleted.
     Create(CreateArgs),
+    /// Change a service's settings without deleting it (running or not).
+    Update(UpdateArgs),
     /// List services, oldest first (filter keys: status, engine, model, name).
     #[command(visible_alias = "ls")]
     List(ListArgs),
@@ -86,6 +91,9 @@ pub enum ServiceCommand {
         /// Begin each line with the time it was written.
         #[arg(short, long)]
         timestamps: bool,
+        /// The lines kept from the container before the current one (a crashed engine's).
+        #[arg(short, long, conflicts_with = "follow")]
+        previous: bool,
     },
     /// What fits on the GPUs now: per model the engine, GPU and memory utilization.
     Recommend {
@@ -171,6 +179,59 @@ pub struct CreateArgs {
     /// Send the gateway's requests for this model here when none of its services runs.
     #[arg(long)]
     default: bool,
+    #[command(flatten)]
+    healing: HealingArgs,
+}
+
+/// Restart policy and health checks, for `create` and `update`.
+#[derive(Debug, Args)]
+pub struct HealingArgs {
+    /// When AIMA starts a stopped engine again: no, on-failure[:MAX] or always
+    /// [default: on-failure:5].
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    /// Longest a start may take until the engine answers (20m) [default: the engine's].
+    #[arg(long, value_name = "DURATION")]
+    start_timeout: Option<String>,
+    /// How often a running engine is probed [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Missed probes in a row before a running engine counts as failed [default: 5].
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The service: its id, its name, or a unique prefix of its id.
+    #[arg(value_name = "ID|NAME")]
+    id: String,
+    #[command(flatten)]
+    healing: HealingArgs,
+    /// Fraction of GPU memory the engine may use, in (0, 1] (at the next start).
+    #[arg(long, value_name = "F")]
+    gpu_memory_utilization: Option<f64>,
+    /// Replace the container's environment; repeatable (at the next start).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Remove every --env entry (at the next start).
+    #[arg(long, conflicts_with = "env")]
+    clear_env: bool,
+    /// The gateway stops the engine after this long without requests; never turns it off.
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// How long a gateway request waits for the engine to load.
+    #[arg(long, value_name = "DURATION")]
+    load_timeout: Option<String>,
+    /// Requests the gateway passes to the engine at once.
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
+    /// Never stop this service to make room for another engine.
+    #[arg(long, value_name = "BOOL")]
+    pinned: Option<bool>,
+    /// Send the gateway's requests for this model here when none of its services runs.
+    #[arg(long, value_name = "BOOL")]
+    default: Option<bool>,
 }
 
 pub async fn run(
@@ -192,9 +253,46 @@ pub async fn run(
                 max_concurrency: args.max_concurrency,
                 pinned: args.pinned,
                 default: args.default,
+                restart: args.healing.restart,
+                start_timeout: args.healing.start_timeout,
+                health_interval: args.healing.health_interval,
+                health_retries: args.healing.health_retries,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
             output::print(format, &service, || service.id.clone())
+        }
+        ServiceCommand::Update(args) => {
+            let env = if args.clear_env {
+                Some(Vec::new())
+            } else {
+                (!args.env.is_empty()).then_some(args.env)
+            };
+            let request = UpdateServiceRequest {
+                gpu_memory_utilization: args.gpu_memory_utilization,
+                env,
+                idle_timeout: args.idle_timeout,
+                load_timeout: args.load_timeout,
+                max_concurrency: args.max_concurrency,
+                pinned: args.pinned,
+                default: args.default,
+                restart: args.healing.restart,
+                start_timeout: args.healing.start_timeout,
+                health_interval: args.healing.health_interval,
+                health_retries: args.healing.health_retries,
+            };
+            let path = format!("/api/v1/services/{}", path_segment(&args.id));
+            let updated: UpdatedServiceDto = client.patch(&path, &request).await?;
+            output::print(format, &updated, || {
+                let id = &updated.service.id;
+                if updated.applies_at_next_start.is_empty() {
+                    format!("{id} updated")
+                } else {
+                    format!(
+                        "{id} updated; {} apply at its next start (aima service stop {id} && aima service start {id})",
+                        updated.applies_at_next_start.join(", ")
+                    )
+                }
+            })
         }
         ServiceCommand::List(args) => list(client, format, &args).await,
         ServiceCommand::Get { id } => {
@@ -241,8 +339,12 @@ pub async fn run(
             tail,
             since,
             timestamps,
+            previous,
         } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
+            if previous {
+                query.append_pair("previous", "true");
+            }
             query.append_pair("follow", &follow.to_string());
             if let Some(n) = tail {
                 query.append_pair("tail", &n.to_string());
@@ -566,6 +668,7 @@ fn table(services: &[ServiceDto], loaded: &[LoadedDto], wide: bool) -> String {
         "ENGINE",
         "PORT",
         "STATUS",
+        "RESTARTS",
         "IN FLIGHT",
         "LAST REQUEST",
         "AGE",
@@ -584,6 +687,7 @@ fn table(services: &[ServiceDto], loaded: &[LoadedDto], wide: bool) -> String {
                 s.engine.clone(),
                 s.port.to_string(),
                 s.status.clone(),
+                s.restarts.to_string(),
                 traffic.map_or_else(|| "-".to_owned(), |t| t.in_flight.to_string()),
                 traffic
                     .and_then(|t| t.last_request_at)
@@ -622,6 +726,27 @@ fn describe(s: &ServiceDto) -> String {
         ("Port", s.port.to_string()),
         ("Status", s.status.clone()),
         ("Reason", or_dash(s.status_reason.as_deref())),
+        (
+            "Restart",
+            format!(
+                "{} ({} restarts, {} in a row{})",
+                s.restart,
+                s.restarts,
+                s.restarts_in_a_row,
+                s.next_restart_at
+                    .map(|at| format!(", next at {}", at.format("%H:%M:%S")))
+                    .unwrap_or_default()
+            ),
+        ),
+        (
+            "Health",
+            format!(
+                "every {}, {} misses; start timeout {}",
+                s.health_interval,
+                s.health_retries,
+                s.start_timeout.as_deref().unwrap_or("engine default")
+            ),
+        ),
         (
             "Container",
             or_dash(s.container_id.as_deref().map(|c| c.get(..12).unwrap_or(c))),

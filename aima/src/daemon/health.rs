@@ -1,6 +1,7 @@
 //! Keeps "running" honest: a running service's engine must keep answering its health
 //! path. An engine that stops answering (hung, deadlocked) while its container still runs
-//! is marked `failed` after a few misses in a row, and its container removed.
+//! fails after its `--health-retries` misses in a row (probed every `--health-interval`),
+//! its container is removed, and its restart policy decides what comes next.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,12 +12,12 @@ use super::Daemon;
 use crate::domain::{ServiceId, ServiceStatus};
 use crate::engines::QuietProbes;
 
-/// How often running services are probed.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Longest pause of the probe loop: a service created meanwhile is probed this soon.
+const LONGEST_TICK: Duration = Duration::from_secs(2);
+/// Shortest pause, so a tiny `--health-interval` cannot spin the loop.
+const SHORTEST_TICK: Duration = Duration::from_millis(100);
 /// A slow answer under load is not a miss until it takes this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Misses in a row before a service is declared failed (about 10-20 s of silence).
-const MISSES_ALLOWED: u32 = 5;
 
 pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
     let Ok(http) = reqwest::Client::builder()
@@ -28,10 +29,13 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
     };
     // Misses in a row per service, and when the first of them was sent.
     let mut misses: HashMap<ServiceId, (u32, Instant)> = HashMap::new();
+    // When each running service is due for its next probe.
+    let mut due: HashMap<ServiceId, Instant> = HashMap::new();
+    let mut tick = LONGEST_TICK;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(PROBE_EVERY) => {}
+            () = tokio::time::sleep(tick) => {}
         }
         let Ok(services) = daemon.list_services().await else {
             continue;
@@ -41,7 +45,23 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
             .filter(|s| s.status == ServiceStatus::Running)
             .collect();
         misses.retain(|id, _| running.iter().any(|s| &s.id == id));
+        due.retain(|id, _| running.iter().any(|s| &s.id == id));
+        tick = running
+            .iter()
+            .map(|s| s.health.interval)
+            .min()
+            .unwrap_or(LONGEST_TICK)
+            .clamp(SHORTEST_TICK, LONGEST_TICK);
         for service in running {
+            let now = Instant::now();
+            // The first probe comes one interval after the service is seen running.
+            let next = *due
+                .entry(service.id.clone())
+                .or_insert(now + service.health.interval);
+            if next > now {
+                continue;
+            }
+            due.insert(service.id.clone(), now + service.health.interval);
             let Some(engine) = daemon.inner.engines.get(&service.engine) else {
                 continue;
             };
@@ -81,14 +101,15 @@ pub(super) async fn run(daemon: Daemon, shutdown: CancellationToken) {
             }
             let (count, first) = misses.entry(service.id.clone()).or_insert((0, sent));
             *count += 1;
-            if *count >= MISSES_ALLOWED {
+            if *count >= service.health.retries {
                 let silent = first.elapsed();
                 misses.remove(&service.id);
                 if let Some(container) = service.container_id.as_deref() {
                     let reason = format!(
-                        "engine did not answer {} for {} s ({MISSES_ALLOWED} probes in a row) while its container ran",
+                        "engine did not answer {} for {} s ({} probes in a row) while its container ran",
                         engine.spec.health_path,
-                        silent.as_secs()
+                        silent.as_secs(),
+                        service.health.retries
                     );
                     daemon.fail_unhealthy(&service.id, container, reason).await;
                 }

@@ -15,8 +15,6 @@ use crate::domain::{
 use crate::engines::Engine;
 use crate::runtime::{ContainerInfo, ContainerSpec, RuntimeError};
 
-/// Longest an engine may take from container start to healthy (model loads are slow).
-const HEALTH_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Health polling starts fast so a quick engine is seen at once, then backs off.
 const HEALTH_FIRST_POLL: Duration = Duration::from_millis(10);
 const HEALTH_MAX_POLL: Duration = Duration::from_millis(250);
@@ -37,6 +35,14 @@ const CLEANUP_MAX_RETRY: Duration = Duration::from_secs(30);
 const REASON_MAX_CHARS: usize = 1000;
 /// Log lines kept from a failed container.
 const KEPT_LOG_LINES: usize = 100;
+
+/// Who asked for a start: a caller that waits for its verdict (the operator, the
+/// gateway), or the restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StartOrigin {
+    Requested,
+    Restart,
+}
 
 /// Why a start did not reach `running`.
 #[derive(Debug)]
@@ -72,6 +78,18 @@ impl Daemon {
     /// service changes nothing.
     pub async fn start_service(&self, id: &str) -> Result<Service, DaemonError> {
         let id = self.resolve_service(id).await?;
+        self.start_with(id, StartOrigin::Requested, None).await
+    }
+
+    /// Starts a service for `origin`. A restart passes the back-off it waited out and
+    /// proceeds only if the service still waits for exactly that one (a stop or a start
+    /// in between wins).
+    pub(super) async fn start_with(
+        &self,
+        id: ServiceId,
+        origin: StartOrigin,
+        due: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Service, DaemonError> {
         // A start in flight holds the service's lock until the engine is healthy; asking
         // again answers at once instead of queueing behind it.
         if self.start_in_flight(&id) {
@@ -79,6 +97,11 @@ impl Daemon {
         }
         let guard = self.service_lock(&id).lock_owned().await;
         let mut service = self.load_service(&id).await?;
+        if origin == StartOrigin::Restart
+            && (service.status != ServiceStatus::Backoff || service.restarts.next_at != due)
+        {
+            return Ok(service);
+        }
         if matches!(
             service.status,
             ServiceStatus::Running | ServiceStatus::Starting
@@ -98,6 +121,26 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), cancel.clone());
+        if origin == StartOrigin::Restart {
+            service.restarts.total += 1;
+            self.metrics()
+                .restarted(service.id.as_str(), &service.engine);
+            self.events()
+                .publish(
+                    &id,
+                    EventKind::Restarted,
+                    format!(
+                        "restart {} ({} in a row) after the back-off: {}",
+                        service.restarts.total,
+                        service.restarts.in_a_row,
+                        service.status_reason.as_deref().unwrap_or("")
+                    ),
+                )
+                .await;
+        } else {
+            // The operator (or a request) took over: earlier failures are forgotten.
+            service.restarts.in_a_row = 0;
+        }
         let prepared = self.prepare_start(&mut service).await;
         let (model, engine) = match prepared {
             Ok(prepared) => prepared,
@@ -107,6 +150,11 @@ impl Daemon {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                if origin == StartOrigin::Restart {
+                    // Nobody waits for this start: the service itself must say why.
+                    let failure = Failure::new(FailureCause::ModelMissing, e.to_string());
+                    self.fail(&mut service, failure).await?;
+                }
                 return Err(e);
             }
         };
@@ -115,7 +163,9 @@ impl Daemon {
         tokio::spawn(async move {
             // The lock moves into the task: no other lifecycle operation runs until it ends.
             let _guard = guard;
-            daemon.run_start(starting, engine, model, cancel).await;
+            daemon
+                .run_start(starting, engine, model, cancel, origin)
+                .await;
         });
         Ok(service)
     }
@@ -171,6 +221,7 @@ impl Daemon {
         engine: Engine,
         model: Model,
         cancel: CancellationToken,
+        origin: StartOrigin,
     ) {
         // Cancellation is checked between Docker calls, never in the middle of one: a
         // dropped `create` would still be carried out by Docker and leave a container
@@ -185,7 +236,7 @@ impl Daemon {
             self.start_pipeline(&service, &engine, &model, placement.as_ref(), &cancel).await
         }
         .await;
-        self.finish_start(service, outcome).await;
+        self.finish_start(service, outcome, origin).await;
     }
 
     /// Continues a start the previous daemon began: its container runs, only the health
@@ -215,12 +266,20 @@ impl Daemon {
                 outcome = daemon.wait_healthy(&service, &engine, &container_id) => outcome.map(|()| container_id),
                 () = cancel.cancelled() => Err(StartFailure::Cancelled),
             };
-            daemon.finish_start(service, outcome).await;
+            // Nobody waits for a start the previous daemon began.
+            daemon
+                .finish_start(service, outcome, StartOrigin::Restart)
+                .await;
         });
     }
 
     /// Records how a start ended: running with its container, or failed with no container.
-    async fn finish_start(&self, mut service: Service, outcome: Result<String, StartFailure>) {
+    async fn finish_start(
+        &self,
+        mut service: Service,
+        outcome: Result<String, StartFailure>,
+        origin: StartOrigin,
+    ) {
         self.inner
             .starts
             .lock()
@@ -229,6 +288,7 @@ impl Daemon {
         let result = match outcome {
             Ok(container_id) => {
                 service.container_id = Some(container_id);
+                service.restarts.running_since = Some(Utc::now());
                 self.set_status(
                     &mut service,
                     ServiceStatus::Running,
@@ -242,7 +302,13 @@ impl Daemon {
                 // A failed start leaves no container behind.
                 self.clean_up_or_retry(&service).await;
                 service.container_id = None;
-                self.fail(&mut service, failure).await
+                match origin {
+                    // Whoever waits gets the verdict, not a loop.
+                    StartOrigin::Requested => self.fail(&mut service, failure).await,
+                    StartOrigin::Restart => {
+                        self.fail_or_back_off(&mut service, failure, None).await
+                    }
+                }
             }
         };
         if let Err(e) = result {
@@ -431,6 +497,10 @@ impl Daemon {
                 ))
             })?;
         let started = Instant::now();
+        let deadline = service
+            .health
+            .start_timeout
+            .unwrap_or(engine.spec.start_timeout);
         let poll = async {
             let mut pause = HEALTH_FIRST_POLL;
             loop {
@@ -453,9 +523,13 @@ impl Daemon {
                 let logs = self.keep_last_logs(service, container_id).await;
                 Err(StartFailure::Failed(exit_failure(FailureCause::ExitedDuringStart, "during start", code, engine, &logs)))
             }
-            () = tokio::time::sleep(HEALTH_DEADLINE) => Err(StartFailure::Failed(Failure::new(
+            () = tokio::time::sleep(deadline) => Err(StartFailure::Failed(Failure::new(
                 FailureCause::StartTimeout,
-                format!("engine did not answer {} within {} s", engine.spec.health_path, HEALTH_DEADLINE.as_secs()),
+                format!(
+                    "engine did not answer {} within {}; raise --start-timeout if its model takes longer to load",
+                    engine.spec.health_path,
+                    humantime::format_duration(deadline)
+                ),
             ))),
         }
     }
@@ -562,20 +636,22 @@ impl Daemon {
         Ok(())
     }
 
-    /// Marks a running service failed because its container died outside AIMA's control.
+    /// Marks a running service failed because its container died outside AIMA's control;
+    /// its restart policy may start it again.
     pub(super) async fn fail_running(
         &self,
         service_id: &ServiceId,
         container_id: &str,
         exit_code: Option<i64>,
     ) {
-        self.fail_running_with(service_id, container_id, |service, logs| {
-            match (exit_code, self.inner.engines.get(&service.engine)) {
-                (Some(code), Some(engine)) => {
-                    exit_failure(FailureCause::Crashed, "while running", code, &engine, logs)
-                }
-                _ => Failure::new(FailureCause::Vanished, "container was removed outside AIMA"),
+        self.fail_running_with(service_id, container_id, exit_code, |service, logs| match (
+            exit_code,
+            self.inner.engines.get(&service.engine),
+        ) {
+            (Some(code), Some(engine)) => {
+                exit_failure(FailureCause::Crashed, "while running", code, &engine, logs)
             }
+            _ => Failure::new(FailureCause::Vanished, "container was removed outside AIMA"),
         })
         .await;
     }
@@ -587,7 +663,7 @@ impl Daemon {
         container_id: &str,
         reason: String,
     ) {
-        self.fail_running_with(service_id, container_id, |_, _| {
+        self.fail_running_with(service_id, container_id, None, |_, _| {
             Failure::new(FailureCause::Unhealthy, reason)
         })
         .await;
@@ -600,6 +676,7 @@ impl Daemon {
         &self,
         service_id: &ServiceId,
         container_id: &str,
+        exit_code: Option<i64>,
         failure: impl FnOnce(&Service, &str) -> Failure,
     ) {
         let lock = self.service_lock(service_id);
@@ -616,7 +693,10 @@ impl Daemon {
         let failure = failure(&service, &logs);
         self.clean_up_or_retry(&service).await;
         service.container_id = None;
-        if let Err(e) = self.fail(&mut service, failure).await {
+        if let Err(e) = self
+            .fail_or_back_off(&mut service, failure, exit_code)
+            .await
+        {
             tracing::error!(service = %service_id, "cannot record the failure: {e}");
         }
     }
@@ -676,6 +756,9 @@ impl Daemon {
             reason.map(|r| crate::domain::shorten(&crate::domain::one_line(&r), REASON_MAX_CHARS));
         service.status = status;
         service.status_reason = reason.clone();
+        if status != ServiceStatus::Backoff {
+            service.restarts.next_at = None;
+        }
         service.updated_at = Utc::now();
         let saved = service.clone();
         self.store()

@@ -9,6 +9,7 @@ mod lock;
 mod models;
 mod ports;
 mod reconcile;
+mod restart;
 mod services;
 mod watch;
 
@@ -18,7 +19,7 @@ pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
 pub use ports::{PortHolder, ephemeral_range};
 pub use reconcile::Reconciled;
-pub use services::{LogOutput, ServiceRequest};
+pub use services::{LogOutput, ServiceRequest, ServiceUpdate, Updated};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -22,6 +22,8 @@ pub struct Reconciled {
     pub stopped: usize,
     pub recreated: usize,
     pub removed_leftovers: usize,
+    /// Services in back-off whose restart was scheduled again.
+    pub restarts_resumed: usize,
 }
 
 impl Daemon {
@@ -133,24 +135,26 @@ impl Daemon {
                     let code = dead
                         .exit_code
                         .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-                    let failure = if service.status == ServiceStatus::Starting {
+                    if service.status == ServiceStatus::Starting {
                         // Created but never started, or died loading the model: either
                         // way no daemon saw the start through.
-                        Failure::new(
+                        let failure = Failure::new(
                             FailureCause::Interrupted,
                             format!(
                                 "the daemon stopped during the start (container exit code {code}); start it again"
                             ),
-                        )
+                        );
+                        self.fail(&mut service, failure).await?;
                     } else {
-                        Failure::new(
+                        let failure = Failure::new(
                             FailureCause::Crashed,
                             format!(
                                 "container exited while the daemon was down (exit code {code}); see 'aima service logs'"
                             ),
-                        )
-                    };
-                    self.fail(&mut service, failure).await?;
+                        );
+                        self.fail_or_back_off(&mut service, failure, dead.exit_code)
+                            .await?;
+                    }
                     done.failed += 1;
                     return Ok(());
                 }
@@ -175,18 +179,19 @@ impl Daemon {
                     self.remove_late_create(&service).await;
                 }
                 service.container_id = None;
-                let failure = if service.status == ServiceStatus::Starting {
-                    Failure::new(
+                if service.status == ServiceStatus::Starting {
+                    let failure = Failure::new(
                         FailureCause::Interrupted,
                         "the daemon stopped during the start; start it again",
-                    )
+                    );
+                    self.fail(&mut service, failure).await?;
                 } else {
-                    Failure::new(
+                    let failure = Failure::new(
                         FailureCause::Vanished,
                         "container vanished while the daemon was down; start it again",
-                    )
-                };
-                self.fail(&mut service, failure).await?;
+                    );
+                    self.fail_or_back_off(&mut service, failure, None).await?;
+                }
                 done.failed += 1;
             }
             ServiceStatus::Stopping => {
@@ -201,7 +206,10 @@ impl Daemon {
                     .await?;
                 done.stopped += 1;
             }
-            ServiceStatus::Creating | ServiceStatus::Stopped | ServiceStatus::Failed => {
+            ServiceStatus::Creating
+            | ServiceStatus::Stopped
+            | ServiceStatus::Failed
+            | ServiceStatus::Backoff => {
                 for container in matching.iter().chain(&others) {
                     self.runtime()
                         .remove(&container.id, std::time::Duration::ZERO)
@@ -210,6 +218,12 @@ impl Daemon {
                 }
                 if service.container_id.take().is_some() {
                     self.save(&service).await?;
+                }
+                if service.status == ServiceStatus::Backoff {
+                    // A restart the previous daemon had scheduled: the rest of its wait.
+                    let due = service.restarts.next_at.unwrap_or_else(chrono::Utc::now);
+                    self.schedule_restart(service.id.clone(), due);
+                    done.restarts_resumed += 1;
                 }
             }
         }

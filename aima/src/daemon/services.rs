@@ -4,8 +4,9 @@ use futures::stream::BoxStream;
 
 use super::{Daemon, DaemonError, ports};
 use crate::domain::{
-    EnvVar, EventKind, Invalid, ModelId, Service, ServiceId, ServiceStatus, ServingPolicy,
-    lowest_free_port, validate_gpu_memory_utilization, validate_service_name,
+    EnvVar, EventKind, HealthChecks, Invalid, ModelId, RestartPolicy, Service, ServiceId,
+    ServiceStatus, ServingPolicy, lowest_free_port, validate_gpu_memory_utilization,
+    validate_service_name,
 };
 use crate::engines::Engines;
 use crate::runtime::{LogChunk, LogQuery, RuntimeError};
@@ -25,6 +26,38 @@ pub struct ServiceRequest {
     pub max_concurrency: Option<u32>,
     pub pinned: bool,
     pub default: bool,
+    /// `no`, `on-failure[:MAX]` or `always`; default `on-failure:5`.
+    pub restart: Option<String>,
+    pub start_timeout: Option<String>,
+    pub health_interval: Option<String>,
+    pub health_retries: Option<u32>,
+}
+
+/// What `service update` changes; absent fields keep their value.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceUpdate {
+    pub gpu_memory_utilization: Option<f64>,
+    /// Replaces the whole environment.
+    pub env: Option<Vec<String>>,
+    /// `""` or `never` clears it.
+    pub idle_timeout: Option<String>,
+    pub load_timeout: Option<String>,
+    pub max_concurrency: Option<u32>,
+    pub pinned: Option<bool>,
+    pub default: Option<bool>,
+    pub restart: Option<String>,
+    pub start_timeout: Option<String>,
+    pub health_interval: Option<String>,
+    pub health_retries: Option<u32>,
+}
+
+/// A service after `service update`, and what of the change waits for its next start.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub service: Service,
+    /// Settings that shape the container (env, GPU share, start timeout): they apply when
+    /// the engine starts next, since a running one keeps the container it has.
+    pub at_next_start: Vec<&'static str>,
 }
 
 /// Where a service's logs come from: its live container, or the lines kept from the
@@ -77,6 +110,16 @@ impl Daemon {
             .iter()
             .map(|e| e.parse::<EnvVar>())
             .collect::<Result<Vec<_>, _>>()?;
+        let restart = match &request.restart {
+            Some(text) => text.parse::<RestartPolicy>()?,
+            None => RestartPolicy::default(),
+        };
+        let health = HealthChecks::with(
+            HealthChecks::default(),
+            request.start_timeout.as_deref(),
+            request.health_interval.as_deref(),
+            request.health_retries,
+        )?;
         // A name the caller gave must be free; one we make up takes the next free suffix.
         let (base_name, generated) = match &request.name {
             Some(name) => (validate_service_name(name)?, false),
@@ -135,6 +178,8 @@ impl Daemon {
                         Utc::now(),
                     );
                     service.serving = serving.clone();
+                    service.restart = restart;
+                    service.health = health;
                     match store.insert_service(&service) {
                         Ok(()) => return Ok(Ok(service)),
                         Err(InsertServiceError::PortTaken(port)) if explicit.is_some() => {
@@ -175,6 +220,109 @@ impl Daemon {
             )
             .await;
         Ok(service)
+    }
+
+    /// Changes a service's settings in place, whatever its status. A running engine keeps
+    /// its container, so what shapes the container waits for the next start; the answer
+    /// says which.
+    pub async fn update_service(
+        &self,
+        id: &str,
+        update: ServiceUpdate,
+    ) -> Result<Updated, DaemonError> {
+        let id = self.resolve_service(id).await?;
+        let mut service = self.load_service(&id).await?;
+        let mut changed: Vec<String> = Vec::new();
+        let mut shapes_container: Vec<&'static str> = Vec::new();
+        if let Some(share) = update.gpu_memory_utilization {
+            service.gpu_memory_utilization = Some(validate_gpu_memory_utilization(share)?);
+            changed.push(format!("gpu-memory-utilization={share}"));
+            shapes_container.push("gpu_memory_utilization");
+        }
+        if let Some(env) = &update.env {
+            service.env = env
+                .iter()
+                .map(|e| e.parse::<EnvVar>())
+                .collect::<Result<Vec<_>, _>>()?;
+            changed.push(format!("env ({} entries)", service.env.len()));
+            shapes_container.push("env");
+        }
+        let format = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let idle = match update.idle_timeout.as_deref().map(str::trim) {
+            Some("" | "never") => None,
+            Some(text) => Some(text.to_owned()),
+            None => service.serving.idle_timeout.map(format),
+        };
+        let load = update
+            .load_timeout
+            .clone()
+            .unwrap_or_else(|| format(service.serving.load_timeout));
+        let serving = ServingPolicy::new(
+            idle.as_deref(),
+            Some(&load),
+            update.max_concurrency.or(service.serving.max_concurrency),
+            update.pinned.unwrap_or(service.serving.pinned),
+            update.default.unwrap_or(service.serving.default),
+        )?;
+        if serving != service.serving {
+            changed.push("serving".to_owned());
+            service.serving = serving;
+        }
+        if let Some(text) = &update.restart {
+            service.restart = text.parse::<RestartPolicy>()?;
+            changed.push(format!("restart={}", service.restart));
+        }
+        let health = HealthChecks::with(
+            service.health,
+            update.start_timeout.as_deref(),
+            update.health_interval.as_deref(),
+            update.health_retries,
+        )?;
+        if health.start_timeout != service.health.start_timeout {
+            shapes_container.push("start_timeout");
+        }
+        if health != service.health {
+            changed.push("health checks".to_owned());
+            service.health = health;
+        }
+        if changed.is_empty() {
+            return Err(Invalid::new(
+                "update",
+                "nothing to change; pass at least one setting, such as --restart on-failure:3",
+            )
+            .into());
+        }
+        service.updated_at = Utc::now();
+        let saved = service.clone();
+        if !self
+            .store()
+            .run(move |store| store.save_service_settings(&saved))
+            .await?
+        {
+            return Err(DaemonError::NotFound {
+                kind: "service",
+                id: id.to_string(),
+            });
+        }
+        let live = matches!(
+            service.status,
+            ServiceStatus::Running | ServiceStatus::Starting
+        );
+        let at_next_start = if live { shapes_container } else { Vec::new() };
+        let mut message = format!("settings updated: {}", changed.join(", "));
+        if !at_next_start.is_empty() {
+            message.push_str(&format!(
+                "; {} apply at the next start",
+                at_next_start.join(", ")
+            ));
+        }
+        self.events()
+            .publish(&service.id, EventKind::Note, message)
+            .await;
+        Ok(Updated {
+            service,
+            at_next_start,
+        })
     }
 
     pub async fn list_services(&self) -> Result<Vec<Service>, DaemonError> {
@@ -243,9 +391,28 @@ impl Daemon {
 
     /// The container's output, or the lines kept from its last container (after a stop
     /// or a failure) when none runs.
-    pub async fn service_logs(&self, id: &str, query: LogQuery) -> Result<LogOutput, DaemonError> {
+    /// `previous`: the lines kept from the container before the current one (after a
+    /// restart, the crashed engine's), as `kubectl logs --previous`.
+    pub async fn service_logs(
+        &self,
+        id: &str,
+        query: LogQuery,
+        previous: bool,
+    ) -> Result<LogOutput, DaemonError> {
         let service = self.get_service(id).await?;
-        match self.own_container(&service).await {
+        if previous && query.follow {
+            return Err(Invalid::new(
+                "previous",
+                "the previous container's logs are kept lines and cannot be followed; drop --follow",
+            )
+            .into());
+        }
+        let live = if previous {
+            Ok(None)
+        } else {
+            self.own_container(&service).await
+        };
+        match live {
             Ok(Some(container)) => {
                 let mut live = self.runtime().logs(&container.id, query).await?;
                 if query.follow {

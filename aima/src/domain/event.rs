@@ -65,6 +65,8 @@ pub enum EventKind {
     Note,
     /// A model was registered.
     Created,
+    /// The restart policy began a restart after the back-off; the message says which.
+    Restarted,
     /// The service or model was deleted; its history stays in the global stream, an
     /// audit trail.
     Deleted,

@@ -14,6 +14,8 @@ pub enum FailureCause {
     NameTaken,
     /// The engine image is not on this host and cannot be pulled.
     ImageMissing,
+    /// The model, or its local path, is gone.
+    ModelMissing,
     /// Docker refused or failed a call, after the retries transient causes get.
     Docker,
     /// The engine exited before it answered its health path.
@@ -35,11 +37,12 @@ pub enum FailureCause {
 }
 
 impl FailureCause {
-    pub const ALL: [FailureCause; 13] = [
+    pub const ALL: [FailureCause; 14] = [
         Self::GpuAdmission,
         Self::PortHeld,
         Self::NameTaken,
         Self::ImageMissing,
+        Self::ModelMissing,
         Self::Docker,
         Self::ExitedDuringStart,
         Self::OutOfMemory,
@@ -57,6 +60,7 @@ impl FailureCause {
             Self::PortHeld => "port_held",
             Self::NameTaken => "name_taken",
             Self::ImageMissing => "image_missing",
+            Self::ModelMissing => "model_missing",
             Self::Docker => "docker",
             Self::ExitedDuringStart => "exited_during_start",
             Self::OutOfMemory => "out_of_memory",
@@ -78,6 +82,7 @@ impl FailureCause {
                 | Self::PortHeld
                 | Self::NameTaken
                 | Self::ImageMissing
+                | Self::ModelMissing
                 | Self::CleanupFailed
         )
     }
@@ -134,6 +139,7 @@ mod tests {
                 FailureCause::PortHeld,
                 FailureCause::NameTaken,
                 FailureCause::ImageMissing,
+                FailureCause::ModelMissing,
                 FailureCause::CleanupFailed
             ]
         );

@@ -5,6 +5,7 @@ mod failure;
 mod gpu;
 mod id;
 mod model;
+mod restart;
 mod service;
 mod text;
 mod traffic;
@@ -17,6 +18,7 @@ pub use gpu::{
 };
 pub use id::random_hex8;
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};
+pub use restart::{Backoff, HealthChecks, RestartPolicy, Restarts, Verdict, verdict};
 pub use service::{
     EnvVar, Service, ServiceId, ServiceStatus, ServingPolicy, is_engine_name, lowest_free_port,
     validate_gpu_memory_utilization, validate_service_name,

@@ -70,16 +70,19 @@ pub enum ServiceStatus {
     Stopping,
     Stopped,
     Failed,
+    /// Failed while running; waiting out its back-off before AIMA starts it again.
+    Backoff,
 }
 
 impl ServiceStatus {
-    pub const ALL: [ServiceStatus; 6] = [
+    pub const ALL: [ServiceStatus; 7] = [
         Self::Creating,
         Self::Starting,
         Self::Running,
         Self::Stopping,
         Self::Stopped,
         Self::Failed,
+        Self::Backoff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,12 +93,16 @@ impl ServiceStatus {
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::Failed => "failed",
+            Self::Backoff => "backoff",
         }
     }
 
     /// A start may begin from here (a running or starting service is already on its way).
     pub fn can_start(self) -> bool {
-        matches!(self, Self::Creating | Self::Stopped | Self::Failed)
+        matches!(
+            self,
+            Self::Creating | Self::Stopped | Self::Failed | Self::Backoff
+        )
     }
 
     /// The status has an owner task working on it.
@@ -234,6 +241,10 @@ pub struct Service {
     pub env: Vec<EnvVar>,
     /// How the gateway starts, shares and unloads it.
     pub serving: ServingPolicy,
+    /// What AIMA does when its engine stops on its own.
+    pub restart: super::RestartPolicy,
+    pub restarts: super::Restarts,
+    pub health: super::HealthChecks,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -256,6 +267,8 @@ pub struct ServingPolicy {
 impl ServingPolicy {
     /// A cold start of a big model (70B, CUDA graphs) takes minutes.
     pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+    /// The largest `--max-concurrency` taken (the OpenAPI document says so too).
+    pub const MAX_CONCURRENCY_LIMIT: u32 = 100_000;
 
     /// A policy from what the caller gave: durations such as `30s`, `5m` or `1h 30m`.
     pub fn new(
@@ -283,6 +296,15 @@ impl ServingPolicy {
             return Err(Invalid::new(
                 "max_concurrency",
                 "max-concurrency 0 would never pass a request; give 1 or more, or leave it out for no limit",
+            ));
+        }
+        if max_concurrency.is_some_and(|n| n > Self::MAX_CONCURRENCY_LIMIT) {
+            return Err(Invalid::new(
+                "max_concurrency",
+                format!(
+                    "max-concurrency above {} is no limit at all; leave it out instead",
+                    Self::MAX_CONCURRENCY_LIMIT
+                ),
             ));
         }
         Ok(Self {
@@ -338,6 +360,9 @@ impl Service {
             gpu_memory_utilization,
             env,
             serving: ServingPolicy::default(),
+            restart: super::RestartPolicy::default(),
+            restarts: super::Restarts::default(),
+            health: super::HealthChecks::default(),
             created_at: now,
             updated_at: now,
         }
@@ -484,7 +509,8 @@ mod tests {
             [
                 ServiceStatus::Creating,
                 ServiceStatus::Stopped,
-                ServiceStatus::Failed
+                ServiceStatus::Failed,
+                ServiceStatus::Backoff
             ]
         );
         for status in ServiceStatus::ALL {

@@ -25,7 +25,15 @@ pub struct EngineSpec {
     /// How the daemon's health probes (one every 2 s per running service) stay out of
     /// the engine's access log.
     pub quiet_probes: QuietProbes,
+    /// Longest a start may take from container start to a healthy answer, unless the
+    /// service sets `--start-timeout`: loading weights and compiling kernels is slow.
+    pub start_timeout: std::time::Duration,
 }
+
+/// Python engines that load large models and capture CUDA graphs.
+const LONG_LOAD: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Engines that only map a GGUF file.
+const SHORT_LOAD: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// How health probes keep out of an engine's log: about 43,000 lines a day per service
 /// otherwise.
@@ -86,6 +94,7 @@ pub const CATALOG: &[EngineSpec] = &[
         log_signatures: PYTHON_ENGINE_SIGNATURES,
         // vLLM's uvicorn access log, less the probed path (vLLM 0.10.2 and later).
         quiet_probes: QuietProbes::Switch(&["--disable-access-log-for-endpoints", "/health"]),
+        start_timeout: LONG_LOAD,
     },
     EngineSpec {
         name: "sglang",
@@ -112,6 +121,7 @@ pub const CATALOG: &[EngineSpec] = &[
         // SGLang has no per-path filter: its HTTP log level above info drops the access
         // lines (requests reach the gateway's metrics and AIMA's log instead).
         quiet_probes: QuietProbes::Switch(&["--log-level-http", "warning"]),
+        start_timeout: LONG_LOAD,
     },
     EngineSpec {
         name: "llamacpp",
@@ -131,6 +141,7 @@ pub const CATALOG: &[EngineSpec] = &[
         ],
         // llama-server skips /health in its request log (server-http.cpp).
         quiet_probes: QuietProbes::NotLogged,
+        start_timeout: SHORT_LOAD,
     },
     EngineSpec {
         name: "ollama",
@@ -148,6 +159,8 @@ pub const CATALOG: &[EngineSpec] = &[
         // Ollama's gin logger writes a line for every request, with no switch to turn
         // it off or skip a path.
         quiet_probes: QuietProbes::ConnectOnly,
+        // `ollama serve` answers at once; models load on their first request.
+        start_timeout: SHORT_LOAD,
     },
 ];
 

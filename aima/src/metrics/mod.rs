@@ -99,6 +99,7 @@ pub struct Metrics {
     failures: Family<EngineCause, Counter>,
     probe_failures: Family<ServiceEngine, Counter>,
     probe_seconds: Timings<Engine>,
+    restarts: Family<ServiceEngine, Counter>,
     http_requests: Family<RouteCode, Counter>,
     http_seconds: Timings<Route>,
 }
@@ -113,6 +114,7 @@ impl Default for Metrics {
             failures: Family::default(),
             probe_failures: Family::default(),
             probe_seconds: Timings::new_with_constructor(seconds),
+            restarts: Family::default(),
             http_requests: Family::default(),
             http_seconds: Timings::new_with_constructor(seconds),
             registry: Registry::default(),
@@ -146,6 +148,11 @@ impl Default for Metrics {
             "health_probe_duration_seconds",
             "Time a running engine took to answer its health probe",
             metrics.probe_seconds.clone(),
+        );
+        registry.register(
+            "service_restarts",
+            "Restarts the restart policy began, per service",
+            metrics.restarts.clone(),
         );
         registry.register(
             "http_requests",
@@ -192,6 +199,16 @@ impl Metrics {
             .get_or_create(&EngineCause {
                 engine: engine.to_owned(),
                 cause: cause.as_str(),
+            })
+            .inc();
+    }
+
+    /// The restart policy began a restart of `service`.
+    pub fn restarted(&self, service: &str, engine: &str) {
+        self.restarts
+            .get_or_create(&ServiceEngine {
+                service: service.to_owned(),
+                engine: engine.to_owned(),
             })
             .inc();
     }

@@ -71,6 +71,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events RENAME COLUMN service_id TO subject;
     DROP INDEX service_events_by_service;
     CREATE INDEX events_by_subject ON events(subject, seq);",
+    // 7: self-healing: restart policy and bookkeeping, per-service health settings.
+    "ALTER TABLE services ADD COLUMN restart_policy TEXT NOT NULL DEFAULT 'on-failure:5';
+    ALTER TABLE services ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN restarts_in_a_row INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN next_restart_at TEXT;
+    ALTER TABLE services ADD COLUMN last_exit_code INTEGER;
+    ALTER TABLE services ADD COLUMN running_since TEXT;
+    ALTER TABLE services ADD COLUMN start_timeout_ms INTEGER;
+    ALTER TABLE services ADD COLUMN health_interval_ms INTEGER NOT NULL DEFAULT 2000;
+    ALTER TABLE services ADD COLUMN health_retries INTEGER NOT NULL DEFAULT 5;",
 ];
 
 /// The migration that makes names unique (renaming later duplicates).

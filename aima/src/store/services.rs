@@ -13,7 +13,9 @@ pub const EVENTS_KEPT_PER_SERVICE: i64 = 500;
 
 const COLUMNS: &str = "id, name, model_id, engine, port, status, status_reason, container_id, \
                        gpu_memory_utilization, env, created_at, updated_at, \
-                       idle_timeout_ms, load_timeout_ms, max_concurrency, pinned, is_default";
+                       idle_timeout_ms, load_timeout_ms, max_concurrency, pinned, is_default, \
+                       restart_policy, restarts, restarts_in_a_row, next_restart_at, last_exit_code, \
+                       running_since, start_timeout_ms, health_interval_ms, health_retries";
 
 /// Why a service could not be inserted.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,7 @@ impl Store {
     /// two concurrent creates can never both get one port.
     pub fn insert_service(&self, service: &Service) -> Result<(), InsertServiceError> {
         let result = self.conn().execute(
-            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"),
             params![
                 service.id.as_str(),
                 service.name,
@@ -84,6 +86,15 @@ impl Store {
                 service.serving.max_concurrency,
                 service.serving.pinned,
                 service.serving.default,
+                service.restart.to_string(),
+                service.restarts.total,
+                service.restarts.in_a_row,
+                service.restarts.next_at.map(format_time),
+                service.restarts.last_exit_code,
+                service.restarts.running_since.map(format_time),
+                service.health.start_timeout.map(millis),
+                millis(service.health.interval),
+                service.health.retries,
             ],
         );
         match result {
@@ -114,20 +125,57 @@ impl Store {
         }
     }
 
-    /// Writes a service's mutable fields (status, reason, container).
+    /// Writes a service's state: status, reason, container and restart bookkeeping.
     pub fn save_service(&self, service: &Service) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE services SET status = ?2, status_reason = ?3, container_id = ?4, updated_at = ?5 WHERE id = ?1",
+            "UPDATE services SET status = ?2, status_reason = ?3, container_id = ?4, updated_at = ?5,
+                restarts = ?6, restarts_in_a_row = ?7, next_restart_at = ?8, last_exit_code = ?9,
+                running_since = ?10
+             WHERE id = ?1",
             params![
                 service.id.as_str(),
                 service.status.as_str(),
                 service.status_reason,
                 service.container_id,
                 format_time(service.updated_at),
+                service.restarts.total,
+                service.restarts.in_a_row,
+                service.restarts.next_at.map(format_time),
+                service.restarts.last_exit_code,
+                service.restarts.running_since.map(format_time),
             ],
         )?;
         self.services_changed();
         Ok(())
+    }
+
+    /// Writes a service's settings (`service update`): engine env and GPU share, serving,
+    /// restart and health settings. Returns whether the service exists.
+    pub fn save_service_settings(&self, service: &Service) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE services SET gpu_memory_utilization = ?2, env = ?3, idle_timeout_ms = ?4,
+                load_timeout_ms = ?5, max_concurrency = ?6, pinned = ?7, is_default = ?8,
+                restart_policy = ?9, start_timeout_ms = ?10, health_interval_ms = ?11,
+                health_retries = ?12, updated_at = ?13
+             WHERE id = ?1",
+            params![
+                service.id.as_str(),
+                service.gpu_memory_utilization,
+                encode_env(&service.env),
+                service.serving.idle_timeout.map(millis),
+                millis(service.serving.load_timeout),
+                service.serving.max_concurrency,
+                service.serving.pinned,
+                service.serving.default,
+                service.restart.to_string(),
+                service.health.start_timeout.map(millis),
+                millis(service.health.interval),
+                service.health.retries,
+                format_time(service.updated_at),
+            ],
+        )?;
+        self.services_changed();
+        Ok(changed == 1)
     }
 
     /// All services, oldest first.
@@ -317,6 +365,7 @@ fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
         EventKind::Status(status) => ("status", Some(status.as_str())),
         EventKind::Note => ("note", None),
         EventKind::Created => ("created", None),
+        EventKind::Restarted => ("restarted", None),
         EventKind::Deleted => ("deleted", None),
     }
 }
@@ -327,6 +376,7 @@ fn decode_kind(kind: &str, detail: Option<&str>) -> Option<EventKind> {
         ("status", Some(s)) => s.parse().ok().map(EventKind::Status),
         ("note", _) => Some(EventKind::Note),
         ("created", _) => Some(EventKind::Created),
+        ("restarted", _) => Some(EventKind::Restarted),
         ("deleted", _) => Some(EventKind::Deleted),
         _ => None,
     }
@@ -367,6 +417,15 @@ struct RawService {
     max_concurrency: Option<u32>,
     pinned: bool,
     is_default: bool,
+    restart_policy: String,
+    restarts: u32,
+    restarts_in_a_row: u32,
+    next_restart_at: Option<String>,
+    last_exit_code: Option<i64>,
+    running_since: Option<String>,
+    start_timeout_ms: Option<i64>,
+    health_interval_ms: i64,
+    health_retries: u32,
 }
 
 /// A duration as stored: whole milliseconds.
@@ -398,6 +457,15 @@ impl RawService {
             max_concurrency: row.get(14)?,
             pinned: row.get(15)?,
             is_default: row.get(16)?,
+            restart_policy: row.get(17)?,
+            restarts: row.get(18)?,
+            restarts_in_a_row: row.get(19)?,
+            next_restart_at: row.get(20)?,
+            last_exit_code: row.get(21)?,
+            running_since: row.get(22)?,
+            start_timeout_ms: row.get(23)?,
+            health_interval_ms: row.get(24)?,
+            health_retries: row.get(25)?,
         })
     }
 
@@ -423,6 +491,23 @@ impl RawService {
                 max_concurrency: self.max_concurrency,
                 pinned: self.pinned,
                 default: self.is_default,
+            },
+            restart: self.restart_policy.parse().map_err(corrupt)?,
+            restarts: crate::domain::Restarts {
+                total: self.restarts,
+                in_a_row: self.restarts_in_a_row,
+                next_at: self
+                    .next_restart_at
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()?,
+                last_exit_code: self.last_exit_code,
+                running_since: self.running_since.as_deref().map(parse_time).transpose()?,
+            },
+            health: crate::domain::HealthChecks {
+                start_timeout: self.start_timeout_ms.map(from_millis),
+                interval: from_millis(self.health_interval_ms),
+                retries: self.health_retries,
             },
         })
     }

@@ -222,6 +222,11 @@ include-method = "POST"
 include-path-regex = "^/api/v1/(models|services)$"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
 
+[[operations]]
+include-method = "PATCH"
+include-path-regex = "^/api/v1/services/"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
+
 # Event streams are cut after max-stream-events or a second.
 [[operations]]
 include-path-regex = "/events$"

@@ -45,7 +45,8 @@ async fn model_with_service(d: &TestDaemon, name: &str, env: &[&str]) -> Value {
     post(
         d,
         "/api/v1/services",
-        json!({"model_id": name, "engine_type": "vllm", "env": env}),
+        // A dead engine stays dead here: the restart policy has tests of its own.
+        json!({"model_id": name, "engine_type": "vllm", "env": env, "restart": "no"}),
     )
     .await
 }

@@ -354,7 +354,7 @@ fn an_engine_crash_while_running_turns_the_service_failed() {
     let id = id_of(&create_service(
         &d,
         &model,
-        &["--env", "STUB_CRASH_AFTER_SECS=1"],
+        &["--env", "STUB_CRASH_AFTER_SECS=1", "--restart", "no"],
     ));
     let (code, _, stderr) = start_wait(&d, &id);
     assert_eq!(code, 0, "{stderr}");
@@ -371,7 +371,7 @@ fn an_engine_crash_while_running_turns_the_service_failed() {
 fn a_container_removed_behind_aimas_back_is_noticed_within_a_second() {
     let d = TestDaemon::with_engine();
     let model = create_model(&d);
-    let id = id_of(&create_service(&d, &model, &[]));
+    let id = id_of(&create_service(&d, &model, &["--restart", "no"]));
     assert_eq!(start_wait(&d, &id).0, 0);
     let removed_at = Instant::now();
     let out = Command::new("docker")

@@ -67,6 +67,8 @@ fn new_model(d: &DaemonProcess) -> String {
         .to_owned()
 }
 
+/// A vLLM service that stays `failed` when its engine dies: these tests check what the
+/// daemon notices; the restart policy has tests of its own (`self_healing`).
 fn new_service(d: &DaemonProcess, model: &str, env: &[&str]) -> Value {
     let mut args = vec![
         "service",
@@ -75,6 +77,8 @@ fn new_service(d: &DaemonProcess, model: &str, env: &[&str]) -> Value {
         model,
         "--engine-type",
         "vllm",
+        "--restart",
+        "no",
     ];
     for e in env {
         args.extend(["--env", e]);

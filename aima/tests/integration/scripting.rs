@@ -115,7 +115,7 @@ async fn lists_filter_by_key_on_the_api_and_the_cli_and_refuse_unknown_parameter
         ),
         (
             "/api/v1/services?status=runing",
-            "status 'runing' is not one of creating, starting, running, stopping, stopped, failed",
+            "status 'runing' is not one of creating, starting, running, stopping, stopped, failed, backoff",
         ),
         (
             "/api/v1/services?engine=tgi",
@@ -174,6 +174,7 @@ async fn lists_filter_by_key_on_the_api_and_the_cli_and_refuse_unknown_parameter
                 "ENGINE",
                 "PORT",
                 "STATUS",
+                "RESTARTS",
                 "IN FLIGHT",
                 "LAST REQUEST",
                 "AGE",

@@ -124,6 +124,44 @@ async fn a_running_service_with_env(w: &mut AimaWorld, name: String, model: Stri
     run_and_record(w, name).await;
 }
 
+#[given(expr = "a running service {string} for model {string} with restart policy {string}")]
+async fn a_running_service_with_restart(
+    w: &mut AimaWorld,
+    name: String,
+    model: String,
+    policy: String,
+) {
+    create_service_with(w, &name, &model, &["--restart", &policy]).await;
+    run_and_record(w, name).await;
+}
+
+#[given(
+    expr = "a running service {string} for model {string} with env {string} and restart policy {string}"
+)]
+async fn a_running_service_with_env_and_restart(
+    w: &mut AimaWorld,
+    name: String,
+    model: String,
+    env: String,
+    policy: String,
+) {
+    create_service_with(w, &name, &model, &["--env", &env, "--restart", &policy]).await;
+    run_and_record(w, name).await;
+}
+
+#[given(
+    expr = "a service {string} for model {string} with restart policy {string} and env {string}"
+)]
+async fn a_service_with_restart_and_env(
+    w: &mut AimaWorld,
+    name: String,
+    model: String,
+    policy: String,
+    env: String,
+) {
+    create_service_with(w, &name, &model, &["--restart", &policy, "--env", &env]).await;
+}
+
 #[given(expr = "a running service {string} for model {string} using {float} of the GPU memory")]
 async fn a_running_gpu_service(w: &mut AimaWorld, name: String, model: String, fraction: f64) {
     create_gpu_service(w, &name, &model, fraction).await;
