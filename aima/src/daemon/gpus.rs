@@ -129,9 +129,10 @@ impl Daemon {
         );
         let inventory = self.gpu_inventory().await;
         if inventory.gpus.is_empty() {
-            // Docker not answering is the real problem then; the launch reports it (with
-            // its retries) rather than a guess about the image.
-            if gpu_optional || labels.is_err() {
+            // Docker not answering, or the image missing, is the real problem then; the
+            // launch reports it (with its retries, or the pull) rather than a guess about
+            // an image it cannot read.
+            if gpu_optional || !matches!(labels, Ok(Some(_))) {
                 return Ok(None);
             }
             return Err(format!(

@@ -4,7 +4,7 @@
 //! restart is persisted (status `backoff`, its due time), so a daemon that stops or is
 //! killed resumes it after reconciliation.
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
 use super::lifecycle::StartOrigin;
 use super::{Daemon, DaemonError};
@@ -39,7 +39,10 @@ impl Daemon {
             }
             Verdict::Restart { attempt, delay } => {
                 self.metrics().failed(&service.engine, failure.cause);
-                let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                // Milliseconds, as stored: the restart matches the stored due time.
+                let due = (now
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+                .trunc_subsecs(3);
                 service.restarts.in_a_row = attempt;
                 service.restarts.next_at = Some(due);
                 service.restarts.running_since = None;

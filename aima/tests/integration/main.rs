@@ -13,4 +13,5 @@ mod process;
 mod readme;
 mod restart;
 mod scripting;
+mod self_healing;
 mod support;

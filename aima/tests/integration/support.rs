@@ -457,3 +457,20 @@ impl Drop for DaemonProcess {
 pub fn refuses_connections(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
 }
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run aima");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the CLI with `-o json`, expecting success.
+pub fn run_json(cmd: &mut assert_cmd::Command) -> serde_json::Value {
+    let (code, stdout, stderr) = run(cmd.args(["-o", "json"]));
+    assert_eq!(code, 0, "stderr: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not json ({e}): {stdout}"))
+}

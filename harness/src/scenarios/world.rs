@@ -244,6 +244,8 @@ pub struct AimaWorld {
     pub earlier_daemon_log: Vec<String>,
     /// `--keep-on-failure` kept this scenario: its containers stay when it goes.
     pub kept: bool,
+    /// An engine image tag of this scenario's own (removed when it goes).
+    pub scenario_image: Option<String>,
 }
 
 impl AimaWorld {
@@ -281,6 +283,7 @@ impl AimaWorld {
             started: Instant::now(),
             earlier_daemon_log: Vec::new(),
             kept: false,
+            scenario_image: None,
         }
     }
 
@@ -525,6 +528,9 @@ impl Drop for AimaWorld {
         }
         if let Some(instance) = self.instance.as_ref().filter(|_| !self.kept) {
             crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
+        }
+        if let Some(tag) = &self.scenario_image {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
         }
     }
 }

@@ -18,6 +18,7 @@ mod daemon;
 mod faults;
 mod gateway;
 mod gpu;
+mod healing;
 mod monitoring;
 mod services;
 
