@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 /// The version printed by `aima --version`, `aima status` and `/api/v1/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -549,6 +549,38 @@ pub struct LoadedDto {
     pub unload_at: Option<DateTime<Utc>>,
 }
 
+/// One finished gateway request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RequestDto {
+    /// When it arrived.
+    pub time: DateTime<Utc>,
+    pub model: String,
+    /// The service that answered; empty when none was found.
+    pub service: String,
+    pub status: u16,
+    pub duration_ms: u64,
+    /// From arrival to the first byte of the answer (the first token of a stream).
+    pub time_to_first_token_ms: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<crate::domain::RecentRequest> for RequestDto {
+    fn from(r: crate::domain::RecentRequest) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            time: r.at,
+            model: r.model,
+            service: r.service,
+            status: r.status,
+            duration_ms: ms(r.duration),
+            time_to_first_token_ms: r.first_byte.map(ms),
+            prompt_tokens: r.tokens.map(|(p, _)| p),
+            completion_tokens: r.tokens.map(|(_, c)| c),
+        }
+    }
+}
+
 /// Whether one model fits now, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelAdviceDto {

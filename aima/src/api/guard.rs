@@ -33,6 +33,9 @@ impl AccessPolicy {
             return Ok(());
         }
         match &self.token {
+            // The dashboard's files hold no data: a browser loads them without a token,
+            // then the page sends the token with every API request.
+            Some(_) if crate::ui::is_asset_path(path) && *method == Method::GET => {}
             Some(token) => check_token(token, headers)?,
             // Without a token the daemon is loopback-only; a page whose name resolves to
             // 127.0.0.1 (DNS rebinding) still sends its own name as Host.

@@ -80,6 +80,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         devices::recommend,
         devices::legacy_recommend,
         ps::loaded,
+        ps::recent_requests,
     ),
     modifiers(&Contract),
     components(schemas(
@@ -98,7 +99,8 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::GpuDto,
         dto::RecommendDto,
         dto::ModelAdviceDto,
-        dto::LoadedDto
+        dto::LoadedDto,
+        dto::RequestDto
     ))
 )]
 pub struct ApiDoc;
@@ -141,6 +143,7 @@ pub fn router(
         .route("/events", get(services::all_events))
         .route("/devices", get(devices::devices))
         .route("/ps", get(ps::loaded))
+        .route("/requests", get(ps::recent_requests))
         .route("/recommend", get(devices::recommend));
     // The operator scenario scripts use these older routes; same bodies.
     let legacy = Router::new()

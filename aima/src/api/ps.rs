@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 
-use super::dto::{ErrorBody, List, LoadedDto};
+use super::dto::{ErrorBody, List, LoadedDto, RequestDto};
 use super::{ApiError, ApiJson};
 use crate::daemon::Daemon;
 use crate::domain::{ServiceStatus, TrafficSource};
@@ -71,4 +71,19 @@ pub async fn loaded(
         })
         .collect();
     Ok(ApiJson(List { items }))
+}
+
+/// The gateway's latest finished requests, newest first: model, service, status, latency,
+/// time to the first byte of the answer and tokens (the dashboard's activity list).
+#[utoipa::path(get, path = "/api/v1/requests", tag = "services",
+    responses((status = 200, body = inline(List<RequestDto>))))]
+pub async fn recent_requests(
+    Extension(gateway): Extension<Arc<dyn TrafficSource>>,
+) -> ApiJson<List<RequestDto>> {
+    let items = gateway
+        .recent_requests()
+        .into_iter()
+        .map(RequestDto::from)
+        .collect();
+    ApiJson(List { items })
 }

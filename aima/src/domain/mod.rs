@@ -24,7 +24,7 @@ pub use service::{
     validate_gpu_memory_utilization, validate_service_name,
 };
 pub use text::{is_unsafe_char, one_line, shorten};
-pub use traffic::{ServiceTraffic, TrafficSource};
+pub use traffic::{RecentRequest, ServiceTraffic, TrafficSource};
 
 /// True for text that parses as a model or service id: names must not, so that a name
 /// and an id can never be confused.

@@ -79,6 +79,7 @@ pub(super) async fn forward(
     body: Bytes,
 ) -> Response {
     let mut target = None;
+    let (arrived, arrived_at) = (std::time::Instant::now(), chrono::Utc::now());
     match route_and_forward(&gateway, path, headers, body, &mut target).await {
         Ok(response) => response,
         Err(error) => {
@@ -90,6 +91,15 @@ pub(super) async fn forward(
                 .inner
                 .metrics
                 .answered(&target, error.status.as_u16());
+            gateway.remember(crate::domain::RecentRequest {
+                at: arrived_at,
+                model: target.model,
+                service: target.service,
+                status: error.status.as_u16(),
+                duration: arrived.elapsed(),
+                first_byte: None,
+                tokens: None,
+            });
             error.into_response()
         }
     }

@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::daemon::Daemon;
-use crate::domain::{Service, ServiceId, ServiceTraffic, TrafficSource};
+use crate::domain::{RecentRequest, Service, ServiceId, ServiceTraffic, TrafficSource};
 use metrics::{GatewayMetrics, Target, UsageTap};
 use openai::OpenAiError;
 
@@ -51,7 +51,12 @@ struct Inner {
     /// `AIMA_GATEWAY_QUEUE`: how many requests may wait for a turn before more are refused.
     queue_limit: usize,
     metrics: GatewayMetrics,
+    /// The latest finished requests, newest last, at most [`RECENT_KEPT`].
+    recent: Mutex<std::collections::VecDeque<RecentRequest>>,
 }
+
+/// Finished requests kept for the dashboard's activity list.
+const RECENT_KEPT: usize = 200;
 
 /// Requests of one service: how many are in flight, and when the last one ended.
 #[derive(Debug, Default)]
@@ -87,6 +92,10 @@ struct Exchange {
     in_flight: Gauge,
     usage: Option<UsageTap>,
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The answer's status, once its head went out.
+    status: Option<u16>,
+    first_byte: Option<std::time::Duration>,
+    arrived_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Exchange {
@@ -96,6 +105,9 @@ impl Exchange {
     }
 
     fn saw(&mut self, chunk: &[u8]) {
+        if self.first_byte.is_none() && !chunk.is_empty() {
+            self.first_byte = Some(self.arrived.elapsed());
+        }
         if let Some(tap) = &mut self.usage {
             tap.feed(chunk);
         }
@@ -113,8 +125,20 @@ impl Drop for Exchange {
         self.in_flight.dec();
         let metrics = &self.gateway.inner.metrics;
         metrics.finished_after(&self.target, self.arrived.elapsed());
-        if let Some((prompt, completion)) = self.usage.take().and_then(UsageTap::finish) {
+        let tokens = self.usage.take().and_then(UsageTap::finish);
+        if let Some((prompt, completion)) = tokens {
             metrics.usage(&self.target, prompt, completion);
+        }
+        if let Some(status) = self.status {
+            self.gateway.remember(RecentRequest {
+                at: self.arrived_at,
+                model: self.target.model.clone(),
+                service: self.target.service.clone(),
+                status,
+                duration: self.arrived.elapsed(),
+                first_byte: self.first_byte,
+                tokens,
+            });
         }
     }
 }
@@ -166,6 +190,7 @@ impl Gateway {
                 traffic: Mutex::default(),
                 queue_limit,
                 metrics: GatewayMetrics::default(),
+                recent: Mutex::default(),
             }),
         };
         tokio::spawn(idle::run(gateway.clone()));
@@ -210,7 +235,20 @@ impl Gateway {
             in_flight,
             usage: None,
             turn: None,
+            status: None,
+            first_byte: None,
+            arrived_at: chrono::Utc::now()
+                - chrono::Duration::from_std(arrived.elapsed()).unwrap_or_default(),
         }
+    }
+
+    /// Keeps a finished request for the activity list, dropping the oldest.
+    fn remember(&self, request: RecentRequest) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(request);
     }
 
     /// A turn at the engine of `service` when it limits concurrency: at once if one is
@@ -273,6 +311,11 @@ impl TrafficSource for Gateway {
 
     fn render_metrics(&self, out: &mut String) {
         self.inner.metrics.render(out);
+    }
+
+    fn recent_requests(&self) -> Vec<RecentRequest> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
     }
 }
 

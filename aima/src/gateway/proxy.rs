@@ -60,6 +60,7 @@ pub(super) fn downstream(
     let metrics = &exchange.gateway.inner.metrics;
     metrics.answered(&exchange.target, status.as_u16());
     metrics.head_after(&exchange.target, exchange.arrived.elapsed());
+    exchange.status = Some(status.as_u16());
     if status.is_success() {
         exchange.tap(streaming);
     }

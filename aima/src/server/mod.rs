@@ -113,6 +113,7 @@ pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
         std::sync::Arc::new(gateway.clone());
     let metrics = daemon.metrics().clone();
     crate::gateway::router(gateway)
+        .merge(crate::ui::router())
         .fallback_service(crate::api::router(daemon, options.request_timeout, traffic))
         .layer(axum::middleware::from_fn_with_state(
             policy,
