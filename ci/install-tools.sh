@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Installs the reference tools the tests drive, from PyPI: openapi-spec-validator (the
+# Installs the reference tools the tests drive: Chromium and chromedriver from Debian, and from PyPI: openapi-spec-validator (the
 # OpenAPI document), schemathesis (fuzzes every API operation for server errors),
 # openai (the official client, pointed at the gateway) and prometheus-client (its
 # OpenMetrics and Prometheus text parsers read /metrics).
 set -euo pipefail
+
+# The dashboard tests drive Debian's Chromium through its chromedriver; nothing downloads
+# a browser of its own.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10' 'openai>=1.40,<4' \

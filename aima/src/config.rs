@@ -131,6 +131,11 @@ pub struct Settings {
 pub struct ApiToken(String);
 
 impl ApiToken {
+    /// A token from text: at least 16 visible ASCII characters, else `None`.
+    pub fn parse(value: &str) -> Option<Self> {
+        parse_token(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

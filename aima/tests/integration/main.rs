@@ -15,3 +15,4 @@ mod restart;
 mod scripting;
 mod self_healing;
 mod support;
+mod ui;

@@ -168,7 +168,8 @@ async function onEvent(event) {
     state.models = (await api("/api/v1/models")).items;
   }
   if (event.service_id) {
-    await refreshService(event.service_id);
+    if (event.type === "deleted") state.services.delete(event.service_id);
+    else await refreshService(event.service_id);
     if (event.type === "status" || event.type === "deleted") {
       await Promise.all([refreshDevices(), loadTraffic()]);
     }
@@ -442,7 +443,7 @@ async function chat(event) {
   const response = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify({ model: $("#chat-model").value, stream: true, messages: [{ role: "user", content: $("#chat-input").value }] }),
+    body: JSON.stringify({ model: $("#chat-model").value, stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: $("#chat-input").value }] }),
   });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
