@@ -431,7 +431,39 @@ async fn the_dashboard_follows_the_daemon_live_in_a_real_browser() {
         "alpha's container is gone"
     );
 
-    // Delete asks first; once confirmed the service is gone from the daemon and the page.
+    // Start from the page: its phases light up in order as the CLI prints them.
+    client
+        .find(Locator::Id("start"))
+        .await
+        .expect("start")
+        .click()
+        .await
+        .expect("click start");
+    let phases = until(
+        &client,
+        Duration::from_secs(30),
+        "every phase done and alpha running",
+        "const done = [...document.querySelectorAll('#phases li.done')].map(l => l.dataset.phase);
+         return document.querySelector('#service-status').textContent === 'running' && done.length === 8 ? done : null;",
+    )
+    .await;
+    assert_eq!(
+        phases,
+        json!([
+            "validate",
+            "gpu",
+            "cleanup",
+            "port_check",
+            "image",
+            "create",
+            "start",
+            "health"
+        ])
+    );
+    assert_eq!(containers_of(&alpha).len(), 1);
+
+    // Delete asks first; once confirmed the service is gone from the daemon and the page,
+    // its running engine with it.
     client
         .find(Locator::Id("delete"))
         .await
@@ -450,6 +482,31 @@ async fn the_dashboard_follows_the_daemon_live_in_a_real_browser() {
         .await
         .expect("GET");
     assert_eq!(gone.status(), 404);
+    assert!(
+        containers_of(&alpha).is_empty(),
+        "alpha's container went with it"
+    );
+
+    // The models page creates a service for a model and opens its page.
+    client.goto(&d.url("/#/models")).await.expect("models page");
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#models tbody tr button"))
+        .await
+        .expect("the model's create button")
+        .click()
+        .await
+        .expect("create");
+    let created = until(
+        &client,
+        Duration::from_secs(10),
+        "the new service's page",
+        "return location.hash.startsWith('#/services/svc-vllm-') && document.querySelector('#service-status').textContent === 'creating' ? decodeURIComponent(location.hash.slice(11)) : null;",
+    )
+    .await;
+    let created = created.as_str().expect("id");
+    assert_eq!(api_status(&d, created).await["engine"], "vllm");
 
     let errors = console_errors(&client).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");

@@ -120,6 +120,15 @@ async function refreshService(id) {
   }
 }
 
+async function refreshServices() {
+  try {
+    const services = await api("/api/v1/services");
+    state.services = new Map(services.items.map((s) => [s.id, s]));
+  } catch (e) {
+    /* the next event tries again */
+  }
+}
+
 async function refreshDevices() {
   try {
     state.devices = await api("/api/v1/devices");
@@ -168,8 +177,9 @@ async function onEvent(event) {
     state.models = (await api("/api/v1/models")).items;
   }
   if (event.service_id) {
-    if (event.type === "deleted") state.services.delete(event.service_id);
-    else await refreshService(event.service_id);
+    // The whole list (cached by the daemon) rather than the one service: a service
+    // deleted meanwhile simply drops out instead of answering 404.
+    await refreshServices();
     if (event.type === "status" || event.type === "deleted") {
       await Promise.all([refreshDevices(), loadTraffic()]);
     }
