@@ -148,20 +148,7 @@ impl HealthChecks {
         interval: Option<&str>,
         retries: Option<u32>,
     ) -> Result<Self, Invalid> {
-        let duration = |field: &'static str, text: &str| {
-            humantime::parse_duration(text.trim())
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Invalid::new(
-                        field,
-                        format!(
-                            "{} '{text}' is not a duration; write it like 30s, 5m or 1h 30m",
-                            field.replace('_', "-")
-                        ),
-                    )
-                })
-        };
+        let duration = super::service::positive_duration;
         if retries.is_some_and(|n| !(1..=1000).contains(&n)) {
             return Err(Invalid::new(
                 "health_retries",

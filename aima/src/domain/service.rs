@@ -264,6 +264,25 @@ pub struct ServingPolicy {
     pub default: bool,
 }
 
+/// A duration the caller wrote for `field` (`30s`, `5m`, `1h 30m`), more than zero.
+pub(super) fn positive_duration(
+    field: &'static str,
+    text: &str,
+) -> Result<std::time::Duration, Invalid> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Invalid::new(
+                field,
+                format!(
+                    "{} '{text}' is not a duration; write it like 30s, 5m or 1h 30m",
+                    field.replace('_', "-")
+                ),
+            )
+        })
+}
+
 impl ServingPolicy {
     /// A cold start of a big model (70B, CUDA graphs) takes minutes.
     pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -278,20 +297,7 @@ impl ServingPolicy {
         pinned: bool,
         default: bool,
     ) -> Result<Self, Invalid> {
-        let duration = |field: &'static str, text: &str| {
-            humantime::parse_duration(text.trim())
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Invalid::new(
-                        field,
-                        format!(
-                            "{} '{text}' is not a duration; write it like 30s, 5m or 1h 30m",
-                            field.replace('_', "-")
-                        ),
-                    )
-                })
-        };
+        let duration = positive_duration;
         if max_concurrency == Some(0) {
             return Err(Invalid::new(
                 "max_concurrency",

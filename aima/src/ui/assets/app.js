@@ -137,6 +137,23 @@ async function refreshDevices() {
   }
 }
 
+// Calls `onLine` with each line of a streamed response body as it arrives.
+async function eachLine(response, onLine) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 1);
+      await onLine(line);
+    }
+  }
+}
+
 // The global event stream, read as server-sent events; it reconnects after the last id.
 async function followEvents() {
   let lastId = "latest";
@@ -148,22 +165,17 @@ async function followEvents() {
         return;
       }
       $("#live").textContent = "live";
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-          const id = block.split("\n").find((l) => l.startsWith("id:"));
-          if (id) lastId = id.slice(3).trim();
-          if (data) await onEvent(JSON.parse(data));
+      // An event is its `id:` and `data:` lines, ended by an empty line.
+      let data = "";
+      await eachLine(response, async (line) => {
+        if (line.startsWith("id:")) lastId = line.slice(3).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+        else if (line === "" && data) {
+          const event = JSON.parse(data);
+          data = "";
+          await onEvent(event);
         }
-      }
+      });
     } catch (e) {
       /* the daemon went away; try again below */
     }
@@ -460,23 +472,14 @@ async function chat(event) {
     answer.textContent = `error: ${body?.error?.message || response.status}`;
     return;
   }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, end).trim();
-      buffer = buffer.slice(end + 1);
-      if (line.startsWith(": loading")) answer.textContent = `(${line.slice(2)})`;
-      if (!line.startsWith("data:") || line === "data: [DONE]") continue;
-      const chunk = JSON.parse(line.slice(5));
-      if (answer.textContent.startsWith("(loading")) answer.textContent = "";
-      answer.textContent += chunk.choices?.[0]?.delta?.content || "";
-    }
-  }
+  await eachLine(response, (raw) => {
+    const line = raw.trim();
+    if (line.startsWith(": loading")) answer.textContent = `(${line.slice(2)})`;
+    if (!line.startsWith("data:") || line === "data: [DONE]") return;
+    const chunk = JSON.parse(line.slice(5));
+    if (answer.textContent.startsWith("(loading")) answer.textContent = "";
+    answer.textContent += chunk.choices?.[0]?.delta?.content || "";
+  });
   loadRequests();
 }
 
