@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engines;
 pub mod gateway;
 pub mod gpu;
+pub mod mcp;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

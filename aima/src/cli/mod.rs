@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::Client;
-pub use output::OutputFormat;
+pub use output::{OutputFormat, path_segment};
 
 use crate::config::{Flags, Settings};
 
@@ -69,6 +69,9 @@ enum Command {
     },
     /// Show this binary's version, commit and build date, and the daemon's.
     Version,
+    /// Serve AIMA's tools to an AI agent over the Model Context Protocol on stdin/stdout
+    /// (register it with your MCP client; it talks to the running daemon).
+    Mcp,
     /// Print a shell completion script: aima completions bash > /etc/bash_completion.d/aima
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -138,7 +141,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
     let client = Client::new(settings.addr, settings.api_token.clone());
     runtime.block_on(async {
-        if !matches!(cli.command, Command::Version) {
+        if !matches!(cli.command, Command::Version | Command::Mcp) {
             ignored::warn(&client).await;
         }
         match cli.command {
@@ -149,6 +152,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Service(command) => service::run(&client, cli.output, command).await,
             Command::Device(command) => device::run(&client, cli.output, command).await,
             Command::Ps => ps::run(&client, cli.output).await,
+            Command::Mcp => crate::mcp::serve_stdio(client).await,
             Command::Events { follow } => {
                 let path = format!("/api/v1/events?follow={follow}");
                 service::print_events(&client, cli.output, &path).await

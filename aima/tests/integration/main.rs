@@ -8,6 +8,7 @@ mod gateway;
 mod gpu;
 mod hardening;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod process;
 mod readme;
