@@ -355,6 +355,26 @@ impl ServerHandler for AimaTools {
     }
 }
 
+/// The Streamable HTTP transport the daemon serves at `/mcp`. Host, Origin and the token
+/// are checked by the daemon's access guard before a request reaches it, as for the API,
+/// so rmcp's own loopback-only Host list is left empty here.
+pub fn http_service(
+    client: Client,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    AimaTools,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default();
+    config.allowed_hosts.clear();
+    config.cancellation_token = shutdown;
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(AimaTools::new(client.clone())),
+        std::sync::Arc::default(),
+        config,
+    )
+}
+
 /// `aima mcp`: serves the tools on stdin/stdout until the client goes away.
 pub async fn serve_stdio(client: Client) -> Result<(), CliError> {
     let running = AimaTools::new(client)

@@ -79,7 +79,7 @@ pub async fn serve(
     }
     // Under systemd (Type=notify) this marks the unit started; elsewhere it does nothing.
     notify_systemd(sd_notify::NotifyState::Ready);
-    let app = app(daemon.clone(), &options);
+    let app = app(daemon.clone(), &options, listener.local_addr()?);
 
     let draining = CancellationToken::new();
     let connections = connections::Connections::new(options);
@@ -102,9 +102,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Everything on the one listener: the model gateway (`/v1/...`), and the API and
-/// metrics for the rest, behind one access guard and one request trace.
-pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
+/// Everything on the one listener: the model gateway (`/v1/...`), the dashboard, the MCP
+/// server (`/mcp`, a client of the API on `own_addr`), and the API and metrics for the
+/// rest, behind one access guard and one request trace.
+pub fn app(daemon: Daemon, options: &ServeOptions, own_addr: std::net::SocketAddr) -> axum::Router {
     let policy = std::sync::Arc::new(crate::api::AccessPolicy::new(
         daemon.settings().api_token.clone(),
     ));
@@ -112,8 +113,22 @@ pub fn app(daemon: Daemon, options: &ServeOptions) -> axum::Router {
     let traffic: std::sync::Arc<dyn crate::domain::TrafficSource> =
         std::sync::Arc::new(gateway.clone());
     let metrics = daemon.metrics().clone();
+    // The MCP tools call the API through the front door, with the daemon's own token.
+    let loopback = match own_addr.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let mcp_client = crate::cli::Client::new(
+        std::net::SocketAddr::new(loopback, own_addr.port()),
+        daemon.settings().api_token.clone(),
+    );
     crate::gateway::router(gateway)
         .merge(crate::ui::router())
+        .nest_service(
+            "/mcp",
+            crate::mcp::http_service(mcp_client, daemon.shutdown_token()),
+        )
         .fallback_service(crate::api::router(daemon, options.request_timeout, traffic))
         .layer(axum::middleware::from_fn_with_state(
             policy,

@@ -1,6 +1,7 @@
-//! `aima mcp` driven by a client the project did not write: the reference MCP Python SDK
-//! (PyPI `mcp`, installed by `.ci/run`) over stdio, against a real daemon with the stub
-//! engine. Tools are listed with schemas from the API's request types and annotations;
+//! AIMA's MCP server driven by a client the project did not write: the reference MCP
+//! Python SDK (PyPI `mcp`, installed by `.ci/run`), over both transports (`aima mcp` on
+//! stdio, and the daemon's `/mcp` over Streamable HTTP), against a real daemon with the
+//! stub engine; `/mcp` answers only what the access guard lets through. Tools are listed with schemas from the API's request types and annotations;
 //! an agent registers a model, creates and starts a service, reads its logs and events,
 //! is told to pass `force` before stopping a running one, and gets a failed start's reason
 //! as a tool result with `isError`.
@@ -19,27 +20,56 @@ async fn an_agent_deploys_a_model_and_reads_why_a_start_failed_through_the_mcp_s
     let d = tokio::task::spawn_blocking(TestDaemon::with_engine)
         .await
         .expect("daemon");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_stdio.py");
-    let (addr, home) = (d.addr.to_string(), d.home.path().to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(aima_bin())
-            .env("AIMA_ADDR", addr)
-            .env("AIMA_HOME", home)
-            .output()
-            .expect("run the MCP client")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "the MCP client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON report");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_client.py");
+    for transport in ["stdio", "http"] {
+        let (addr, home, url) = (d.addr.to_string(), d.home.path().to_owned(), d.url("/mcp"));
+        let python = python.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let target = if transport == "stdio" {
+                aima_bin().to_owned()
+            } else {
+                url
+            };
+            Command::new(python)
+                .args([script, transport, target.as_str()])
+                .env("AIMA_ADDR", addr)
+                .env("AIMA_HOME", home)
+                .output()
+                .expect("run the MCP client")
+        })
+        .await
+        .expect("join");
+        assert!(
+            out.status.success(),
+            "the MCP client over {transport} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check(
+            transport,
+            &serde_json::from_slice(&out.stdout).expect("the client's JSON report"),
+        );
+    }
+    // `/mcp` is behind the daemon's access guard, as the API is: a page whose name
+    // resolves to 127.0.0.1 (DNS rebinding) cannot reach it.
+    let rebound = reqwest::Client::new()
+        .post(d.url("/mcp"))
+        .header("host", "attacker.example:9090")
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .expect("POST /mcp");
+    assert_eq!(rebound.status(), 403);
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
 
-    assert_eq!(seen["server"]["name"], "aima", "{}", seen["server"]);
+/// What an agent saw through one transport.
+fn check(transport: &str, seen: &Value) {
+    assert_eq!(
+        seen["server"]["name"], "aima",
+        "{transport}: {}",
+        seen["server"]
+    );
     let tools = &seen["tools"];
     for name in [
         "list_models",
@@ -84,11 +114,11 @@ async fn an_agent_deploys_a_model_and_reads_why_a_start_failed_through_the_mcp_s
 
     assert_eq!(
         seen["create_model"]["structuredContent"]["name"],
-        "agent-model"
+        format!("agent-model-{transport}")
     );
     assert_eq!(
         seen["create_service"]["structuredContent"]["name"],
-        "agent-svc"
+        format!("agent-svc-{transport}")
     );
     let started = &seen["start"];
     assert_ne!(started["isError"], true, "{started}");
@@ -142,5 +172,4 @@ async fn an_agent_deploys_a_model_and_reads_why_a_start_failed_through_the_mcp_s
             .is_some_and(|t| t.contains("no service with id, name or id prefix 'no-such-service'")),
         "{missing}"
     );
-    crate::support::remove_containers_with_label(&d.instance_label());
 }
