@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestDaemon, ensure_stub_image, poll};
+use crate::support::{TestDaemon, ensure_stub_image, http, poll, post_ok};
 
 /// The tool's path, or `None` (after saying why) when it may be skipped.
 pub fn tool(name: &str) -> Option<PathBuf> {
@@ -51,16 +51,8 @@ pub fn python_with(module: &str, package: &str) -> Option<PathBuf> {
     None
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
 async fn fetch_document(d: &TestDaemon, dir: &Path) -> PathBuf {
-    let document: Value = client()
+    let document: Value = http()
         .get(d.url("/api/v1/openapi.json"))
         .send()
         .await
@@ -94,21 +86,6 @@ async fn the_openapi_document_passes_the_reference_validator() {
     assert!(report.contains("OK"), "{report}");
 }
 
-async fn post(d: &TestDaemon, path: &str, body: Value) -> Value {
-    let response = client()
-        .post(d.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
-}
-
 /// One dictionary file of JSON strings, one per line, as schemathesis reads them.
 fn dictionary(dir: &Path, name: &str, values: &[String]) {
     let lines: Vec<String> = values.iter().map(|v| json!(v).to_string()).collect();
@@ -132,19 +109,19 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation_in_any_opera
 
     // Seed real objects, so generated ids often name something that exists.
     let weights = d.model_dir("weights");
-    let used = post(
+    let used = post_ok(
         &d,
         "/api/v1/models",
         json!({"name": "fuzz-used", "source": "huggingface", "repo": "org/model"}),
     )
     .await;
-    let spare = post(
+    let spare = post_ok(
         &d,
         "/api/v1/models",
         json!({"name": "fuzz-spare", "source": "local", "path": weights}),
     )
     .await;
-    let doomed = post(
+    let doomed = post_ok(
         &d,
         "/api/v1/models",
         json!({"name": "fuzz-doomed", "source": "ollama", "repo": "tiny"}),
@@ -153,13 +130,13 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation_in_any_opera
     let (mut kept, mut deletable) = (Vec::new(), Vec::new());
     for engine in ["vllm", "sglang", "llamacpp", "ollama"] {
         let body = |model: &Value| json!({"model_id": model["id"], "engine_type": engine});
-        kept.push(post(&d, "/api/v1/services", body(&used)).await["id"].to_string());
-        deletable.push(post(&d, "/api/v1/services", body(&spare)).await["id"].to_string());
+        kept.push(post_ok(&d, "/api/v1/services", body(&used)).await["id"].to_string());
+        deletable.push(post_ok(&d, "/api/v1/services", body(&spare)).await["id"].to_string());
     }
     let unquote = |v: &String| v.trim_matches('"').to_owned();
     let kept: Vec<String> = kept.iter().map(unquote).collect();
     let mut deletable: Vec<String> = deletable.iter().map(unquote).collect();
-    post(
+    post_ok(
         &d,
         &format!("/api/v1/services/{}/start", kept[0]),
         json!({}),
@@ -272,7 +249,7 @@ request-timeout = 1.0
     eprintln!("{tail}");
 
     // Leave no container behind, whatever the fuzzer started.
-    let services: Value = client()
+    let services: Value = http()
         .get(d.url("/api/v1/services"))
         .send()
         .await
@@ -282,7 +259,7 @@ request-timeout = 1.0
         .expect("json");
     for service in services["items"].as_array().expect("items") {
         let id = service["id"].as_str().expect("id");
-        let _ = client()
+        let _ = http()
             .delete(d.url(&format!("/api/v1/services/{id}?force=true")))
             .send()
             .await;

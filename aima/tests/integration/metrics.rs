@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::TestDaemon;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
+use crate::support::{TestDaemon, http, post_ok};
 
 #[derive(Debug, serde::Deserialize)]
 struct Sample {
@@ -29,7 +21,7 @@ struct Sample {
 /// Scrapes `/metrics`, as an OpenMetrics scraper or a plain one, and parses the body with
 /// the reference parser for that format.
 async fn scrape(d: &TestDaemon, python: &std::path::Path, openmetrics: bool) -> Vec<Sample> {
-    let mut request = client().get(d.url("/metrics"));
+    let mut request = http().get(d.url("/metrics"));
     if openmetrics {
         request = request.header(
             "accept",
@@ -96,25 +88,10 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     found.first().map(|s| s.value)
 }
 
-async fn post(d: &TestDaemon, path: &str, body: Value) -> Value {
-    let response = client()
-        .post(d.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
-}
-
 async fn wait_for_status(d: &TestDaemon, id: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got: Value = client()
+        let got: Value = http()
             .get(d.url(&format!("/api/v1/services/{id}")))
             .send()
             .await
@@ -140,19 +117,19 @@ async fn metrics_count_starts_failures_probes_and_requests_for_the_reference_par
         return;
     };
     let d = TestDaemon::with_engine();
-    post(
+    post_ok(
         &d,
         "/api/v1/models",
         json!({"name": "tiny", "source": "ollama", "repo": "tiny"}),
     )
     .await;
-    let good = post(
+    let good = post_ok(
         &d,
         "/api/v1/services",
         json!({"model_id": "tiny", "engine_type": "vllm", "name": "good"}),
     )
     .await;
-    let bad = post(
+    let bad = post_ok(
         &d,
         "/api/v1/services",
         json!({"model_id": "tiny", "engine_type": "vllm", "name": "bad", "env": ["STUB_FAIL=oom"]}),
@@ -162,11 +139,11 @@ async fn metrics_count_starts_failures_probes_and_requests_for_the_reference_par
         good["id"].as_str().expect("id"),
         bad["id"].as_str().expect("id"),
     );
-    post(&d, &format!("/api/v1/services/{good_id}/start"), json!({})).await;
-    post(&d, &format!("/api/v1/services/{bad_id}/start"), json!({})).await;
+    post_ok(&d, &format!("/api/v1/services/{good_id}/start"), json!({})).await;
+    post_ok(&d, &format!("/api/v1/services/{bad_id}/start"), json!({})).await;
     wait_for_status(&d, good_id, "running").await;
     wait_for_status(&d, bad_id, "failed").await;
-    let missing = client()
+    let missing = http()
         .get(d.url("/api/v1/nowhere"))
         .send()
         .await
@@ -319,23 +296,23 @@ async fn health_probes_leave_no_line_in_the_engines_access_log() {
         return;
     };
     let d = TestDaemon::with_engine();
-    post(
+    post_ok(
         &d,
         "/api/v1/models",
         json!({"name": "tiny", "source": "ollama", "repo": "tiny"}),
     )
     .await;
-    let service = post(
+    let service = post_ok(
         &d,
         "/api/v1/services",
         json!({"model_id": "tiny", "engine_type": "vllm"}),
     )
     .await;
     let id = service["id"].as_str().expect("id");
-    post(&d, &format!("/api/v1/services/{id}/start"), json!({})).await;
+    post_ok(&d, &format!("/api/v1/services/{id}/start"), json!({})).await;
     wait_for_status(&d, id, "running").await;
     // One request through the gateway: the engine's access log is on, and shows it.
-    let answer = client()
+    let answer = http()
         .post(d.url("/v1/chat/completions"))
         .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -359,7 +336,7 @@ async fn health_probes_leave_no_line_in_the_engines_access_log() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let logs = client()
+    let logs = http()
         .get(d.url(&format!("/api/v1/services/{id}/logs")))
         .send()
         .await

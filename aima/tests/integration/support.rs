@@ -474,3 +474,28 @@ pub fn run_json(cmd: &mut assert_cmd::Command) -> serde_json::Value {
     assert_eq!(code, 0, "stderr: {stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not json ({e}): {stdout}"))
 }
+
+/// An HTTP client for the API: no proxy, a 30 s bound per request.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// POSTs `body` as JSON to the daemon, expecting success; returns the JSON answer.
+pub async fn post_ok(d: &TestDaemon, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let response = http()
+        .post(d.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
