@@ -94,8 +94,10 @@ async fn restart_waited(w: &mut AimaWorld, name: String) {
     check_waited_out(&seen);
 }
 
-/// A restart never came before its back-off was over (the events are stamped to the
-/// millisecond), and came within a couple of seconds after it.
+/// A restart never came before its back-off was over, and came within a couple of
+/// seconds after it. The back-off counts from the daemon's decision, and the `backoff`
+/// event is stamped once that status is persisted, a few milliseconds later on a loaded
+/// host (CI once saw 6 ms): 100 ms of slack still tells 1 s, 2 s and 4 s apart.
 fn check_waited_out(seen: &[(String, Option<chrono::TimeDelta>)]) {
     for (announced, observed) in seen {
         let Some(observed) = observed else {
@@ -105,7 +107,7 @@ fn check_waited_out(seen: &[(String, Option<chrono::TimeDelta>)]) {
             .unwrap_or_else(|e| panic!("back-off {announced:?} is not a duration: {e}"));
         let observed = observed.to_std().unwrap_or_default();
         assert!(
-            observed + Duration::from_millis(5) >= wait,
+            observed + Duration::from_millis(100) >= wait,
             "restarted after {observed:?}, before its back-off of {announced} was over"
         );
         assert!(
