@@ -58,7 +58,7 @@ impl From<Model> for ModelDto {
 }
 
 /// Body of `POST /api/v1/models`. Remote sources take `repo`; `local` takes `path`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModelRequest {
     /// Printable text, unique among models, not shaped like an id.
@@ -267,7 +267,7 @@ impl From<Service> for ServiceDto {
 }
 
 /// Body of `POST /api/v1/services`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceRequest {
     /// The model's id, name or a unique prefix of its id.

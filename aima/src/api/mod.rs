@@ -191,3 +191,49 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
         ),
     )
 }
+
+/// One schema of the OpenAPI document (`CreateServiceRequest`) as a self-contained JSON
+/// Schema, its `$ref`s inlined: the MCP tools take the API's bodies with this schema, so
+/// both interfaces share one contract, patterns and bounds included.
+pub fn component_schema(name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let doc = serde_json::to_value(ApiDoc::openapi()).ok()?;
+    let components = doc.pointer("/components/schemas")?;
+    let mut schema = components.get(name)?.clone();
+    inline_refs(&mut schema, components, 0);
+    match schema {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Replaces each `{"$ref": "#/components/schemas/X"}` with X, to a bounded depth (the
+/// request bodies nest one or two levels; a recursive schema would stop there).
+fn inline_refs(value: &mut serde_json::Value, components: &serde_json::Value, depth: usize) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let target = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .and_then(|name| components.get(name));
+            if let Some(target) = target
+                && depth < 8
+            {
+                let mut target = target.clone();
+                inline_refs(&mut target, components, depth + 1);
+                *value = target;
+                return;
+            }
+            for v in map.values_mut() {
+                inline_refs(v, components, depth);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                inline_refs(v, components, depth);
+            }
+        }
+        _ => {}
+    }
+}

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::CliError;
 use futures::StreamExt;
 
-use crate::api::dto::{ErrorBody, EventDto};
+use crate::api::dto::EventDto;
 
 /// Connecting to a local daemon takes microseconds; this bounds the wait when nothing
 /// answers, so the CLI reports an unreachable daemon in well under a second.
@@ -224,9 +224,12 @@ impl Client {
     /// The daemon's own message when it sent one, else the status; a refused token also
     /// says where the CLI looked for one.
     fn api_error(&self, status: StatusCode, body: &[u8]) -> CliError {
-        let message = serde_json::from_slice::<ErrorBody>(body)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| format!("the daemon answered {status}"));
+        // `{"error":{"message":…}}`: the API's shape, and the gateway's OpenAI one whose
+        // `code` may be null.
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|b| b.pointer("/error/message")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("the daemon answered {status}"));
         if status == StatusCode::UNAUTHORIZED {
             let sent = if self.token.is_some() {
                 "the token this CLI sent was refused"

@@ -1,358 +1,253 @@
 //! AIMA as tools for an AI agent: a Model Context Protocol server on the official Rust
 //! SDK (rmcp). `aima mcp` speaks stdio, as desktop and coding agents launch servers, and
-//! is a client of the running daemon like the CLI. The tools' input schemas come from the
-//! API's own request types (`api::dto`, which derive `JsonSchema` too), and a tool that
-//! fails answers with `isError` and the daemon's one-line reason, never a protocol error.
+//! the daemon serves the same server over Streamable HTTP at `/mcp`. Either way it is a
+//! client of the daemon's API, like the CLI: tools (`tools`), resources with change
+//! notifications (`resources`) and prompts that gather facts (`prompts`).
 
+mod args;
+mod prompts;
+mod resources;
+mod tools;
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use rmcp::model::{
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, tool_handler};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::api::dto::{CreateModelRequest, CreateServiceRequest, ServiceDto};
 use crate::cli::{CliError, Client};
+use resources::{Changes, Resource};
 
-/// The tools, over one daemon.
+/// One MCP session's server, over one daemon.
 #[derive(Clone)]
-pub struct AimaTools {
+pub struct AimaServer {
     client: Client,
     tool_router: ToolRouter<Self>,
+    /// `resources/subscribe` subscriptions (clients before protocol 2026-07-28).
+    subscribed: Arc<LegacySubscriptions>,
 }
 
-impl std::fmt::Debug for AimaTools {
+impl std::fmt::Debug for AimaServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AimaTools").finish_non_exhaustive()
+        f.debug_struct("AimaServer").finish_non_exhaustive()
     }
 }
 
-/// A model or service named by id, name or unique id prefix.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct Target {
-    /// The id (model-1a2b3c4d, svc-vllm-1a2b3c4d), the name, or a unique id prefix.
-    pub id: String,
+/// The URIs an older client subscribed to, and the watcher that notifies it; the watcher
+/// ends with the session (when the last clone of its server goes).
+#[derive(Default)]
+struct LegacySubscriptions {
+    uris: Arc<Mutex<Vec<String>>>,
+    watcher: Mutex<Option<DropGuard>>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct StartArgs {
-    /// The service: id, name or unique id prefix.
-    pub id: String,
-    /// Wait until it runs or fails (at most `timeout_secs`), and answer with the outcome.
-    #[serde(default = "yes")]
-    pub wait: bool,
-    /// Longest wait, in seconds (default 600).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct StopArgs {
-    /// The service: id, name or unique id prefix.
-    pub id: String,
-    /// Required to stop (or delete) a service that is running or starting: it ends the
-    /// engine and every request it is answering.
-    #[serde(default)]
-    pub force: bool,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct LogsArgs {
-    /// The service: id, name or unique id prefix.
-    pub id: String,
-    /// The last N lines (default 100, at most 1000).
-    #[serde(default)]
-    pub tail: Option<usize>,
-    /// The lines kept from the container before the current one (a crashed engine's).
-    #[serde(default)]
-    pub previous: bool,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct RecommendArgs {
-    /// Only this model (default: every registered model).
-    #[serde(default)]
-    pub model_id: Option<String>,
-}
-
-/// The JSON answer of a tool, or its failure as a tool result with `isError`.
-fn answer<T: Serialize>(result: Result<T, CliError>) -> CallToolResult {
-    match result {
-        Ok(value) => match serde_json::to_value(&value) {
-            Ok(value) => CallToolResult::structured(wrap(value)),
-            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
-        },
-        Err(e) => CallToolResult::error(vec![ContentBlock::text(e.message)]),
-    }
-}
-
-/// Structured content must be an object: lists come as `{"items": […]}` already, text
-/// and other values are wrapped.
-fn wrap(value: Value) -> Value {
-    match value {
-        Value::Object(_) => value,
-        other => serde_json::json!({ "value": other }),
-    }
-}
-
-fn segment(id: &str) -> String {
-    crate::cli::path_segment(id)
-}
-
-#[tool_router]
-impl AimaTools {
+impl AimaServer {
     pub fn new(client: Client) -> Self {
         Self {
             client,
             tool_router: Self::tool_router(),
+            subscribed: Arc::default(),
         }
     }
 
-    #[tool(
-        description = "List the registered models, oldest first.",
-        annotations(read_only_hint = true)
-    )]
-    async fn list_models(&self) -> CallToolResult {
-        answer(self.client.get::<Value>("/api/v1/models").await)
-    }
-
-    #[tool(description = "Show one model.", annotations(read_only_hint = true))]
-    async fn get_model(&self, Parameters(Target { id }): Parameters<Target>) -> CallToolResult {
-        answer(
-            self.client
-                .get::<Value>(&format!("/api/v1/models/{}", segment(&id)))
-                .await,
-        )
-    }
-
-    #[tool(
-        description = "Register a model: source ollama, huggingface or modelscope with a repo, or local with a path on the daemon's host under a model root.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false
-        )
-    )]
-    async fn create_model(
-        &self,
-        Parameters(request): Parameters<CreateModelRequest>,
-    ) -> CallToolResult {
-        answer(
-            self.client
-                .post::<_, Value>("/api/v1/models", &request)
-                .await,
-        )
-    }
-
-    #[tool(
-        description = "List the services with their status, reason, port and restarts.",
-        annotations(read_only_hint = true)
-    )]
-    async fn list_services(&self) -> CallToolResult {
-        answer(self.client.get::<Value>("/api/v1/services").await)
-    }
-
-    #[tool(
-        description = "Show one service: status and its reason, port, container, restart policy and health settings.",
-        annotations(read_only_hint = true)
-    )]
-    async fn get_service(&self, Parameters(Target { id }): Parameters<Target>) -> CallToolResult {
-        answer(
-            self.client
-                .get::<Value>(&format!("/api/v1/services/{}", segment(&id)))
-                .await,
-        )
-    }
-
-    #[tool(
-        description = "Create a service for a model on an engine (vllm, sglang, llamacpp, ollama); it holds its host port until deleted. It does not start it.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false
-        )
-    )]
-    async fn create_service(
-        &self,
-        Parameters(request): Parameters<CreateServiceRequest>,
-    ) -> CallToolResult {
-        answer(
-            self.client
-                .post::<_, Value>("/api/v1/services", &request)
-                .await,
-        )
-    }
-
-    #[tool(
-        description = "Start a service's engine. With wait (the default) the answer is the outcome: running, or failed with the reason (a port held by another process, the image missing, the engine out of GPU memory...).",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = true
-        )
-    )]
-    async fn start_service(&self, Parameters(args): Parameters<StartArgs>) -> CallToolResult {
-        answer(self.start(args).await)
-    }
-
-    #[tool(
-        description = "Stop a service's engine and free its port. Stopping a running or starting service ends its engine and the requests it answers, so it needs force: true.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = true
-        )
-    )]
-    async fn stop_service(&self, Parameters(args): Parameters<StopArgs>) -> CallToolResult {
-        answer(self.stop(args).await)
-    }
-
-    #[tool(
-        description = "Delete a service and free its port for good; its events stay in the global history. A running or starting service needs force: true (its engine is stopped first).",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = false
-        )
-    )]
-    async fn delete_service(&self, Parameters(args): Parameters<StopArgs>) -> CallToolResult {
-        let mut path = format!("/api/v1/services/{}", segment(&args.id));
-        if args.force {
-            path.push_str("?force=true");
+    /// Notifies `peer` of changes to the legacy-subscribed URIs until the session ends.
+    fn watch_for_legacy(&self, peer: Peer<RoleServer>) {
+        let mut watcher = self
+            .subscribed
+            .watcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if watcher.is_some() {
+            return;
         }
-        answer(self.client.delete::<Value>(&path).await)
-    }
-
-    #[tool(
-        description = "The last lines of a service's engine output (kept after a stop or a failure).",
-        annotations(read_only_hint = true)
-    )]
-    async fn service_logs(&self, Parameters(args): Parameters<LogsArgs>) -> CallToolResult {
-        let tail = args.tail.unwrap_or(100).min(1000);
-        let path = format!(
-            "/api/service/logs?service_id={}&tail={tail}&previous={}",
-            segment(&args.id),
-            args.previous
-        );
-        answer(self.client.get::<Value>(&path).await)
-    }
-
-    #[tool(
-        description = "A service's events, oldest first: start phases, status changes with reasons, restarts.",
-        annotations(read_only_hint = true)
-    )]
-    async fn service_events(
-        &self,
-        Parameters(Target { id }): Parameters<Target>,
-    ) -> CallToolResult {
-        answer(self.events(&id).await)
-    }
-
-    #[tool(
-        description = "The host's GPUs (or why there are none), their memory, and what each service claims.",
-        annotations(read_only_hint = true)
-    )]
-    async fn device_detect(&self) -> CallToolResult {
-        answer(self.client.get::<Value>("/api/v1/devices").await)
-    }
-
-    #[tool(
-        description = "Per model, whether it fits on the GPUs now, where, with which engine and memory share, or why not.",
-        annotations(read_only_hint = true)
-    )]
-    async fn recommend(&self, Parameters(args): Parameters<RecommendArgs>) -> CallToolResult {
-        let path = match args.model_id {
-            Some(id) => format!("/api/v1/recommend?model_id={}", segment(&id)),
-            None => "/api/v1/recommend".to_owned(),
-        };
-        answer(self.client.get::<Value>(&path).await)
-    }
-}
-
-impl AimaTools {
-    async fn start(&self, args: StartArgs) -> Result<ServiceDto, CliError> {
-        let path = format!("/api/v1/services/{}/start", segment(&args.id));
-        let started: ServiceDto = self.client.post(&path, &serde_json::json!({})).await?;
-        if !args.wait {
-            return Ok(started);
-        }
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_secs(args.timeout_secs.unwrap_or(600));
-        let get = format!("/api/v1/services/{}", segment(&started.id));
-        loop {
-            let service: ServiceDto = self.client.get(&get).await?;
-            match service.status.as_str() {
-                "running" => return Ok(service),
-                "failed" => {
-                    return Err(CliError::new(
-                        CliError::FAILED,
-                        format!(
-                            "service {} failed to start: {}",
-                            service.id,
-                            service
-                                .status_reason
-                                .as_deref()
-                                .unwrap_or("no reason given")
-                        ),
-                    ));
+        let stop = CancellationToken::new();
+        *watcher = Some(stop.clone().drop_guard());
+        let uris = self.subscribed.uris.clone();
+        let mut changes = Changes::new(self.client.clone());
+        tokio::spawn(async move {
+            let Ok(events) = changes.follow().await else {
+                return;
+            };
+            let mut events = std::pin::pin!(events);
+            loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => event,
+                        _ => return,
+                    },
+                };
+                let subscribed = uris
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                for uri in changes.touched(&event, &subscribed).await.uris {
+                    let update = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                    if peer.notify_resource_updated(update).await.is_err() {
+                        return; // the client went away
+                    }
                 }
-                _ if std::time::Instant::now() >= deadline => {
-                    return Err(CliError::new(
-                        CliError::FAILED,
-                        format!(
-                            "service {} is still {} after the wait; it goes on, check it again",
-                            service.id, service.status
-                        ),
-                    ));
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
             }
-        }
+        });
     }
 
-    async fn stop(&self, args: StopArgs) -> Result<ServiceDto, CliError> {
-        let get = format!("/api/v1/services/{}", segment(&args.id));
-        let service: ServiceDto = self.client.get(&get).await?;
-        if !args.force && matches!(service.status.as_str(), "running" | "starting") {
-            return Err(CliError::new(
-                CliError::FAILED,
-                format!(
-                    "service {} is {}; stopping it ends its engine and the requests it answers, so call stop_service again with force: true",
-                    service.id, service.status
-                ),
-            ));
-        }
-        let path = format!("/api/v1/services/{}/stop", segment(&service.id));
-        self.client.post(&path, &serde_json::json!({})).await
-    }
-
-    async fn events(&self, id: &str) -> Result<Value, CliError> {
-        let path = format!("/api/v1/services/{}/events?follow=false", segment(id));
-        let mut stream = std::pin::pin!(self.client.events(&path).await?);
-        let mut items = Vec::new();
-        while let Some(event) = futures::StreamExt::next(&mut stream).await {
-            items.push(event?);
-        }
-        Ok(serde_json::json!({ "items": items }))
+    fn legacy_uris(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.subscribed
+            .uris
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[tool_handler(router = self.tool_router)]
-impl ServerHandler for AimaTools {
+impl ServerHandler for AimaServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_prompts()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("aima", crate::VERSION).with_title("AIMA"))
             .with_instructions(
-            "AIMA runs LLM inference engines (vLLM, SGLang, llama.cpp, Ollama) as containers on this GPU host. \
-             Register a model, create a service for it on an engine, start it and read why it failed if it did \
-             (get_service, service_logs, service_events). Destructive tools need force: true for a running service.",
+                "AIMA runs LLM inference engines (vLLM, SGLang, llama.cpp, Ollama) as containers on this GPU host. \
+                 Register a model, create a service for it on an engine, start it, and read why it failed if it did \
+                 (get_service, service_logs, service_events, or the diagnose_service prompt); check a running model \
+                 with chat. Destructive tools need force: true for a running service. Services are resources \
+                 (aima://services/NAME) you can subscribe to.",
+            )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        resources::list(&self.client).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(resources::read(&self.client, &request.uri).await?.into())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resources_list_changed = requested.resources_list_changed;
+        accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|uri| Resource::parse(uri).is_some())
+                .cloned()
+                .collect()
+        });
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let subscribed = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let list_changed = context.accepted().resources_list_changed == Some(true);
+        let mut changes = Changes::new(self.client.clone());
+        let events = changes.follow().await.map_err(unavailable)?;
+        let mut events = std::pin::pin!(events);
+        loop {
+            let event = tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                event = events.next() => match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    None => return Ok(()), // the daemon is shutting down
+                },
+            };
+            let touched = changes.touched(&event, &subscribed).await;
+            if list_changed && touched.list_changed {
+                let _ = context.sink().notify_resource_list_changed().await;
+            }
+            for uri in touched.uris {
+                if context.sink().notify_resource_updated(uri).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+        }
+    }
+
+    #[allow(deprecated)] // served for clients that speak a protocol before 2026-07-28
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if Resource::parse(&request.uri).is_none() {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource {} to subscribe to", request.uri),
+                None,
+            ));
+        }
+        self.legacy_uris().push(request.uri);
+        self.watch_for_legacy(context.peer);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.legacy_uris().retain(|uri| *uri != request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(prompts::list())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        Ok(
+            prompts::get(self, &request.name, request.arguments.as_ref())
+                .await?
+                .into(),
         )
     }
+}
+
+fn unavailable(e: CliError) -> ErrorData {
+    ErrorData::internal_error(e.message, None)
 }
 
 /// The Streamable HTTP transport the daemon serves at `/mcp`. Host, Origin and the token
@@ -360,24 +255,24 @@ impl ServerHandler for AimaTools {
 /// so rmcp's own loopback-only Host list is left empty here.
 pub fn http_service(
     client: Client,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
-    AimaTools,
+    AimaServer,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
     let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default();
     config.allowed_hosts.clear();
     config.cancellation_token = shutdown;
     rmcp::transport::streamable_http_server::StreamableHttpService::new(
-        move || Ok(AimaTools::new(client.clone())),
-        std::sync::Arc::default(),
+        move || Ok(AimaServer::new(client.clone())),
+        Arc::default(),
         config,
     )
 }
 
-/// `aima mcp`: serves the tools on stdin/stdout until the client goes away.
+/// `aima mcp`: serves AIMA on stdin/stdout until the client goes away.
 pub async fn serve_stdio(client: Client) -> Result<(), CliError> {
-    let running = AimaTools::new(client)
+    let running = AimaServer::new(client)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| {
