@@ -593,7 +593,8 @@ impl Daemon {
         }
         // The engine's last lines, its shutdown included, stay readable after the stop,
         // as after a failure: stop, keep them, then remove.
-        if let Ok(Some(container)) = self.own_container(service).await
+        let ours = self.own_container(service).await.ok().flatten();
+        if let Some(container) = &ours
             && self.runtime().stop(&container.id, STOP_GRACE).await.is_ok()
         {
             self.keep_last_logs(service, &container.id).await;
@@ -620,7 +621,11 @@ impl Daemon {
                 return Err(DaemonError::Unavailable(reason));
             }
         }
-        self.wait_port_released(service.port).await;
+        // Docker frees a published port a moment after its container goes; with no
+        // container of ours, whoever holds the port is not ours to wait for.
+        if ours.is_some() {
+            self.wait_port_released(service.port).await;
+        }
         service.container_id = None;
         if service.status != ServiceStatus::Stopped {
             let reason = match self.port_holder(service.port).await {

@@ -246,6 +246,8 @@ pub struct AimaWorld {
     pub kept: bool,
     /// An engine image tag of this scenario's own (removed when it goes).
     pub scenario_image: Option<String>,
+    /// An AI agent's MCP session with `aima mcp` (features/mcp.feature).
+    pub agent: Option<super::steps::Agent>,
 }
 
 impl AimaWorld {
@@ -284,6 +286,7 @@ impl AimaWorld {
             earlier_daemon_log: Vec::new(),
             kept: false,
             scenario_image: None,
+            agent: None,
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::world::{AimaWorld, Cycle, InFlight, ServiceRef, containers_with_label};
 
+mod agent;
 mod containers;
 mod daemon;
 mod faults;
@@ -22,6 +23,7 @@ mod healing;
 mod monitoring;
 mod services;
 
+pub use agent::Agent;
 use daemon::restart_daemon;
 use monitoring::last_start;
 use services::{create_service_with, start_and_wait};
