@@ -2,8 +2,9 @@
 # Installs the reference tools the tests drive: Chromium and chromedriver from Debian, and from PyPI: openapi-spec-validator (the
 # OpenAPI document), schemathesis (fuzzes every API operation for server errors),
 # openai (the official client, pointed at the gateway), prometheus-client (its
-# OpenMetrics and Prometheus text parsers read /metrics) and mcp (the reference MCP SDK,
-# a client of `aima mcp`).
+# OpenMetrics and Prometheus text parsers read /metrics), mcp (the reference MCP SDK,
+# a client of `aima mcp`), and gguf and safetensors (the formats' own writers make the
+# model files AIMA reads in the model-memory tests).
 set -euo pipefail
 
 # The dashboard tests drive Debian's Chromium through its chromedriver; nothing downloads
@@ -17,10 +18,10 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7,<0.10' 'openai>=1.40,<4' \
-  'prometheus-client>=0.20,<1' 'mcp>=1.10,<3'
+  'prometheus-client>=0.20,<1' 'mcp>=1.10,<3' 'gguf>=0.10,<1' 'safetensors>=0.4,<1' 'numpy>=1.24,<3'
 # pyenv installs entry points behind shims that need a rehash; elsewhere this is a no-op.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-for module in openai prometheus_client mcp; do
+for module in openai prometheus_client mcp gguf safetensors numpy; do
   python3 -c "import $module" || { echo "ci/install-tools.sh: the $module package does not import" >&2; exit 1; }
 done
 for tool in schemathesis openapi-spec-validator; do

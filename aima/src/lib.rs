@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod gpu;
 pub mod mcp;
 pub mod metrics;
+pub mod models;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -41,18 +41,78 @@ pub struct ModelDto {
     pub path: Option<String>,
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// Bytes of the weights, read from the files or stated with `size_bytes`.
+    pub size_bytes: Option<u64>,
+    pub params: Option<u64>,
+    /// `BF16`, `Q4_K`, `awq`…
+    pub quantization: Option<String>,
+    /// The longest context the model serves, read from its files or stated.
+    pub context_length: Option<u32>,
+    /// Everything AIMA read or was told about the model, each number with where it came
+    /// from (`{"layers": {"value": 32, "from": "config.json: num_hidden_layers"}}`).
+    #[schema(value_type = Object)]
+    pub facts: serde_json::Value,
+    /// GPU memory on the engine a service of this model would most likely use (llama.cpp
+    /// for GGUF, Ollama for its source, vLLM otherwise); null while the size is unknown.
+    pub estimate: Option<EstimateDto>,
 }
 
 impl From<Model> for ModelDto {
     fn from(m: Model) -> Self {
+        let engine = crate::engines::default_engine_for(&m);
+        let estimate = crate::engines::CATALOG
+            .iter()
+            .find(|e| e.name == engine)
+            .and_then(|e| crate::domain::estimate(&m.facts, &e.memory, None))
+            .map(|e| EstimateDto::new(engine, e));
+        let facts = &m.facts;
         Self {
             id: m.id.to_string(),
+            size_bytes: facts.size_bytes.as_ref().map(|k| k.value),
+            params: facts.params.as_ref().map(|k| k.value),
+            quantization: facts.quantization.as_ref().map(|k| k.value.clone()),
+            context_length: facts.context_length.as_ref().map(|k| k.value),
+            facts: serde_json::to_value(facts).unwrap_or_default(),
+            estimate,
             name: m.name,
             source: m.source.to_string(),
             repo: m.repo,
             path: m.path,
             status: m.status.as_str().to_owned(),
             created_at: m.created_at,
+        }
+    }
+}
+
+/// GPU memory a model needs on one engine, in bytes, with its parts and assumptions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EstimateDto {
+    /// The engine the estimate is for.
+    pub engine: String,
+    pub weights: u64,
+    pub kv_cache: u64,
+    /// The engine's CUDA context, graphs, activations and buffers.
+    pub overhead: u64,
+    pub total: u64,
+    /// Tokens of context the KV cache is sized for.
+    pub context_length: u32,
+    /// Sequences of that context held at once.
+    pub sequences: u32,
+    /// What the numbers take for granted.
+    pub assumptions: Vec<String>,
+}
+
+impl EstimateDto {
+    pub fn new(engine: &str, e: crate::domain::MemoryEstimate) -> Self {
+        Self {
+            engine: engine.to_owned(),
+            weights: e.weights,
+            kv_cache: e.kv_cache,
+            overhead: e.overhead,
+            total: e.total,
+            context_length: e.context_length,
+            sequences: e.sequences,
+            assumptions: e.assumptions,
         }
     }
 }
@@ -72,6 +132,15 @@ pub struct CreateModelRequest {
     /// Absolute path on the daemon's host; must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Bytes of the weights, for a model whose files AIMA cannot read (remote sources);
+    /// overrides what the files say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub size_bytes: Option<u64>,
+    /// The longest context to plan for, in tokens; overrides the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000000)]
+    pub context_length: Option<u32>,
 }
 
 impl From<CreateModelRequest> for ModelRequest {
@@ -81,6 +150,8 @@ impl From<CreateModelRequest> for ModelRequest {
             source: r.source,
             repo: r.repo,
             path: r.path,
+            size_bytes: r.size_bytes,
+            context_length: r.context_length,
         }
     }
 }

@@ -89,6 +89,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::LogsDto,
         dto::ErrorDetail,
         dto::ModelDto,
+        dto::EstimateDto,
         dto::CreateModelRequest,
         dto::ServiceDto,
         dto::CreateServiceRequest,

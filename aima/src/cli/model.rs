@@ -21,6 +21,13 @@ pub enum ModelCommand {
         #[arg(value_name = "ID|NAME")]
         id: String,
     },
+    /// What AIMA knows of a model's weights and shape, where each number came from, and
+    /// the GPU memory it needs with its parts.
+    Inspect {
+        /// The model: its id, its name, or a unique prefix of its id.
+        #[arg(value_name = "ID|NAME")]
+        id: String,
+    },
     /// Delete one or more models (refused while a service uses one).
     #[command(visible_alias = "rm")]
     Delete {
@@ -44,6 +51,44 @@ pub struct CreateArgs {
     /// Directory or file of the weights, for --source local.
     #[arg(long)]
     path: Option<PathBuf>,
+    /// Size of the weights when AIMA cannot read them (16GiB, 4.5GB, bytes); it overrides
+    /// what the files say.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    size: Option<u64>,
+    /// The longest context to plan GPU memory for, in tokens; overrides the model's own.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    context: Option<u32>,
+}
+
+/// `16GiB`, `4.5 GB`, `512MiB` or a number of bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size; write it like 16GiB, 4.5GB or 1073741824"))?;
+    if size.as_u64() == 0 {
+        return Err("a model's size cannot be 0".to_owned());
+    }
+    Ok(size.as_u64())
+}
+
+/// Bytes in IEC units (`14.96 GiB`).
+pub(super) fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+/// Parameters the way model cards write them (`8.03B`, `124M`).
+fn count(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)] // two decimals of a count
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.0}K", n / 1e3)
+    } else {
+        format!("{n}")
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +123,8 @@ pub async fn run(
                 repo: args.repo,
                 // The daemon has its own working directory, so send an absolute path.
                 path: args.path.map(|p| absolute(p).display().to_string()),
+                size_bytes: args.size,
+                context_length: args.context,
             };
             let model: ModelDto = client.post("/api/v1/models", &request).await?;
             output::print(format, &model, || model.id.clone())
@@ -99,6 +146,12 @@ pub async fn run(
                 .get(&format!("/api/v1/models/{}", path_segment(&id)))
                 .await?;
             output::print(format, &model, || describe(&model))
+        }
+        ModelCommand::Inspect { id } => {
+            let model: ModelDto = client
+                .get(&format!("/api/v1/models/{}", path_segment(&id)))
+                .await?;
+            output::print(format, &model, || inspect(&model))
         }
         ModelCommand::Delete { ids } => {
             super::each(&ids, |id| async move {
@@ -162,6 +215,14 @@ fn describe(m: &ModelDto) -> String {
         ("Repo", or_dash(m.repo.as_deref())),
         ("Path", or_dash(m.path.as_deref())),
         ("Status", m.status.clone()),
+        ("Size", or_dash(m.size_bytes.map(bytes).as_deref())),
+        ("Params", or_dash(m.params.map(count).as_deref())),
+        ("Quantization", or_dash(m.quantization.as_deref())),
+        (
+            "Context",
+            or_dash(m.context_length.map(|c| c.to_string()).as_deref()),
+        ),
+        ("GPU memory", estimate_line(m)),
         (
             "Created",
             format!(
@@ -172,4 +233,62 @@ fn describe(m: &ModelDto) -> String {
             ),
         ),
     ])
+}
+
+/// `17.96 GiB on vllm (weights 14.96 GiB + KV cache 1.00 GiB + overhead 2.00 GiB)`.
+fn estimate_line(m: &ModelDto) -> String {
+    match &m.estimate {
+        Some(e) => format!(
+            "{} on {} (weights {} + KV cache {} + overhead {})",
+            bytes(e.total),
+            e.engine,
+            bytes(e.weights),
+            bytes(e.kv_cache),
+            bytes(e.overhead)
+        ),
+        None => "unknown: AIMA could not read the weights; state them with --size".to_owned(),
+    }
+}
+
+/// `model inspect`: every fact with its origin, then the estimate and its assumptions.
+fn inspect(m: &ModelDto) -> String {
+    let mut out = format!("{} ({})\n\n", m.name, m.id);
+    let facts = m.facts.as_object().cloned().unwrap_or_default();
+    let rows = facts.iter().filter_map(|(key, fact)| {
+        let value = &fact["value"];
+        let shown = match (key.as_str(), value.as_u64()) {
+            ("size_bytes", Some(n)) => bytes(n),
+            ("params", Some(n)) => count(n),
+            _ => value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned),
+        };
+        Some(vec![key.clone(), shown, fact["from"].as_str()?.to_owned()])
+    });
+    let rows: Vec<Vec<String>> = rows.collect();
+    if rows.is_empty() {
+        out.push_str("AIMA knows nothing of this model's weights: it reads local GGUF and safetensors files; for other sources state --size and --context.\n");
+    } else {
+        out.push_str(&columns_of(vec!["FACT", "VALUE", "FROM"], rows));
+    }
+    out.push('\n');
+    match &m.estimate {
+        Some(e) => {
+            out.push_str(&format!(
+                "GPU memory on {}: {}\n  weights   {}\n  KV cache  {} ({} tokens x {} sequence(s))\n  overhead  {}\nAssumptions:\n",
+                e.engine,
+                bytes(e.total),
+                bytes(e.weights),
+                bytes(e.kv_cache),
+                e.context_length,
+                e.sequences,
+                bytes(e.overhead)
+            ));
+            for a in &e.assumptions {
+                out.push_str(&format!("  - {a}\n"));
+            }
+        }
+        None => out.push_str("GPU memory: unknown until the weights' size is known\n"),
+    }
+    out.trim_end().to_owned()
 }

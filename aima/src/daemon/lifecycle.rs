@@ -1197,7 +1197,7 @@ mod tests {
                 name: "m".into(),
                 source: "ollama".into(),
                 repo: Some("r".into()),
-                path: None,
+                ..ModelRequest::default()
             })
             .await
             .expect("model");

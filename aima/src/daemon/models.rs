@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 
 use super::{Daemon, DaemonError};
-use crate::domain::{EventKind, Invalid, Model, ModelId, ModelSpec};
+use crate::domain::{EventKind, Invalid, Known, Model, ModelFacts, ModelId, ModelSpec};
 use crate::store::StoreError;
 
 /// Fields of a model registration as the caller gave them, before validation.
@@ -13,6 +13,9 @@ pub struct ModelRequest {
     pub source: String,
     pub repo: Option<String>,
     pub path: Option<String>,
+    /// What the operator states for a model AIMA cannot read (or to correct it).
+    pub size_bytes: Option<u64>,
+    pub context_length: Option<u32>,
 }
 
 impl Daemon {
@@ -33,11 +36,34 @@ impl Daemon {
                     .to_string(),
             );
         }
+        // The files are read before anything is stored: a bad file registers nothing.
+        let mut facts = match &spec.path {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                tokio::task::spawn_blocking(move || crate::models::inspect(&path))
+                    .await
+                    .map_err(|e| {
+                        DaemonError::Unavailable(format!("reading the model files failed: {e}"))
+                    })?
+                    .map_err(|e| Invalid::new("path", format!("model file {e}")))?
+            }
+            None => ModelFacts::default(),
+        };
+        if let Some(size) = request.size_bytes {
+            facts.size_bytes = Some(Known::new(size, "stated by the operator (size_bytes)"));
+        }
+        if let Some(context) = request.context_length {
+            facts.context_length = Some(Known::new(
+                context,
+                "stated by the operator (context_length)",
+            ));
+        }
         let model = self
             .store()
             .run(move |store| {
                 // Eight hex digits collide rarely; a fresh id on collision keeps ids unique.
                 let mut model = Model::register(spec, ModelId::random(), Utc::now());
+                model.facts = facts;
                 loop {
                     match store.insert_model(&model) {
                         Err(StoreError::Duplicate(_)) => model.id = ModelId::random(),

@@ -4,6 +4,7 @@ mod event;
 mod failure;
 mod gpu;
 mod id;
+mod memory;
 mod model;
 mod restart;
 mod service;
@@ -17,6 +18,7 @@ pub use gpu::{
     mib, place,
 };
 pub use id::random_hex8;
+pub use memory::{DEFAULT_CONTEXT, EngineMemory, Known, MemoryEstimate, ModelFacts, estimate};
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};
 pub use restart::{Backoff, HealthChecks, RestartPolicy, Restarts, Verdict, verdict};
 pub use service::{

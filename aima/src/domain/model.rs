@@ -280,6 +280,8 @@ pub struct Model {
     pub path: Option<String>,
     pub status: ModelStatus,
     pub created_at: DateTime<Utc>,
+    /// What AIMA read from its files or was told: size, shape, context.
+    pub facts: super::ModelFacts,
 }
 
 impl Model {
@@ -295,6 +297,7 @@ impl Model {
             path: spec.path,
             status: ModelStatus::Registered,
             created_at: now,
+            facts: super::ModelFacts::default(),
         }
     }
 }

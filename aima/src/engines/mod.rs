@@ -28,6 +28,8 @@ pub struct EngineSpec {
     /// Longest a start may take from container start to a healthy answer, unless the
     /// service sets `--start-timeout`: loading weights and compiling kernels is slow.
     pub start_timeout: std::time::Duration,
+    /// What the engine needs besides weights and KV cache, for memory estimates.
+    pub memory: crate::domain::EngineMemory,
 }
 
 /// Python engines that load large models and capture CUDA graphs.
@@ -95,6 +97,7 @@ pub const CATALOG: &[EngineSpec] = &[
         // vLLM's uvicorn access log, less the probed path (vLLM 0.10.2 and later).
         quiet_probes: QuietProbes::Switch(&["--disable-access-log-for-endpoints", "/health"]),
         start_timeout: LONG_LOAD,
+        memory: crate::domain::EngineMemory::PYTHON_ENGINE,
     },
     EngineSpec {
         name: "sglang",
@@ -122,6 +125,7 @@ pub const CATALOG: &[EngineSpec] = &[
         // lines (requests reach the gateway's metrics and AIMA's log instead).
         quiet_probes: QuietProbes::Switch(&["--log-level-http", "warning"]),
         start_timeout: LONG_LOAD,
+        memory: crate::domain::EngineMemory::PYTHON_ENGINE,
     },
     EngineSpec {
         name: "llamacpp",
@@ -142,6 +146,7 @@ pub const CATALOG: &[EngineSpec] = &[
         // llama-server skips /health in its request log (server-http.cpp).
         quiet_probes: QuietProbes::NotLogged,
         start_timeout: SHORT_LOAD,
+        memory: crate::domain::EngineMemory::LLAMA_CPP,
     },
     EngineSpec {
         name: "ollama",
@@ -161,6 +166,7 @@ pub const CATALOG: &[EngineSpec] = &[
         quiet_probes: QuietProbes::ConnectOnly,
         // `ollama serve` answers at once; models load on their first request.
         start_timeout: SHORT_LOAD,
+        memory: crate::domain::EngineMemory::OLLAMA,
     },
 ];
 
@@ -246,6 +252,18 @@ impl Engine {
             .iter()
             .find(|(needle, _)| logs.contains(needle))
             .map(|(_, diagnosis)| *diagnosis)
+    }
+}
+
+/// The engine a service of `model` most likely runs on, for its memory estimate: llama.cpp
+/// for GGUF weights, Ollama for Ollama's library, vLLM otherwise.
+pub fn default_engine_for(model: &crate::domain::Model) -> &'static str {
+    if model.facts.format.as_deref() == Some("gguf") {
+        "llamacpp"
+    } else if model.source == crate::domain::ModelSource::Ollama {
+        "ollama"
+    } else {
+        "vllm"
     }
 }
 

@@ -81,6 +81,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE services ADD COLUMN start_timeout_ms INTEGER;
     ALTER TABLE services ADD COLUMN health_interval_ms INTEGER NOT NULL DEFAULT 2000;
     ALTER TABLE services ADD COLUMN health_retries INTEGER NOT NULL DEFAULT 5;",
+    // 8: what AIMA read from a model's files (or was told), as JSON with provenance.
+    "ALTER TABLE models ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// The migration that makes names unique (renaming later duplicates).

@@ -4,15 +4,15 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{Store, StoreError};
 use crate::domain::{Model, ModelId};
 
-const COLUMNS: &str = "id, name, source, repo, path, status, created_at";
+const COLUMNS: &str = "id, name, source, repo, path, status, created_at, facts";
 
 impl Store {
     /// Inserts a model; fails with [`StoreError::Duplicate`] if its id is taken and
     /// [`StoreError::NameTaken`] if its name is.
     pub fn insert_model(&self, model: &Model) -> Result<(), StoreError> {
         let result = self.conn().execute(
-            "INSERT INTO models (id, name, source, repo, path, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO models (id, name, source, repo, path, status, created_at, facts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 model.id.as_str(),
                 model.name,
@@ -21,6 +21,7 @@ impl Store {
                 model.path,
                 model.status.as_str(),
                 format_time(model.created_at),
+                serde_json::to_string(&model.facts).unwrap_or_else(|_| "{}".to_owned()),
             ],
         );
         match result {
@@ -98,6 +99,7 @@ struct RawModel {
     path: Option<String>,
     status: String,
     created_at: String,
+    facts: String,
 }
 
 impl RawModel {
@@ -110,6 +112,7 @@ impl RawModel {
             path: row.get(4)?,
             status: row.get(5)?,
             created_at: row.get(6)?,
+            facts: row.get(7)?,
         })
     }
 
@@ -121,6 +124,8 @@ impl RawModel {
             source: self.source.parse().map_err(corrupt)?,
             status: self.status.parse().map_err(corrupt)?,
             created_at: parse_time(&self.created_at)?,
+            facts: serde_json::from_str(&self.facts)
+                .map_err(|e| StoreError::Corrupt(format!("model {}: facts: {e}", self.id)))?,
             name: self.name,
             repo: self.repo,
             path: self.path,

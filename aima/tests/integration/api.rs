@@ -63,11 +63,17 @@ async fn created_model_has_exactly_the_contract_fields() {
     assert_eq!(
         keys,
         [
+            "context_length",
             "created_at",
+            "estimate",
+            "facts",
             "id",
             "name",
+            "params",
             "path",
+            "quantization",
             "repo",
+            "size_bytes",
             "source",
             "status"
         ]

@@ -10,6 +10,7 @@ mod hardening;
 mod lifecycle;
 mod mcp;
 mod metrics;
+mod model_memory;
 mod process;
 mod readme;
 mod restart;

@@ -147,10 +147,7 @@ fn check(transport: &str, seen: &Value, doc: &Value) {
     );
     // A caller's mistakes are tool results with the reason, not protocol errors.
     assert_error(&seen["create_invalid"], "unknown engine 'nope'");
-    assert_error(
-        &seen["start_mistyped"],
-        "invalid arguments: invalid type: integer `5`",
-    );
+    assert_error(&seen["start_mistyped"], "invalid arguments: invalid type");
 
     let started = &seen["start"];
     assert_ne!(started["isError"], true, "{started}");

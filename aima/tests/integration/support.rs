@@ -238,10 +238,13 @@ impl TestDaemon {
         cli_for(self.addr, self.home.path())
     }
 
-    /// A fresh directory of weights under this daemon's model root (`$AIMA_HOME/models`).
+    /// A fresh directory of weights under this daemon's model root (`$AIMA_HOME/models`):
+    /// a tiny model (one tensor) in Hugging Face's layout, written with the `safetensors`
+    /// crate, so AIMA accepts it as a model.
     pub fn model_dir(&self, name: &str) -> PathBuf {
         let dir = self.home.path().join("models").join(name);
         std::fs::create_dir_all(&dir).expect("model dir");
+        write_tiny_model(&dir);
         dir
     }
 
@@ -498,4 +501,18 @@ pub async fn post_ok(d: &TestDaemon, path: &str, body: serde_json::Value) -> ser
         response.status()
     );
     response.json().await.expect("json")
+}
+
+/// `model.safetensors` with one 4×4 F16 tensor (32 bytes) and a `config.json`, in `dir`.
+pub fn write_tiny_model(dir: &Path) {
+    let data = [0u8; 32];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![4, 4], &data)
+        .expect("tensor view");
+    safetensors::tensor::serialize_to_file([("w", view)], None, &dir.join("model.safetensors"))
+        .expect("write model.safetensors");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 4, "max_position_embeddings": 128}"#,
+    )
+    .expect("write config.json");
 }

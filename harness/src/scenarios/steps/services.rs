@@ -23,7 +23,14 @@ async fn registered_local_model(w: &mut AimaWorld, name: String) {
     // Local weights must lie under the daemon's model root.
     let dir = w.home.path().join("models").join(&name);
     std::fs::create_dir_all(&dir).expect("create the model directory");
-    std::fs::write(dir.join("config.json"), "{}").expect("write config.json");
+    // A tiny real model in Hugging Face's layout: AIMA reads its header at registration.
+    let data = [0u8; 32];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![4, 4], &data)
+        .expect("tensor view");
+    safetensors::tensor::serialize_to_file([("w", view)], None, &dir.join("model.safetensors"))
+        .expect("write model.safetensors");
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#)
+        .expect("write config.json");
     let path = dir.to_string_lossy().into_owned();
     register_model(w, name, &["--source", "local", "--path", path.as_str()]).await;
 }
