@@ -48,6 +48,16 @@ Feature: Scenario 16 - several services side by side
     Then the recommendation places model "model-alpha" on GPU 0 with a memory utilization
     And the recommendation shows each GPU's free and claimed memory
 
+  Scenario: 6b. Recommend refuses a model that cannot fit and places one that can, with the numbers
+    Given simulated GPUs "H100:81559,L4:23034"
+    And a registered model "huge" of "150GB" with a context of 8192 tokens
+    And a registered model "small" of "8GB" with a context of 8192 tokens
+    When I ask for a recommendation for model "huge"
+    Then the recommendation refuses model "huge" with its estimate and each GPU's memory left
+    When I ask for a recommendation for model "small"
+    Then the recommendation places model "small" on GPU 0 with a memory utilization
+    And the recommendation shows the estimate of model "small" with its parts
+
   Scenario: 7. Two engines share one GPU's memory, and a third that would not fit is refused
     Given simulated GPUs "H200:143771"
     And a running service "alpha" for model "model-alpha" using 0.4 of the GPU memory

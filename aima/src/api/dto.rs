@@ -662,6 +662,20 @@ pub struct ModelAdviceDto {
     pub gpu_index: Option<u32>,
     pub gpu_memory_utilization: Option<f64>,
     pub reason: String,
+    /// What the model needs on `engine`; null while its size is unknown.
+    pub estimate: Option<EstimateDto>,
+    /// Every GPU it fits on now, the one with the most memory left first.
+    pub placements: Vec<PlacementDto>,
+}
+
+/// One GPU a model fits on now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlacementDto {
+    pub gpu_index: u32,
+    /// The share a vLLM or SGLang service would take there; null for an engine that
+    /// takes what it needs (llama.cpp, Ollama).
+    pub gpu_memory_utilization: Option<f64>,
+    pub memory_left_mib: u64,
 }
 
 /// `GET /api/v1/recommend`: per GPU its free and claimed memory; per model what fits.
@@ -679,6 +693,16 @@ impl From<Recommendation> for RecommendDto {
                 .models
                 .into_iter()
                 .map(|m| ModelAdviceDto {
+                    estimate: m.estimate.map(|e| EstimateDto::new(&m.engine, e)),
+                    placements: m
+                        .placements
+                        .into_iter()
+                        .map(|p| PlacementDto {
+                            gpu_index: p.gpu_index,
+                            gpu_memory_utilization: p.gpu_memory_utilization,
+                            memory_left_mib: p.memory_left_mib,
+                        })
+                        .collect(),
                     model_id: m.model_id,
                     model_name: m.model_name,
                     fits: m.fits,

@@ -100,6 +100,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::GpuDto,
         dto::RecommendDto,
         dto::ModelAdviceDto,
+        dto::PlacementDto,
         dto::LoadedDto,
         dto::RequestDto
     ))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{Daemon, DaemonError};
 use crate::domain::{
-    EventKind, Gpu, GpuClaim, GpuInventory, Model, Service, StartPhase, largest_fitting_fraction,
-    mib, place,
+    EventKind, Gpu, GpuClaim, GpuInventory, MemoryEstimate, Model, Service, StartPhase,
+    available_mib, bytes_to_mib, estimate, fitting_gpus, largest_fitting_fraction, mib, place,
 };
 use crate::engines::{CATALOG, Engine};
 
@@ -48,6 +48,18 @@ pub struct ModelAdvice {
     pub gpu_index: Option<u32>,
     pub gpu_memory_utilization: Option<f64>,
     pub reason: String,
+    /// What the model needs on `engine`, when its size is known.
+    pub estimate: Option<MemoryEstimate>,
+    /// Every GPU it fits on now, best first (most memory left).
+    pub placements: Vec<PlacementOption>,
+}
+
+/// One GPU a model fits on, with the share a fixed-share engine would take there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementOption {
+    pub gpu_index: u32,
+    pub gpu_memory_utilization: Option<f64>,
+    pub memory_left_mib: u64,
 }
 
 /// `aima service recommend`.
@@ -210,7 +222,8 @@ impl Daemon {
     }
 
     /// Per GPU its free and claimed memory; per model (or the one asked for) whether it
-    /// fits now, where, with which utilization and engine, or why not.
+    /// fits now, where, with which engine and share, or why not, from its memory
+    /// estimate when its size is known.
     pub async fn recommend(&self, model_id: Option<&str>) -> Result<Recommendation, DaemonError> {
         let models: Vec<Model> = match model_id {
             Some(id) => vec![self.get_model(id).await?],
@@ -218,80 +231,184 @@ impl Daemon {
         };
         let devices = self.devices().await?;
         let claims = self.claims().await?;
-        let gpu_engine = CATALOG
-            .iter()
-            .find(|e| e.needs_gpu)
-            .map_or("vllm", |e| e.name);
-        let default_fraction = self
-            .inner
-            .engines
-            .get(gpu_engine)
-            .map_or(0.9, |e| e.spec.default_gpu_memory_utilization);
-        let cpu_engines: Vec<&str> = CATALOG
-            .iter()
-            .filter(|e| !e.needs_gpu)
-            .map(|e| e.name)
-            .collect();
         let advice = models
             .iter()
-            .map(|model| {
-                let base = |fits, engine: &str, gpu_index, util, reason: String| ModelAdvice {
-                    model_id: model.id.to_string(),
-                    model_name: model.name.clone(),
-                    fits,
-                    engine: engine.to_owned(),
-                    gpu_index,
-                    gpu_memory_utilization: util,
-                    reason,
-                };
-                if devices.inventory.gpus.is_empty() {
-                    return base(
-                        true,
-                        cpu_engines.first().copied().unwrap_or("llamacpp"),
-                        None,
-                        None,
-                        format!(
-                            "no NVIDIA GPU ({}); run it on the CPU with {}",
-                            devices.inventory.none_reason.as_deref().unwrap_or("none found"),
-                            cpu_engines.join(" or ")
-                        ),
-                    );
-                }
-                let best = devices
-                    .inventory
-                    .gpus
-                    .iter()
-                    .filter_map(|gpu| largest_fitting_fraction(gpu, &claims, default_fraction).map(|f| (gpu, f)))
-                    // The GPU with the most memory left, as placement does.
-                    .max_by_key(|(gpu, _)| crate::domain::available_mib(gpu, &claims));
-                match best {
-                    Some((gpu, fraction)) => base(
-                        true,
-                        gpu_engine,
-                        Some(gpu.index),
-                        Some(fraction),
-                        format!(
-                            "fits on GPU {} ({}) with --gpu-memory-utilization {fraction} ({} of {} left)",
-                            gpu.index,
-                            gpu.name,
-                            mib(crate::domain::available_mib(gpu, &claims)),
-                            mib(gpu.memory_total_mib)
-                        ),
-                    ),
-                    None => base(
-                        false,
-                        gpu_engine,
-                        None,
-                        None,
-                        "no GPU has 5% of its memory left beside the running services; stop one, or run it on the CPU"
-                            .to_owned(),
-                    ),
-                }
-            })
+            .map(|model| self.advise(model, &devices.inventory, &claims))
             .collect();
         Ok(Recommendation {
             devices,
             models: advice,
         })
     }
+
+    fn advise(&self, model: &Model, inventory: &GpuInventory, claims: &[GpuClaim]) -> ModelAdvice {
+        let engine_name = crate::engines::default_engine_for(model);
+        let spec = CATALOG.iter().find(|e| e.name == engine_name);
+        let estimate = spec.and_then(|e| estimate(&model.facts, &e.memory, None));
+        let mut advice = ModelAdvice {
+            model_id: model.id.to_string(),
+            model_name: model.name.clone(),
+            fits: false,
+            engine: engine_name.to_owned(),
+            gpu_index: None,
+            gpu_memory_utilization: None,
+            reason: String::new(),
+            estimate: estimate.clone(),
+            placements: Vec::new(),
+        };
+        let needs = estimate.as_ref().map(|e| {
+            format!(
+                "needs {} (weights {} + KV cache {} for {} tokens + overhead {} on {engine_name})",
+                gib(e.total),
+                gib(e.weights),
+                gib(e.kv_cache),
+                e.context_length,
+                gib(e.overhead)
+            )
+        });
+        if inventory.gpus.is_empty() {
+            let cpu: Vec<&str> = CATALOG
+                .iter()
+                .filter(|e| !e.needs_gpu)
+                .map(|e| e.name)
+                .collect();
+            advice.fits = true;
+            if spec.is_some_and(|s| s.needs_gpu) {
+                let on_cpu = cpu.first().copied().unwrap_or("llamacpp");
+                advice.engine = on_cpu.to_owned();
+                advice.estimate = CATALOG
+                    .iter()
+                    .find(|e| e.name == on_cpu)
+                    .and_then(|e| crate::domain::estimate(&model.facts, &e.memory, None));
+            }
+            advice.reason = format!(
+                "no NVIDIA GPU ({}); run it on the CPU with {}{}",
+                inventory.none_reason.as_deref().unwrap_or("none found"),
+                cpu.join(" or "),
+                needs.map(|n| format!("; it {n}")).unwrap_or_default()
+            );
+            return advice;
+        }
+        // vLLM and SGLang take a share of the GPU; llama.cpp and Ollama what they need.
+        let cap = spec
+            .filter(|s| s.needs_gpu)
+            .map(|s| s.default_gpu_memory_utilization);
+        let Some(estimate) = estimate else {
+            return self.advise_unsized(advice, inventory, claims, cap.unwrap_or(0.9));
+        };
+        let needed = bytes_to_mib(estimate.total);
+        let fits = fitting_gpus(&inventory.gpus, claims, needed, cap);
+        advice.placements = fits
+            .iter()
+            .map(|(gpu, share)| PlacementOption {
+                gpu_index: gpu.index,
+                gpu_memory_utilization: *share,
+                memory_left_mib: available_mib(gpu, claims),
+            })
+            .collect();
+        let needs = needs.unwrap_or_default();
+        if let Some((gpu, share)) = fits.first() {
+            advice.fits = true;
+            advice.gpu_index = Some(gpu.index);
+            advice.gpu_memory_utilization = *share;
+            let with = share
+                .map(|s| format!(" with --gpu-memory-utilization {s}"))
+                .unwrap_or_default();
+            advice.reason = format!(
+                "fits on GPU {} ({}){with}: it {needs}; {} of {} left",
+                gpu.index,
+                gpu.name,
+                gib_mib(available_mib(gpu, claims)),
+                gib_mib(gpu.memory_total_mib)
+            );
+            return advice;
+        }
+        // Nowhere: say where it came closest, and whether a shorter context would do.
+        let room = |gpu: &Gpu| -> u64 {
+            let left = available_mib(gpu, claims);
+            cap.map_or(left, |cap| left.min(crate::domain::claim_mib(gpu, cap)))
+        };
+        let best = inventory.gpus.iter().max_by_key(|g| room(g));
+        let listed: Vec<String> = inventory
+            .gpus
+            .iter()
+            .map(|g| format!("GPU {} ({}) {} left", g.index, g.name, gib_mib(room(g))))
+            .collect();
+        let per_token = spec
+            .and_then(|s| {
+                model
+                    .facts
+                    .kv_bytes_per_token(s.memory.kv_bytes_per_element)
+            })
+            .unwrap_or(0);
+        let shorter = best.and_then(|gpu| {
+            let room = room(gpu) << 20;
+            let fixed = estimate.weights + estimate.overhead;
+            let tokens = room.checked_sub(fixed)?.checked_div(per_token)?;
+            (tokens >= 256).then(|| (gpu.index, tokens.min(u64::from(u32::MAX))))
+        });
+        let hint = match shorter {
+            Some((index, tokens)) => format!(
+                "a context of {tokens} tokens would fit on GPU {index} (register the model with --context {tokens})"
+            ),
+            None => {
+                "stop services to make room, use a smaller quantization, or a larger GPU".to_owned()
+            }
+        };
+        advice.reason = format!(
+            "fits on no GPU: it {needs}, but {}; {hint}",
+            listed.join(", ")
+        );
+        advice
+    }
+
+    /// A model of unknown size: the fixed-share engine's largest share that fits now.
+    fn advise_unsized(
+        &self,
+        mut advice: ModelAdvice,
+        inventory: &GpuInventory,
+        claims: &[GpuClaim],
+        cap: f64,
+    ) -> ModelAdvice {
+        let best = inventory
+            .gpus
+            .iter()
+            .filter_map(|gpu| largest_fitting_fraction(gpu, claims, cap).map(|f| (gpu, f)))
+            // The GPU with the most memory left, as placement does.
+            .max_by_key(|(gpu, _)| available_mib(gpu, claims));
+        match best {
+            Some((gpu, fraction)) => {
+                advice.fits = true;
+                advice.gpu_index = Some(gpu.index);
+                advice.gpu_memory_utilization = Some(fraction);
+                advice.placements = vec![PlacementOption {
+                    gpu_index: gpu.index,
+                    gpu_memory_utilization: Some(fraction),
+                    memory_left_mib: available_mib(gpu, claims),
+                }];
+                advice.reason = format!(
+                    "fits on GPU {} ({}) with --gpu-memory-utilization {fraction} ({} of {} left); its size is unknown, so whether its weights fit is not checked (state it with model create --size)",
+                    gpu.index,
+                    gpu.name,
+                    mib(available_mib(gpu, claims)),
+                    mib(gpu.memory_total_mib)
+                );
+            }
+            None => {
+                advice.reason = "no GPU has 5% of its memory left beside the running services; stop one, or run it on the CPU".to_owned();
+            }
+        }
+        advice
+    }
+}
+
+/// Bytes as GiB with two decimals (`14.96 GiB`).
+fn gib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)] // display only
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    format!("{gib:.2} GiB")
+}
+
+fn gib_mib(value_mib: u64) -> String {
+    gib(value_mib << 20)
 }

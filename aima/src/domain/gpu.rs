@@ -120,6 +120,42 @@ pub fn largest_fitting_fraction(gpu: &Gpu, claims: &[GpuClaim], cap: f64) -> Opt
     None
 }
 
+/// Where a model that needs `needed_mib` fits now: every GPU with room, the one with the
+/// most memory left first, with the share a fixed-share engine (vLLM, SGLang) would take
+/// there: the largest step of 0.05 up to `cap` that fits, so the KV cache gets the rest
+/// of what the GPU can spare. An engine that takes what it needs (`cap` None) claims
+/// the estimate itself.
+pub fn fitting_gpus<'a>(
+    gpus: &'a [Gpu],
+    claims: &[GpuClaim],
+    needed_mib: u64,
+    cap: Option<f64>,
+) -> Vec<(&'a Gpu, Option<f64>)> {
+    let mut fits: Vec<(&Gpu, Option<f64>, u64)> = gpus
+        .iter()
+        .filter_map(|gpu| {
+            let left = available_mib(gpu, claims);
+            let share = match cap {
+                Some(cap) => {
+                    let share = largest_fitting_fraction(gpu, claims, cap)?;
+                    (claim_mib(gpu, share) >= needed_mib).then_some(Some(share))?
+                }
+                None => (needed_mib <= left).then_some(None)?,
+            };
+            Some((gpu, share, left))
+        })
+        .collect();
+    fits.sort_by_key(|(_, _, left)| std::cmp::Reverse(*left));
+    fits.into_iter()
+        .map(|(gpu, share, _)| (gpu, share))
+        .collect()
+}
+
+/// Bytes to whole MiB, rounded up.
+pub fn bytes_to_mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
 /// `81920 MiB (80.0 GiB)`.
 pub fn mib(value: u64) -> String {
     format!("{value} MiB ({:.1} GiB)", value as f64 / 1024.0)

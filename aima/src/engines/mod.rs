@@ -255,13 +255,11 @@ impl Engine {
     }
 }
 
-/// The engine a service of `model` most likely runs on, for its memory estimate: llama.cpp
-/// for GGUF weights, Ollama for Ollama's library, vLLM otherwise.
+/// The engine a service of `model` most likely runs on, for its memory estimate and the
+/// recommendation: llama.cpp for GGUF weights, vLLM otherwise.
 pub fn default_engine_for(model: &crate::domain::Model) -> &'static str {
     if model.facts.format.as_deref() == Some("gguf") {
         "llamacpp"
-    } else if model.source == crate::domain::ModelSource::Ollama {
-        "ollama"
     } else {
         "vllm"
     }

@@ -70,6 +70,63 @@ async fn recommendation_places(w: &mut AimaWorld, model: String, gpu: u64) {
     );
 }
 
+#[then(
+    expr = "the recommendation refuses model {string} with its estimate and each GPU's memory left"
+)]
+async fn recommendation_refuses(w: &mut AimaWorld, model: String) {
+    let id = w.model(&model);
+    let advice = w.recommendation.clone().expect("a recommendation");
+    let entry = &advice["models"][0];
+    assert_eq!(entry["model_id"], id.as_str(), "{advice}");
+    assert_eq!(entry["fits"], false, "{entry}");
+    assert_eq!(entry["placements"], Value::Array(Vec::new()), "{entry}");
+    let total = entry["estimate"]["total"].as_u64().expect("an estimate");
+    let weights = entry["estimate"]["weights"].as_u64().expect("weights");
+    assert!(total > weights, "the overhead is counted: {entry}");
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fits on no GPU"), "{reason}");
+    for gpu in advice["devices"]["gpus"].as_array().expect("gpus") {
+        let named = format!(
+            "GPU {} ({})",
+            gpu["index"],
+            gpu["name"].as_str().unwrap_or_default()
+        );
+        assert!(reason.contains(&named), "{named} in {reason}");
+    }
+}
+
+#[then(expr = "the recommendation shows the estimate of model {string} with its parts")]
+async fn recommendation_estimate(w: &mut AimaWorld, model: String) {
+    let id = w.model(&model);
+    let advice = w.recommendation.clone().expect("a recommendation");
+    let entry = &advice["models"][0];
+    assert_eq!(entry["model_id"], id.as_str(), "{advice}");
+    let e = &entry["estimate"];
+    let part = |key: &str| e[key].as_u64().unwrap_or_else(|| panic!("{key} in {e}"));
+    assert_eq!(
+        part("total"),
+        part("weights") + part("kv_cache") + part("overhead"),
+        "{e}"
+    );
+    let gpu = entry["gpu_index"].as_u64().expect("a GPU");
+    let share = entry["gpu_memory_utilization"].as_f64().expect("a share");
+    let total_mib = advice["devices"]["gpus"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["index"] == gpu))
+        .and_then(|g| g["memory_total_mib"].as_u64())
+        .expect("the GPU's memory");
+    // The share it is given holds the whole estimate.
+    #[allow(clippy::cast_precision_loss)]
+    let given = share * total_mib as f64 * 1_048_576.0;
+    #[allow(clippy::cast_precision_loss)]
+    let needed = part("total") as f64;
+    assert!(
+        given >= needed,
+        "{share} of {total_mib} MiB < {needed} bytes: {entry}"
+    );
+    w.note(format!("recommend {model}: {}", entry["reason"]));
+}
+
 #[then("the recommendation shows each GPU's free and claimed memory")]
 async fn recommendation_memory(w: &mut AimaWorld) {
     let advice = w.recommendation.clone().expect("a recommendation");

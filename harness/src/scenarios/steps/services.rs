@@ -18,6 +18,26 @@ async fn registered_model_from(w: &mut AimaWorld, name: String, repo: String) {
     .await;
 }
 
+#[given(expr = "a registered model {string} of {string} with a context of {int} tokens")]
+async fn registered_model_sized(w: &mut AimaWorld, name: String, size: String, context: u32) {
+    let context = context.to_string();
+    register_model(
+        w,
+        name,
+        &[
+            "--source",
+            "huggingface",
+            "--repo",
+            "org/model",
+            "--size",
+            size.as_str(),
+            "--context",
+            context.as_str(),
+        ],
+    )
+    .await;
+}
+
 #[given(expr = "a registered local model {string}")]
 async fn registered_local_model(w: &mut AimaWorld, name: String) {
     // Local weights must lie under the daemon's model root.
