@@ -119,10 +119,13 @@ impl Daemon {
 
     /// Decides where a starting service's engine runs, before any container exists.
     /// Returns `Ok(None)` when it runs without a GPU, or the reason it cannot start.
+    /// vLLM and SGLang claim their share of a GPU; llama.cpp and Ollama run on a GPU when
+    /// the host has one and claim their model's memory estimate there.
     pub(super) async fn admit(
         &self,
         service: &Service,
         engine: &Engine,
+        model: &Model,
     ) -> Result<Option<Placement>, String> {
         // A claim left from the previous run is not this start's: it is made anew below,
         // and must not count as memory in use meanwhile.
@@ -131,8 +134,40 @@ impl Daemon {
             .run(move |store| store.set_gpu_placement(&id, None))
             .await
             .map_err(|e| e.to_string())?;
+        let estimate = estimate(&model.facts, &engine.spec.memory, None);
         if !engine.spec.needs_gpu {
-            return Ok(None);
+            if engine.spec.gpu_offload.is_none() {
+                return Ok(None);
+            }
+            let inventory = self.gpu_inventory().await;
+            if inventory.gpus.is_empty() {
+                return Ok(None); // the CPU, as on any host without GPUs
+            }
+            let want = estimate.as_ref().map_or(0, |e| bytes_to_mib(e.total));
+            let what = match &estimate {
+                Some(e) => format!(
+                    "its estimate: weights {} + KV cache {} + overhead {}",
+                    gib(e.weights),
+                    gib(e.kv_cache),
+                    gib(e.overhead)
+                ),
+                None => "nothing: the model's size is unknown (state it with model create --size)"
+                    .to_owned(),
+            };
+            let (gpu, claim) = self
+                .claim(service, &inventory, |gpus, claims| {
+                    crate::domain::place_mib(gpus, claims, want, &what)
+                })
+                .await?;
+            return Ok(Some(
+                self.hold(
+                    service,
+                    &inventory,
+                    &gpu,
+                    format!("claimed {} ({what})", mib(claim)),
+                )
+                .await,
+            ));
         }
         let labels = self.runtime().image_labels(&engine.image).await;
         let gpu_optional = matches!(
@@ -156,31 +191,87 @@ impl Daemon {
         let fraction = service
             .gpu_memory_utilization
             .unwrap_or(engine.spec.default_gpu_memory_utilization);
-        let (gpu, claim) = {
-            let _admission = self.inner.admission.lock().await;
-            let claims: Vec<GpuClaim> = self
-                .claims()
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter(|c| c.service_id != service.id.as_str())
-                .collect();
-            let (gpu, claim) = place(&inventory.gpus, &claims, fraction).map_err(|e| e.message)?;
-            let (id, uuid) = (service.id.clone(), gpu.uuid.clone());
-            self.store()
-                .run(move |store| store.set_gpu_placement(&id, Some((&uuid, claim))))
-                .await
-                .map_err(|e| e.to_string())?;
-            (gpu.clone(), claim)
-        };
+        let (gpu, claim) = self
+            .claim(service, &inventory, |gpus, claims| {
+                place(gpus, claims, fraction)
+            })
+            .await?;
+        if let Some(e) = &estimate
+            && claim << 20 < e.weights
+        {
+            // A warning, not a refusal: the estimate may be wrong, the engine is not.
+            let needed =
+                (bytes_to_mib(e.total) as f64 / gpu.memory_total_mib as f64 * 20.0).ceil() / 20.0;
+            self.events()
+                .publish(
+                    &service.id,
+                    EventKind::Note,
+                    format!(
+                        "warning: a share of {fraction} ({}) is smaller than the model's weights ({}); the engine will likely run out of memory: pass --gpu-memory-utilization {} or more",
+                        gib(claim << 20),
+                        gib(e.weights),
+                        needed.min(1.0)
+                    ),
+                )
+                .await;
+        }
+        Ok(Some(
+            self.hold(
+                service,
+                &inventory,
+                &gpu,
+                format!(
+                    "claimed {} ({fraction} of {})",
+                    mib(claim),
+                    mib(gpu.memory_total_mib)
+                ),
+            )
+            .await,
+        ))
+    }
+
+    /// Places `service` with `place` and records the claim, one admission at a time so
+    /// two starts never count the same free memory.
+    async fn claim(
+        &self,
+        service: &Service,
+        inventory: &GpuInventory,
+        place: impl for<'a> FnOnce(
+            &'a [Gpu],
+            &[GpuClaim],
+        ) -> Result<(&'a Gpu, u64), crate::domain::DoesNotFit>,
+    ) -> Result<(Gpu, u64), String> {
+        let _admission = self.inner.admission.lock().await;
+        let claims: Vec<GpuClaim> = self
+            .claims()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|c| c.service_id != service.id.as_str())
+            .collect();
+        let (gpu, claim) = place(&inventory.gpus, &claims).map_err(|e| e.message)?;
+        let (id, uuid) = (service.id.clone(), gpu.uuid.clone());
+        self.store()
+            .run(move |store| store.set_gpu_placement(&id, Some((&uuid, claim))))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((gpu.clone(), claim))
+    }
+
+    /// Announces the placement and waits for the GPU's loading turn.
+    async fn hold(
+        &self,
+        service: &Service,
+        inventory: &GpuInventory,
+        gpu: &Gpu,
+        claimed: String,
+    ) -> Placement {
         self.events()
             .publish(
                 &service.id,
                 EventKind::Phase(StartPhase::Gpu),
                 format!(
-                    "claimed {} ({fraction} of {}) on GPU {} ({}){}",
-                    mib(claim),
-                    mib(gpu.memory_total_mib),
+                    "{claimed} on GPU {} ({}){}",
                     gpu.index,
                     gpu.name,
                     if inventory.simulated {
@@ -215,10 +306,10 @@ impl Daemon {
                 lock.lock_owned().await
             }
         };
-        Ok(Some(Placement {
+        Placement {
             device: (!inventory.simulated).then(|| gpu.uuid.clone()),
             _loading: Arc::new(loading),
-        }))
+        }
     }
 
     /// Per GPU its free and claimed memory; per model (or the one asked for) whether it

@@ -228,7 +228,7 @@ impl Daemon {
         // that the stop, already past its cleanup, never sees.
         let outcome = async {
             let placement = tokio::select! {
-                placement = self.admit(&service, &engine) => placement.map_err(|reason| StartFailure::Failed(Failure::new(FailureCause::GpuAdmission, reason)))?,
+                placement = self.admit(&service, &engine, &model) => placement.map_err(|reason| StartFailure::Failed(Failure::new(FailureCause::GpuAdmission, reason)))?,
                 () = cancel.cancelled() => return Err(StartFailure::Cancelled),
             };
             // The placement (and with it the GPU's loading turn) is held until the
@@ -327,6 +327,7 @@ impl Daemon {
         cancel: &CancellationToken,
     ) -> Result<String, StartFailure> {
         let device = placement.and_then(|p| p.device.as_deref());
+        let on_gpu = placement.is_some();
         let mut attempts: Vec<String> = Vec::new();
         let failed = |mut attempts: Vec<String>, cause| {
             StartFailure::Failed(Failure::new(
@@ -338,7 +339,7 @@ impl Daemon {
             if cancel.is_cancelled() {
                 return Err(StartFailure::Cancelled);
             }
-            match self.launch(service, engine, model, device).await {
+            match self.launch(service, engine, model, device, on_gpu).await {
                 Ok(container_id) => break container_id,
                 Err(LaunchError::Fatal(failure)) => {
                     attempts.push(failure.reason);
@@ -391,6 +392,7 @@ impl Daemon {
         engine: &Engine,
         model: &Model,
         device: Option<&str>,
+        on_gpu: bool,
     ) -> Result<String, LaunchError> {
         let id = &service.id;
         let publish = |phase: StartPhase, message: String| async move {
@@ -423,13 +425,10 @@ impl Daemon {
             return Err(LaunchError::Fatal(port_conflict(service.port, &holder)));
         }
 
-        publish(
-            StartPhase::Image,
-            format!("checking image {}", engine.image),
-        )
-        .await;
-        if !self.runtime().image_present(&engine.image).await? {
-            publish(StartPhase::Image, format!("pulling {}", engine.image)).await;
+        let image = engine.image_for(on_gpu);
+        publish(StartPhase::Image, format!("checking image {}", image)).await;
+        if !self.runtime().image_present(image).await? {
+            publish(StartPhase::Image, format!("pulling {}", image)).await;
             let events = self.events().clone();
             let sid = id.clone();
             let handle = tokio::runtime::Handle::current();
@@ -437,16 +436,16 @@ impl Daemon {
                 let (events, sid) = (events.clone(), sid.clone());
                 handle.spawn(async move { events.publish(&sid, EventKind::Note, line).await });
             };
-            self.runtime().pull_image(&engine.image, &progress).await.map_err(|e| {
+            self.runtime().pull_image(image, &progress).await.map_err(|e| {
                 LaunchError::Fatal(Failure::new(FailureCause::ImageMissing, format!(
                     "image {} is not on this host and could not be pulled: {e}; build or load it, or set AIMA_ENGINE_IMAGE_{}",
-                    engine.image,
+                    image,
                     engine.spec.name.to_uppercase()
                 )))
             })?;
         }
 
-        let spec = self.container_spec(service, engine, model, device);
+        let spec = self.container_spec(service, engine, model, device, on_gpu);
         publish(
             StartPhase::Create,
             format!("creating container {}", spec.name),
@@ -924,6 +923,7 @@ impl Daemon {
         engine: &Engine,
         model: &Model,
         gpu_device: Option<&str>,
+        on_gpu: bool,
     ) -> ContainerSpec {
         let gpu = service
             .gpu_memory_utilization
@@ -949,8 +949,8 @@ impl Daemon {
         ]);
         ContainerSpec {
             name: service.container_name(),
-            image: engine.image.clone(),
-            args: engine.args(&model_ref, gpu),
+            image: engine.image_for(on_gpu).to_owned(),
+            args: engine.args(&model_ref, gpu, on_gpu),
             env,
             labels,
             container_port: engine.spec.container_port,

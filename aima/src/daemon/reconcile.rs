@@ -94,9 +94,11 @@ impl Daemon {
         let (matching, others): (Vec<_>, Vec<_>) = own.into_iter().partition(|c| {
             c.running
                 && c.host_ports.contains(&service.port)
-                && expected
-                    .as_ref()
-                    .is_some_and(|(image, args)| &c.image == image && &c.args == args)
+                && expected.as_ref().is_some_and(|specs| {
+                    specs
+                        .iter()
+                        .any(|(image, args)| &c.image == image && &c.args == args)
+                })
         });
         match service.status {
             ServiceStatus::Running | ServiceStatus::Starting => {
@@ -253,13 +255,20 @@ impl Daemon {
         }
     }
 
-    /// The image and arguments the service's container must have, if its engine and
-    /// model still exist.
-    async fn expected_spec(&self, service: &Service) -> Option<(String, Vec<String>)> {
+    /// The images and arguments the service's container may have (on the CPU, and on a
+    /// GPU for an engine that runs on either), if its engine and model still exist.
+    async fn expected_spec(&self, service: &Service) -> Option<Vec<(String, Vec<String>)>> {
         let engine = self.inner.engines.get(&service.engine)?;
         let model = self.get_model(service.model_id.as_str()).await.ok()?;
-        let spec = self.container_spec(service, &engine, &model, None);
-        Some((spec.image, spec.args))
+        Some(
+            [false, true]
+                .into_iter()
+                .map(|on_gpu| {
+                    let spec = self.container_spec(service, &engine, &model, None, on_gpu);
+                    (spec.image, spec.args)
+                })
+                .collect(),
+        )
     }
 
     async fn save(&self, service: &Service) -> Result<(), DaemonError> {

@@ -106,6 +106,45 @@ pub fn place<'a>(
     }
 }
 
+/// Picks the GPU for a claim of `want_mib` (an engine that takes what its model needs):
+/// the one with the most memory left among those where it fits. `what` says what the
+/// claim is made of, for the refusal.
+pub fn place_mib<'a>(
+    gpus: &'a [Gpu],
+    claims: &[GpuClaim],
+    want_mib: u64,
+    what: &str,
+) -> Result<(&'a Gpu, u64), DoesNotFit> {
+    let best = gpus
+        .iter()
+        .map(|gpu| (gpu, available_mib(gpu, claims)))
+        .filter(|(_, left)| want_mib <= *left)
+        .max_by_key(|(_, left)| *left);
+    match best {
+        Some((gpu, _)) => Ok((gpu, want_mib)),
+        None => {
+            let left: Vec<String> = gpus
+                .iter()
+                .map(|gpu| {
+                    format!(
+                        "GPU {} ({}) has {} left",
+                        gpu.index,
+                        gpu.name,
+                        mib(available_mib(gpu, claims))
+                    )
+                })
+                .collect();
+            Err(DoesNotFit {
+                message: format!(
+                    "not enough GPU memory: the model needs {} ({what}); {}; stop a service, or register the model with a shorter --context",
+                    mib(want_mib),
+                    left.join("; ")
+                ),
+            })
+        }
+    }
+}
+
 /// The largest fraction (in steps of 0.05, at most `cap`) that fits on `gpu` now.
 pub fn largest_fitting_fraction(gpu: &Gpu, claims: &[GpuClaim], cap: f64) -> Option<f64> {
     let left = available_mib(gpu, claims);

@@ -15,7 +15,7 @@ pub use event::{Event, EventKind, EventSubject, StartPhase};
 pub use failure::{Failure, FailureCause};
 pub use gpu::{
     DoesNotFit, Gpu, GpuClaim, GpuInventory, available_mib, bytes_to_mib, claim_mib, fitting_gpus,
-    largest_fitting_fraction, mib, place,
+    largest_fitting_fraction, mib, place, place_mib,
 };
 pub use id::random_hex8;
 pub use memory::{DEFAULT_CONTEXT, EngineMemory, Known, MemoryEstimate, ModelFacts, estimate};

@@ -30,6 +30,18 @@ pub struct EngineSpec {
     pub start_timeout: std::time::Duration,
     /// What the engine needs besides weights and KV cache, for memory estimates.
     pub memory: crate::domain::EngineMemory,
+    /// For an engine that runs on the CPU or a GPU (`needs_gpu` false): how it runs on a
+    /// GPU when the host has one. It then claims its memory estimate, not a share.
+    pub gpu_offload: Option<GpuOffload>,
+}
+
+/// How a CPU-or-GPU engine runs on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOffload {
+    /// The image built with CUDA (when the operator has not chosen an image).
+    pub image: &'static str,
+    /// Arguments that put the model on the GPU, after the template's.
+    pub args: &'static [&'static str],
 }
 
 /// Python engines that load large models and capture CUDA graphs.
@@ -98,6 +110,7 @@ pub const CATALOG: &[EngineSpec] = &[
         quiet_probes: QuietProbes::Switch(&["--disable-access-log-for-endpoints", "/health"]),
         start_timeout: LONG_LOAD,
         memory: crate::domain::EngineMemory::PYTHON_ENGINE,
+        gpu_offload: None,
     },
     EngineSpec {
         name: "sglang",
@@ -126,6 +139,7 @@ pub const CATALOG: &[EngineSpec] = &[
         quiet_probes: QuietProbes::Switch(&["--log-level-http", "warning"]),
         start_timeout: LONG_LOAD,
         memory: crate::domain::EngineMemory::PYTHON_ENGINE,
+        gpu_offload: None,
     },
     EngineSpec {
         name: "llamacpp",
@@ -147,6 +161,11 @@ pub const CATALOG: &[EngineSpec] = &[
         quiet_probes: QuietProbes::NotLogged,
         start_timeout: SHORT_LOAD,
         memory: crate::domain::EngineMemory::LLAMA_CPP,
+        // The CUDA build of llama-server, every layer offloaded (more than any model has).
+        gpu_offload: Some(GpuOffload {
+            image: "ghcr.io/ggml-org/llama.cpp:server-cuda",
+            args: &["--n-gpu-layers", "999"],
+        }),
     },
     EngineSpec {
         name: "ollama",
@@ -167,6 +186,11 @@ pub const CATALOG: &[EngineSpec] = &[
         // `ollama serve` answers at once; models load on their first request.
         start_timeout: SHORT_LOAD,
         memory: crate::domain::EngineMemory::OLLAMA,
+        // Ollama's image carries CUDA and offloads by itself once it sees a device.
+        gpu_offload: Some(GpuOffload {
+            image: "ollama/ollama:latest",
+            args: &[],
+        }),
     },
 ];
 
@@ -181,6 +205,9 @@ pub struct Engines {
 pub struct Engine {
     pub spec: &'static EngineSpec,
     pub image: String,
+    /// The image when it runs on a GPU: the operator's image if they chose one, else the
+    /// catalog's CUDA build for a CPU-or-GPU engine.
+    pub gpu_image: String,
 }
 
 impl Engines {
@@ -198,7 +225,15 @@ impl Engines {
             .get(name)
             .cloned()
             .unwrap_or_else(|| spec.default_image.to_owned());
-        Some(Engine { spec, image })
+        let gpu_image = match (self.images.get(name), spec.gpu_offload) {
+            (None, Some(offload)) => offload.image.to_owned(),
+            _ => image.clone(),
+        };
+        Some(Engine {
+            spec,
+            image,
+            gpu_image,
+        })
     }
 
     /// Engine names, for messages.
@@ -212,18 +247,33 @@ impl Engines {
 }
 
 impl Engine {
-    /// The container's arguments for `model` (a repo or an in-container path).
-    pub fn args(&self, model: &str, gpu_memory_utilization: f64) -> Vec<String> {
+    /// The container's arguments for `model` (a repo or an in-container path); `on_gpu`
+    /// adds a CPU-or-GPU engine's offload arguments.
+    pub fn args(&self, model: &str, gpu_memory_utilization: f64, on_gpu: bool) -> Vec<String> {
         let quiet: &[&str] = match self.spec.quiet_probes {
             QuietProbes::Switch(args) => args,
             QuietProbes::NotLogged | QuietProbes::ConnectOnly => &[],
+        };
+        let offload: &[&str] = match self.spec.gpu_offload {
+            Some(offload) if on_gpu => offload.args,
+            _ => &[],
         };
         self.spec
             .args
             .iter()
             .chain(quiet)
+            .chain(offload)
             .map(|a| self.fill(a, model, gpu_memory_utilization))
             .collect()
+    }
+
+    /// The image a start runs: the CUDA build when a CPU-or-GPU engine got a GPU.
+    pub fn image_for(&self, on_gpu: bool) -> &str {
+        if on_gpu && self.spec.gpu_offload.is_some() {
+            &self.gpu_image
+        } else {
+            &self.image
+        }
     }
 
     /// The container's environment from the catalog (before the service's own `--env`).
@@ -283,7 +333,7 @@ mod tests {
         let vllm = Engines::new(&BTreeMap::new()).get("vllm").expect("vllm");
         assert_eq!(vllm.image, "vllm/vllm-openai:latest");
         assert_eq!(
-            vllm.args("org/model", 0.45),
+            vllm.args("org/model", 0.45, false),
             [
                 "--model",
                 "org/model",

@@ -275,3 +275,131 @@ fn a_gpu_engine_without_a_gpu_fails_clearly_unless_its_image_runs_on_cpu() {
     );
     assert!(d.containers().is_empty(), "refused before any container");
 }
+
+/// A daemon that runs the stub engine image for vLLM and llama.cpp alike.
+fn with_llamacpp(gpus: Option<&str>) -> TestDaemon {
+    let image = ensure_stub_image();
+    let gpus = gpus.map(|g| aima::gpu::parse_simulated(g).expect("valid spec"));
+    TestDaemon::with_engine_and(move |s| {
+        s.engine_images.insert("llamacpp".into(), image.into());
+        s.simulate_gpus = gpus;
+    })
+}
+
+fn sized_model(d: &TestDaemon, name: &str, size: &str) -> String {
+    let (code, m, stderr) = json(d.cli().args([
+        "model",
+        "create",
+        "--name",
+        name,
+        "--source",
+        "huggingface",
+        "--repo",
+        "org/m",
+        "--size",
+        size,
+        "--context",
+        "4096",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    m["id"].as_str().expect("id").to_owned()
+}
+
+fn engine_service(d: &TestDaemon, model: &str, engine: &str, extra: &[&str]) -> String {
+    let (code, s, stderr) = json(
+        d.cli()
+            .args([
+                "service",
+                "create",
+                "--model-id",
+                model,
+                "--engine-type",
+                engine,
+            ])
+            .args(extra),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    s["id"].as_str().expect("id").to_owned()
+}
+
+fn container_cmd(d: &TestDaemon, id: &str) -> String {
+    let (_, svc, _) = json(d.cli().args(["service", "get", id]));
+    let container = svc["container_id"].as_str().expect("container");
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Cmd}}", container])
+        .output()
+        .expect("inspect");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn events_text(d: &TestDaemon, id: &str) -> String {
+    let out = d
+        .cli()
+        .args(["service", "events", id])
+        .output()
+        .expect("events");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn llamacpp_runs_on_a_gpu_when_there_is_one_and_claims_its_estimate() {
+    let d = with_llamacpp(Some("L4:23034"));
+    // 2 GB of weights, no known shape: the estimate is weights + llama.cpp's overhead.
+    let m = sized_model(&d, "two-gb", "2GB");
+    let id = engine_service(&d, &m, "llamacpp", &[]);
+    assert_eq!(start(&d, &id).0, 0);
+    let expected_mib = (2_000_000_000_u64 + (768 << 20)).div_ceil(1 << 20);
+    let (_, devices, _) = json(d.cli().args(["device", "detect"]));
+    assert_eq!(
+        devices["gpus"][0]["memory_claimed_mib"], expected_mib,
+        "{devices}"
+    );
+    assert!(
+        container_cmd(&d, &id).contains("\"--n-gpu-layers\",\"999\""),
+        "every layer offloaded"
+    );
+    let events = events_text(&d, &id);
+    assert!(
+        events.contains(&format!("claimed {expected_mib} MiB"))
+            && events.contains("its estimate: weights"),
+        "{events}"
+    );
+
+    // A model whose estimate exceeds what the GPU has left is refused before any container.
+    let big = sized_model(&d, "thirty-gb", "30GB");
+    let refused = engine_service(&d, &big, "llamacpp", &[]);
+    let (code, stderr) = start(&d, &refused);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("not enough GPU memory: the model needs")
+            && stderr.contains("its estimate"),
+        "{stderr}"
+    );
+    assert_eq!(d.containers().len(), 1);
+
+    // vLLM with a share smaller than the weights starts, with a warning in its events.
+    let vllm = engine_service(&d, &m, "vllm", &["--gpu-memory-utilization", "0.05"]);
+    assert_eq!(start(&d, &vllm).0, 0);
+    let events = events_text(&d, &vllm);
+    assert!(
+        events.contains("warning: a share of 0.05")
+            && events.contains("smaller than the model's weights"),
+        "{events}"
+    );
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[test]
+fn without_a_gpu_llamacpp_runs_on_the_cpu() {
+    let d = with_llamacpp(None);
+    let m = sized_model(&d, "two-gb", "2GB");
+    let id = engine_service(&d, &m, "llamacpp", &[]);
+    assert_eq!(start(&d, &id).0, 0);
+    assert!(
+        !container_cmd(&d, &id).contains("--n-gpu-layers"),
+        "no offload on the CPU"
+    );
+    let (_, devices, _) = json(d.cli().args(["device", "detect"]));
+    assert_eq!(devices["gpus"], Value::Array(Vec::new()), "{devices}");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
