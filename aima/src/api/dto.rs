@@ -298,6 +298,25 @@ pub struct ServiceDto {
     pub health_retries: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// GPU memory its model needs on this engine; null while the model's size is unknown.
+    pub estimate: Option<EstimateDto>,
+}
+
+impl ServiceDto {
+    /// The service with its model's memory estimate on its engine.
+    pub fn with_model(service: Service, model: Option<&Model>) -> Self {
+        let estimate = model.and_then(|m| {
+            let spec = crate::engines::CATALOG
+                .iter()
+                .find(|e| e.name == service.engine)?;
+            crate::domain::estimate(&m.facts, &spec.memory, None)
+                .map(|e| EstimateDto::new(spec.name, e))
+        });
+        Self {
+            estimate,
+            ..Self::from(service)
+        }
+    }
 }
 
 impl From<Service> for ServiceDto {
@@ -333,6 +352,7 @@ impl From<Service> for ServiceDto {
             health_retries: s.health.retries,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            estimate: None,
         }
     }
 }

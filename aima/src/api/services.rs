@@ -20,7 +20,7 @@ use super::dto::{
 };
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::{Daemon, LogOutput};
-use crate::domain::{ServiceId, ServiceStatus};
+use crate::domain::{Service, ServiceId, ServiceStatus};
 
 /// Filters of a service list; each one given must match (`?status=running&engine=vllm`).
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -65,11 +65,12 @@ pub async fn list_services(
     if let Some(body) = cache.get(generation) {
         return Ok(json_body(body));
     }
+    let models = daemon.list_models().await?;
     let items: Vec<ServiceDto> = daemon
         .list_services()
         .await?
         .into_iter()
-        .map(ServiceDto::from)
+        .map(|s| shown_with(s, &models))
         .collect();
     let body = Bytes::from(serde_json::to_vec(&List { items }).unwrap_or_default());
     cache.put(generation, body.clone());
@@ -115,6 +116,7 @@ async fn filtered_services(
         ),
         None => None,
     };
+    let models = daemon.list_models().await?;
     Ok(daemon
         .list_services()
         .await?
@@ -127,7 +129,7 @@ async fn filtered_services(
                 .as_ref()
                 .is_none_or(|ids| ids.iter().any(|id| id == s.model_id.as_str()))
         })
-        .map(ServiceDto::from)
+        .map(|s| shown_with(s, &models))
         .collect())
 }
 
@@ -177,7 +179,7 @@ pub async fn create_service(
     ApiJson(request): ApiJson<CreateServiceRequest>,
 ) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
     let service = daemon.create_service(request.into()).await?;
-    Ok((StatusCode::CREATED, ApiJson(service.into())))
+    Ok((StatusCode::CREATED, ApiJson(shown(&daemon, service).await)))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
@@ -187,7 +189,9 @@ pub async fn get_service(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
-    Ok(ApiJson(daemon.get_service(&id).await?.into()))
+    Ok(ApiJson(
+        shown(&daemon, daemon.get_service(&id).await?).await,
+    ))
 }
 
 /// `?service_id=` for the operator scripts' routes.
@@ -204,7 +208,8 @@ pub async fn legacy_service_status(
     State(daemon): State<Daemon>,
     ApiQuery(query): ApiQuery<ServiceIdQuery>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
-    Ok(ApiJson(daemon.get_service(&query.service_id).await?.into()))
+    let service = daemon.get_service(&query.service_id).await?;
+    Ok(ApiJson(shown(&daemon, service).await))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -226,7 +231,8 @@ pub async fn delete_service(
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
     let force = query.force.unwrap_or(false);
-    Ok(ApiJson(daemon.delete_service(&id, force).await?.into()))
+    let service = daemon.delete_service(&id, force).await?;
+    Ok(ApiJson(shown(&daemon, service).await))
 }
 
 /// Begins a start and answers at once (`starting`); follow the events for its phases.
@@ -240,7 +246,7 @@ pub async fn start_service(
 ) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(daemon.start_service(&id).await?.into()),
+        ApiJson(shown(&daemon, daemon.start_service(&id).await?).await),
     ))
 }
 
@@ -258,7 +264,7 @@ pub async fn update_service(
 ) -> Result<ApiJson<UpdatedServiceDto>, ApiError> {
     let updated = daemon.update_service(&id, request.into()).await?;
     Ok(ApiJson(UpdatedServiceDto {
-        service: updated.service.into(),
+        service: shown(&daemon, updated.service).await,
         applies_at_next_start: updated
             .at_next_start
             .into_iter()
@@ -275,7 +281,9 @@ pub async fn stop_service(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<ServiceDto>, ApiError> {
-    Ok(ApiJson(daemon.stop_service(&id).await?.into()))
+    Ok(ApiJson(
+        shown(&daemon, daemon.stop_service(&id).await?).await,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -643,4 +651,15 @@ mod tests {
         assert_eq!(at("yesterday"), None);
         assert_eq!(at("-5"), None);
     }
+}
+
+/// A service as the API shows it: with its model's GPU memory estimate on its engine.
+async fn shown(daemon: &Daemon, service: Service) -> ServiceDto {
+    let model = daemon.get_model(service.model_id.as_str()).await.ok();
+    ServiceDto::with_model(service, model.as_ref())
+}
+
+fn shown_with(service: Service, models: &[crate::domain::Model]) -> ServiceDto {
+    let model = models.iter().find(|m| m.id == service.model_id);
+    ServiceDto::with_model(service, model)
 }

@@ -71,9 +71,17 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
-/// Bytes in IEC units (`14.96 GiB`).
+/// Bytes in IEC units with two decimals, as model sizes are compared (`14.96 GiB`).
 pub(super) fn bytes(n: u64) -> String {
-    bytesize::ByteSize::b(n).display().iec().to_string()
+    #[allow(clippy::cast_precision_loss)] // two decimals of a size
+    let value = n as f64;
+    match n {
+        0 => "0 B".to_owned(),
+        n if n >= 1 << 30 => format!("{:.2} GiB", value / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.2} MiB", value / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.2} KiB", value / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 /// Parameters the way model cards write them (`8.03B`, `124M`).

@@ -259,6 +259,12 @@ pub async fn run(
                 health_retries: args.healing.health_retries,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
+            // Stdout stays the id alone, for scripts; what the model needs is a note.
+            if matches!(format, OutputFormat::Table | OutputFormat::Wide)
+                && let Some(estimate) = &service.estimate
+            {
+                eprintln!("{} will need {}", service.id, needs(estimate));
+            }
             output::print(format, &service, || service.id.clone())
         }
         ServiceCommand::Update(args) => {
@@ -717,6 +723,19 @@ fn status_line(s: &ServiceDto) -> String {
     }
 }
 
+/// `17.96 GiB of GPU memory (weights … + KV cache … for 8192 tokens + overhead …)`.
+fn needs(e: &crate::api::dto::EstimateDto) -> String {
+    use super::model::bytes;
+    format!(
+        "{} of GPU memory (weights {} + KV cache {} for {} tokens + overhead {})",
+        bytes(e.total),
+        bytes(e.weights),
+        bytes(e.kv_cache),
+        e.context_length,
+        bytes(e.overhead)
+    )
+}
+
 fn describe(s: &ServiceDto) -> String {
     fields(&[
         ("ID", s.id.clone()),
@@ -755,6 +774,12 @@ fn describe(s: &ServiceDto) -> String {
             "GPU memory",
             s.gpu_memory_utilization
                 .map_or_else(|| "engine default".to_owned(), |f| format!("{f}")),
+        ),
+        (
+            "Model needs",
+            s.estimate
+                .as_ref()
+                .map_or_else(|| "unknown: the model's size is unknown".to_owned(), needs),
         ),
         ("Created", format!("{} ago", age(s.created_at, Utc::now()))),
         ("Updated", format!("{} ago", age(s.updated_at, Utc::now()))),
