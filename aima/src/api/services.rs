@@ -635,6 +635,17 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A service as the API shows it: with its model's GPU memory estimate on its engine.
+async fn shown(daemon: &Daemon, service: Service) -> ServiceDto {
+    let model = daemon.get_model(service.model_id.as_str()).await.ok();
+    ServiceDto::with_model(service, model.as_ref())
+}
+
+fn shown_with(service: Service, models: &[crate::domain::Model]) -> ServiceDto {
+    let model = models.iter().find(|m| m.id == service.model_id);
+    ServiceDto::with_model(service, model)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,15 +662,4 @@ mod tests {
         assert_eq!(at("yesterday"), None);
         assert_eq!(at("-5"), None);
     }
-}
-
-/// A service as the API shows it: with its model's GPU memory estimate on its engine.
-async fn shown(daemon: &Daemon, service: Service) -> ServiceDto {
-    let model = daemon.get_model(service.model_id.as_str()).await.ok();
-    ServiceDto::with_model(service, model.as_ref())
-}
-
-fn shown_with(service: Service, models: &[crate::domain::Model]) -> ServiceDto {
-    let model = models.iter().find(|m| m.id == service.model_id);
-    ServiceDto::with_model(service, model)
 }
