@@ -64,7 +64,7 @@ impl From<Model> for ModelDto {
             .iter()
             .find(|e| e.name == engine)
             .and_then(|e| crate::domain::estimate(&m.facts, &e.memory, None))
-            .map(|e| EstimateDto::new(engine, e));
+            .map(|e| EstimateDto::new(engine, e, m.facts.measured_on(engine)));
         let facts = &m.facts;
         Self {
             id: m.id.to_string(),
@@ -100,11 +100,15 @@ pub struct EstimateDto {
     pub sequences: u32,
     /// What the numbers take for granted.
     pub assumptions: Vec<String>,
+    /// What a running engine of this model really held on this host's GPU (NVML), once
+    /// one ran; null before.
+    pub measured: Option<u64>,
 }
 
 impl EstimateDto {
-    pub fn new(engine: &str, e: crate::domain::MemoryEstimate) -> Self {
+    pub fn new(engine: &str, e: crate::domain::MemoryEstimate, measured: Option<u64>) -> Self {
         Self {
+            measured,
             engine: engine.to_owned(),
             weights: e.weights,
             kv_cache: e.kv_cache,
@@ -310,7 +314,7 @@ impl ServiceDto {
                 .iter()
                 .find(|e| e.name == service.engine)?;
             crate::domain::estimate(&m.facts, &spec.memory, None)
-                .map(|e| EstimateDto::new(spec.name, e))
+                .map(|e| EstimateDto::new(spec.name, e, m.facts.measured_on(spec.name)))
         });
         Self {
             estimate,
@@ -713,7 +717,9 @@ impl From<Recommendation> for RecommendDto {
                 .models
                 .into_iter()
                 .map(|m| ModelAdviceDto {
-                    estimate: m.estimate.map(|e| EstimateDto::new(&m.engine, e)),
+                    estimate: m
+                        .estimate
+                        .map(|e| EstimateDto::new(&m.engine, e, m.measured)),
                     placements: m
                         .placements
                         .into_iter()

@@ -295,6 +295,13 @@ fn inspect(m: &ModelDto) -> String {
             for a in &e.assumptions {
                 out.push_str(&format!("  - {a}\n"));
             }
+            if let Some(measured) = e.measured {
+                out.push_str(&format!(
+                    "Measured on this host (NVML, a running {}): {}\n",
+                    e.engine,
+                    bytes(measured)
+                ));
+            }
         }
         None => out.push_str("GPU memory: unknown until the weights' size is known\n"),
     }

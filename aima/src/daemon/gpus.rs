@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{Daemon, DaemonError};
 use crate::domain::{
     EventKind, Gpu, GpuClaim, GpuInventory, MemoryEstimate, Model, Service, StartPhase,
-    available_mib, bytes_to_mib, estimate, fitting_gpus, largest_fitting_fraction, mib, place,
+    available_mib, bytes_to_mib, estimate, fitting_gpus, largest_fitting_fraction, memory_of_pids,
+    mib, place,
 };
 use crate::engines::{CATALOG, Engine};
 
@@ -52,6 +53,8 @@ pub struct ModelAdvice {
     pub estimate: Option<MemoryEstimate>,
     /// Every GPU it fits on now, best first (most memory left).
     pub placements: Vec<PlacementOption>,
+    /// What a running engine of it held on this host, on `engine`.
+    pub measured: Option<u64>,
 }
 
 /// One GPU a model fits on, with the share a fixed-share engine would take there.
@@ -312,6 +315,78 @@ impl Daemon {
         }
     }
 
+    /// Once a service runs, what its container holds on the GPUs (NVML's per-process
+    /// accounting) joins its model's facts next to the estimate, so that recommend learns
+    /// what this host really needs. Engines allocate before they answer health; a few
+    /// looks over the next seconds keep the largest. Nothing is recorded where nothing
+    /// can be measured (no GPU, simulated GPUs, a CPU engine).
+    pub(super) fn measure_gpu_memory(&self, service: Service, container_id: String) {
+        let daemon = self.clone();
+        let shutdown = self.shutdown_token();
+        tokio::spawn(async move {
+            let mut largest = 0u64;
+            for look in 0..3 {
+                if look > 0 {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    }
+                }
+                let Ok(pids) = daemon.runtime().container_pids(&container_id).await else {
+                    return; // the container went
+                };
+                let probe = Arc::clone(&daemon.inner.gpus);
+                let processes = tokio::task::spawn_blocking(move || probe.process_memory())
+                    .await
+                    .unwrap_or_default();
+                largest = largest.max(memory_of_pids(&pids, &processes));
+            }
+            if largest > 0 {
+                daemon.record_measurement(&service, largest).await;
+            }
+        });
+    }
+
+    async fn record_measurement(&self, service: &Service, bytes: u64) {
+        let Ok(mut model) = self.get_model(service.model_id.as_str()).await else {
+            return;
+        };
+        let estimate = CATALOG
+            .iter()
+            .find(|e| e.name == service.engine)
+            .and_then(|e| estimate(&model.facts, &e.memory, None));
+        model.facts.measured.insert(
+            service.engine.clone(),
+            crate::domain::Known::new(
+                bytes,
+                format!(
+                    "NVML: the processes of {} at {}",
+                    service.id,
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ),
+        );
+        let (id, facts) = (model.id.clone(), model.facts.clone());
+        if let Err(e) = self
+            .store()
+            .run(move |store| store.update_model_facts(&id, &facts))
+            .await
+        {
+            tracing::warn!(service = %service.id, "cannot record the measured GPU memory: {e}");
+            return;
+        }
+        let against = estimate
+            .map(|e| format!(" (estimate {})", gib(e.total)))
+            .unwrap_or_default();
+        self.events()
+            .publish(
+                &service.id,
+                EventKind::Note,
+                format!("measured {} on the GPU{against}", gib(bytes)),
+            )
+            .await;
+    }
+
     /// Per GPU its free and claimed memory; per model (or the one asked for) whether it
     /// fits now, where, with which engine and share, or why not, from its memory
     /// estimate when its size is known.
@@ -346,6 +421,7 @@ impl Daemon {
             reason: String::new(),
             estimate: estimate.clone(),
             placements: Vec::new(),
+            measured: model.facts.measured_on(engine_name),
         };
         let needs = estimate.as_ref().map(|e| {
             format!(
@@ -387,7 +463,13 @@ impl Daemon {
         let Some(estimate) = estimate else {
             return self.advise_unsized(advice, inventory, claims, cap.unwrap_or(0.9));
         };
-        let needed = bytes_to_mib(estimate.total);
+        // What this host measured wins over the estimate when it was more.
+        let measured = model.facts.measured_on(engine_name);
+        let needed = bytes_to_mib(estimate.total.max(measured.unwrap_or(0)));
+        let needs = match (needs, measured) {
+            (Some(needs), Some(m)) => Some(format!("{needs}; measured {} on this host", gib(m))),
+            (needs, _) => needs,
+        };
         let fits = fitting_gpus(&inventory.gpus, claims, needed, cap);
         advice.placements = fits
             .iter()

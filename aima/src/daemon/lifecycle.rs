@@ -287,6 +287,7 @@ impl Daemon {
             .remove(&service.id);
         let result = match outcome {
             Ok(container_id) => {
+                self.measure_gpu_memory(service.clone(), container_id.clone());
                 service.container_id = Some(container_id);
                 service.restarts.running_since = Some(Utc::now());
                 self.set_status(

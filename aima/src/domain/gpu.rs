@@ -195,6 +195,23 @@ pub fn bytes_to_mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
 }
 
+/// GPU memory one process holds, as NVML accounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pub gpu_uuid: String,
+    pub pid: u32,
+    pub bytes: u64,
+}
+
+/// What the processes `pids` (one container's) hold on the GPUs together.
+pub fn memory_of_pids(pids: &[u32], processes: &[ProcessMemory]) -> u64 {
+    processes
+        .iter()
+        .filter(|p| pids.contains(&p.pid))
+        .map(|p| p.bytes)
+        .sum()
+}
+
 /// `81920 MiB (80.0 GiB)`.
 pub fn mib(value: u64) -> String {
     format!("{value} MiB ({:.1} GiB)", value as f64 / 1024.0)
@@ -286,5 +303,17 @@ mod tests {
             largest_fitting_fraction(&g, &[claim("g0", 98_000)], 0.9),
             None
         );
+    }
+
+    #[test]
+    fn a_containers_gpu_memory_is_what_its_processes_hold() {
+        let held = |pid, bytes| ProcessMemory {
+            gpu_uuid: "GPU-a".into(),
+            pid,
+            bytes,
+        };
+        let processes = [held(10, 1 << 30), held(11, 2 << 30), held(99, 5 << 30)];
+        assert_eq!(memory_of_pids(&[10, 11, 12], &processes), 3 << 30);
+        assert_eq!(memory_of_pids(&[], &processes), 0);
     }
 }

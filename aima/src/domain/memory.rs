@@ -2,6 +2,8 @@
 //! (or stated by the operator), each with where it came from, and the estimate for one
 //! engine: weights + KV cache + the engine's own overhead.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 const GIB: u64 = 1 << 30;
@@ -53,9 +55,18 @@ pub struct ModelFacts {
     pub head_dim: Option<Known<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_size: Option<Known<u32>>,
+    /// GPU memory a running engine of this model really held on this host, by engine
+    /// (NVML's per-process accounting), next to the estimate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measured: BTreeMap<String, Known<u64>>,
 }
 
 impl ModelFacts {
+    /// Bytes an engine of this model was measured to hold on this host.
+    pub fn measured_on(&self, engine: &str) -> Option<u64> {
+        self.measured.get(engine).map(|k| k.value)
+    }
+
     /// Bytes of KV cache per token of context: 2 (keys and values) × layers × KV heads ×
     /// head size × bytes per element. None when the shape is not known.
     pub fn kv_bytes_per_token(&self, bytes_per_element: u64) -> Option<u64> {

@@ -14,8 +14,8 @@ mod traffic;
 pub use event::{Event, EventKind, EventSubject, StartPhase};
 pub use failure::{Failure, FailureCause};
 pub use gpu::{
-    DoesNotFit, Gpu, GpuClaim, GpuInventory, available_mib, bytes_to_mib, claim_mib, fitting_gpus,
-    largest_fitting_fraction, mib, place, place_mib,
+    DoesNotFit, Gpu, GpuClaim, GpuInventory, ProcessMemory, available_mib, bytes_to_mib, claim_mib,
+    fitting_gpus, largest_fitting_fraction, memory_of_pids, mib, place, place_mib,
 };
 pub use id::random_hex8;
 pub use memory::{DEFAULT_CONTEXT, EngineMemory, Known, MemoryEstimate, ModelFacts, estimate};

@@ -1,7 +1,7 @@
 //! GPU discovery. Only this module touches NVML. The library is loaded at run time, so a
 //! host without the NVIDIA driver builds, runs, and reports "no NVIDIA GPU: <reason>".
 
-use crate::domain::{Gpu, GpuClaim, GpuInventory};
+use crate::domain::{Gpu, GpuClaim, GpuInventory, ProcessMemory};
 
 /// Something that can tell which GPUs the host has right now.
 pub trait GpuProbe: Send + Sync + 'static {
@@ -10,6 +10,12 @@ pub trait GpuProbe: Send + Sync + 'static {
     /// Hears the claims of starting and running services before a detect. Real GPUs
     /// need not: their measured memory shows what engines hold.
     fn observe_claims(&self, _claims: &[GpuClaim]) {}
+
+    /// The GPU memory each process holds now (empty where that cannot be known, as with
+    /// simulated GPUs).
+    fn process_memory(&self) -> Vec<ProcessMemory> {
+        Vec::new()
+    }
 }
 
 /// Real GPUs through NVML, initialised once (a driver that was missing at start stays
@@ -26,6 +32,32 @@ impl std::fmt::Debug for NvmlProbe {
 }
 
 impl GpuProbe for NvmlProbe {
+    fn process_memory(&self) -> Vec<ProcessMemory> {
+        let Some(Ok(nvml)) = self.nvml.get() else {
+            return Vec::new();
+        };
+        let count = nvml.device_count().unwrap_or(0);
+        let mut held = Vec::new();
+        for index in 0..count {
+            let Ok(device) = nvml.device_by_index(index) else {
+                continue;
+            };
+            let uuid = device.uuid().unwrap_or_else(|_| format!("GPU-{index}"));
+            for process in device.running_compute_processes().unwrap_or_default() {
+                if let nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes) =
+                    process.used_gpu_memory
+                {
+                    held.push(ProcessMemory {
+                        gpu_uuid: uuid.clone(),
+                        pid: process.pid,
+                        bytes,
+                    });
+                }
+            }
+        }
+        held
+    }
+
     fn detect(&self) -> GpuInventory {
         let nvml = match self
             .nvml

@@ -282,6 +282,28 @@ impl ContainerRuntime for DockerRuntime {
         .await
     }
 
+    async fn container_pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        let docker = self.client().await?;
+        let top = docker
+            .top_processes(id, None)
+            .await
+            .map_err(|e| self.error(e))?;
+        let column = top
+            .titles
+            .unwrap_or_default()
+            .iter()
+            .position(|t| t == "PID");
+        let Some(column) = column else {
+            return Ok(Vec::new());
+        };
+        Ok(top
+            .processes
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|row| row.get(column)?.parse().ok())
+            .collect())
+    }
+
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let filters = HashMap::from([("publish", vec![host_port.to_string()])]);
         self.find(

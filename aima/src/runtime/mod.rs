@@ -159,6 +159,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
+    /// Host process ids of a running container's processes (to match NVML's
+    /// per-process GPU memory); none where the runtime cannot tell.
+    async fn container_pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
+
     /// Containers of anyone that publish `host_port`.
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError>;
 

@@ -60,7 +60,22 @@ impl Store {
         raw.map(RawModel::into_model).transpose()
     }
 
-    /// Deletes a model; returns whether it existed.
+    /// Replaces what is known of a model (a measurement joins its facts).
+    pub fn update_model_facts(
+        &self,
+        id: &ModelId,
+        facts: &crate::domain::ModelFacts,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE models SET facts = ?2 WHERE id = ?1",
+            params![
+                id.as_str(),
+                serde_json::to_string(facts).unwrap_or_else(|_| "{}".to_owned())
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Deletes a model; returns whether it existed. A model that services still use is
     /// refused by the foreign key ([`StoreError::Referenced`]), even if a service was
     /// created after the caller checked.

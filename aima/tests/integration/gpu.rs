@@ -403,3 +403,62 @@ fn without_a_gpu_llamacpp_runs_on_the_cpu() {
     assert_eq!(devices["gpus"], Value::Array(Vec::new()), "{devices}");
     crate::support::remove_containers_with_label(&d.instance_label());
 }
+
+/// The Docker half of measuring a running engine's GPU memory: the host pids of its
+/// container's processes (NVML accounts memory by host pid).
+#[test]
+fn a_running_containers_host_pids_are_known() {
+    use aima::runtime::ContainerRuntime;
+    let d = with_llamacpp(None);
+    let m = sized_model(&d, "two-gb", "2GB");
+    let id = engine_service(&d, &m, "vllm", &[]);
+    assert_eq!(start(&d, &id).0, 0);
+    let (_, svc, _) = json(d.cli().args(["service", "get", &id]));
+    let container = svc["container_id"].as_str().expect("container").to_owned();
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &container])
+        .output()
+        .expect("inspect");
+    let main: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a pid");
+    let runtime = aima::runtime::DockerRuntime::from_env();
+    let pids = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(runtime.container_pids(&container))
+        .expect("top");
+    assert!(pids.contains(&main), "{main} in {pids:?}");
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+/// The NVML half, on a GPU runner: a CUDA process holding 1 GiB is seen with at least
+/// that much under its own pid (PyTorch allocates it).
+#[cfg(feature = "gpu")]
+#[test]
+fn nvml_accounts_a_cuda_processs_memory_by_pid() {
+    use aima::gpu::GpuProbe;
+    use std::io::BufRead;
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, torch; x = torch.empty(1 << 28, dtype=torch.float32, device='cuda'); print('ready', flush=True); sys.stdin.readline()",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with torch");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let probe = aima::gpu::NvmlProbe::default();
+    assert!(!probe.detect().gpus.is_empty(), "a GPU runner has a GPU");
+    let held = probe.process_memory();
+    let pid = holder.id();
+    let bytes = aima::domain::memory_of_pids(&[pid], &held);
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(bytes >= 1 << 30, "pid {pid} holds {bytes} bytes: {held:?}");
+}
