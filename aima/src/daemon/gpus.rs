@@ -585,3 +585,88 @@ fn gib(bytes: u64) -> String {
 fn gib_mib(value_mib: u64) -> String {
     gib(value_mib << 20)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::{Flags, Settings};
+    use crate::daemon::{Daemon, ModelRequest, ServiceRequest};
+
+    /// What a measurement leaves: the model's facts say it, the service's events say it
+    /// against the estimate, and recommend plans with it when it is more.
+    #[tokio::test]
+    async fn a_measurement_joins_the_models_facts_and_recommend_plans_with_it() {
+        let (dir, store) = crate::store::temp_store();
+        let settings = Settings::resolve_with(
+            &Flags {
+                home: Some(dir.path().to_owned()),
+                addr: None,
+            },
+            |key| match key {
+                "AIMA_SIMULATE_GPUS" => Some("H100:81559".to_owned()),
+                "AIMA_PORT_RANGE" => Some("23100-23199".to_owned()),
+                _ => None,
+            },
+            Vec::new(),
+        )
+        .expect("settings");
+        // Docker is never called here: nothing starts.
+        let runtime = Arc::new(crate::runtime::DockerRuntime::from_env());
+        let daemon = Daemon::new(settings, store, runtime).expect("daemon");
+        let model = daemon
+            .create_model(ModelRequest {
+                name: "m".into(),
+                source: "huggingface".into(),
+                repo: Some("org/m".into()),
+                size_bytes: Some(4 << 30),
+                context_length: Some(4096),
+                ..ModelRequest::default()
+            })
+            .await
+            .expect("model");
+        let service = daemon
+            .create_service(ServiceRequest {
+                model_id: model.id.to_string(),
+                engine: "vllm".into(),
+                ..ServiceRequest::default()
+            })
+            .await
+            .expect("service");
+
+        // 4 GiB of weights + 2 GiB overhead is the estimate; the engine held 70 GiB.
+        daemon.record_measurement(&service, 70 << 30).await;
+        let model = daemon.get_model(model.id.as_str()).await.expect("model");
+        let measured = &model.facts.measured["vllm"];
+        assert_eq!(measured.value, 70 << 30);
+        assert!(
+            measured.from.contains(service.id.as_str()),
+            "{}",
+            measured.from
+        );
+        let subject = crate::domain::EventSubject::Service(service.id.clone());
+        let events = daemon.store().events(Some(&subject), 0).expect("events");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.message == "measured 70.00 GiB on the GPU (estimate 6.00 GiB)"),
+            "{events:?}"
+        );
+        let advice = daemon
+            .recommend(Some(model.id.as_str()))
+            .await
+            .expect("recommend")
+            .models
+            .remove(0);
+        assert!(advice.fits, "{advice:?}");
+        assert_eq!(advice.measured, Some(70 << 30));
+        // The share must hold the 70 GiB measured, not the 6 GiB estimated.
+        let share = advice.gpu_memory_utilization.expect("a share");
+        assert!(share * 81559.0 >= 70.0 * 1024.0, "{share}: {advice:?}");
+        assert!(
+            advice.reason.contains("measured 70.00 GiB on this host"),
+            "{}",
+            advice.reason
+        );
+    }
+}
