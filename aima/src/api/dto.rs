@@ -59,11 +59,20 @@ pub struct ModelDto {
 
 impl From<Model> for ModelDto {
     fn from(m: Model) -> Self {
-        let engine = crate::engines::default_engine_for(&m);
-        let estimate = crate::engines::CATALOG
+        Self::estimated_for(m, None, None)
+    }
+}
+
+impl ModelDto {
+    /// The model with its estimate on `engine` (default: the one it most likely runs on)
+    /// for `context` tokens (default: its own).
+    pub fn estimated_for(m: Model, engine: Option<&str>, context: Option<u32>) -> Self {
+        let spec = crate::engines::CATALOG
             .iter()
-            .find(|e| e.name == engine)
-            .and_then(|e| crate::domain::estimate(&m.facts, &e.memory, None))
+            .find(|e| e.name == engine.unwrap_or_else(|| crate::engines::default_engine_for(&m)));
+        let engine = spec.map_or("vllm", |e| e.name);
+        let estimate = spec
+            .and_then(|e| crate::domain::estimate(&m.facts, &e.memory, context))
             .map(|e| EstimateDto::new(engine, e, m.facts.measured_on(engine)));
         let facts = &m.facts;
         Self {

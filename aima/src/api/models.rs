@@ -69,14 +69,48 @@ pub async fn create_model(
     Ok((StatusCode::CREATED, ApiJson(model.into())))
 }
 
+/// The engine and context a model's estimate is for (`?engine=llamacpp&context_length=32768`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateQuery {
+    /// `vllm`, `sglang`, `llamacpp` or `ollama`; default: the engine the model most
+    /// likely runs on (llama.cpp for GGUF, vLLM otherwise).
+    #[param(pattern = "^(vllm|sglang|llamacpp|ollama)$")]
+    pub engine: Option<String>,
+    /// Tokens of context to size the KV cache for; default: the model's own.
+    #[param(minimum = 1, maximum = 100000000)]
+    pub context_length: Option<u32>,
+}
+
+/// One model, with its memory estimate on an engine and context of the caller's choice.
 #[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models",
-    params(("id" = String, Path, description = "model id, e.g. model-1a2b3c4d")),
-    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "model id, e.g. model-1a2b3c4d"), EstimateQuery),
+    responses((status = 200, body = ModelDto), (status = 404, body = ErrorBody),
+        (status = 400, description = "an unknown engine or a context out of range", body = ErrorBody)))]
 pub async fn get_model(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<EstimateQuery>,
 ) -> Result<ApiJson<ModelDto>, ApiError> {
-    Ok(ApiJson(daemon.get_model(&id).await?.into()))
+    let model = daemon.get_model(&id).await?;
+    if let Some(engine) = query.engine.as_deref()
+        && !crate::engines::CATALOG.iter().any(|e| e.name == engine)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "engine '{}' is not one of {}",
+                crate::domain::one_line(engine),
+                crate::engines::Engines::names()
+            ),
+        ));
+    }
+    Ok(ApiJson(ModelDto::estimated_for(
+        model,
+        query.engine.as_deref(),
+        query.context_length,
+    )))
 }
 
 /// Deletes a model and answers with it.

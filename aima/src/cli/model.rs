@@ -27,6 +27,12 @@ pub enum ModelCommand {
         /// The model: its id, its name, or a unique prefix of its id.
         #[arg(value_name = "ID|NAME")]
         id: String,
+        /// The engine to estimate for (default: llamacpp for GGUF, vllm otherwise).
+        #[arg(long, value_parser = ["vllm", "sglang", "llamacpp", "ollama"])]
+        engine: Option<String>,
+        /// Tokens of context to size the KV cache for (default: the model's own).
+        #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        context: Option<u32>,
     },
     /// Delete one or more models (refused while a service uses one).
     #[command(visible_alias = "rm")]
@@ -155,9 +161,25 @@ pub async fn run(
                 .await?;
             output::print(format, &model, || describe(&model))
         }
-        ModelCommand::Inspect { id } => {
+        ModelCommand::Inspect {
+            id,
+            engine,
+            context,
+        } => {
+            let mut query = Vec::new();
+            if let Some(engine) = engine {
+                query.push(format!("engine={engine}"));
+            }
+            if let Some(context) = context {
+                query.push(format!("context_length={context}"));
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
             let model: ModelDto = client
-                .get(&format!("/api/v1/models/{}", path_segment(&id)))
+                .get(&format!("/api/v1/models/{}{query}", path_segment(&id)))
                 .await?;
             output::print(format, &model, || inspect(&model))
         }

@@ -85,6 +85,26 @@ fn local_model_files_are_read_for_size_shape_and_a_gpu_memory_estimate() {
     );
     let (code, shown, _) = run(d.cli().args(["model", "inspect", "llama8b"]));
     assert_eq!(code, 0);
+    // Another engine and context: vLLM's overhead, a KV cache for 2048 tokens.
+    let vllm = run_json(d.cli().args([
+        "model",
+        "inspect",
+        "llama8b",
+        "--engine",
+        "vllm",
+        "--context",
+        "2048",
+    ]));
+    assert_eq!(vllm["estimate"]["engine"], "vllm");
+    assert_eq!(vllm["estimate"]["kv_cache"], kv_per_token * 2048);
+    assert_eq!(
+        vllm["estimate"]["total"],
+        params * 2 + kv_per_token * 2048 + VLLM_OVERHEAD
+    );
+    let (code, _, err) = run(d
+        .cli()
+        .args(["model", "inspect", "llama8b", "--engine", "tgi"]));
+    assert_eq!(code, 2, "{err}");
     for needed in [
         "llama-3-8b-bf16.gguf: llama.attention.head_count_kv",
         "8.03B",
