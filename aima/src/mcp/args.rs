@@ -77,6 +77,22 @@ pub struct Target {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct ModelArgs {
+    /// The model: id, name or unique id prefix.
+    #[schemars(length(min = 1))]
+    pub id: String,
+    /// The engine to estimate GPU memory for: vllm, sglang, llamacpp or ollama (default:
+    /// llamacpp for GGUF weights, vllm otherwise).
+    #[serde(default)]
+    #[schemars(regex(pattern = "^(vllm|sglang|llamacpp|ollama)$"))]
+    pub engine: Option<String>,
+    /// Tokens of context to size the KV cache for (default: the model's own).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub context_length: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct StartArgs {
     /// The service: id, name or unique id prefix.
     #[schemars(length(min = 1))]

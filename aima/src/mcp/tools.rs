@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::AimaServer;
 use super::args::{
-    Args, Body, ChatArgs, LogsArgs, RecommendArgs, StartArgs, StopArgs, Target, api_schema, schema,
+    Args, Body, ChatArgs, LogsArgs, ModelArgs, RecommendArgs, StartArgs, StopArgs, Target,
+    api_schema, schema,
 };
 use crate::api::dto::{EventDto, ServiceDto};
 use crate::cli::{CliError, path_segment as segment};
@@ -65,14 +66,26 @@ impl AimaServer {
     }
 
     #[tool(
-        description = "Show one model.",
-        input_schema = schema::<Target>(),
+        description = "Show one model: what AIMA read from its files (size, parameters, quantization, context, attention shape, each with where it came from) and the GPU memory it needs on an engine for a context, with its parts (weights, KV cache, overhead) and assumptions.",
+        input_schema = schema::<ModelArgs>(),
         annotations(read_only_hint = true)
     )]
-    async fn get_model(&self, args: Args<Target>) -> CallToolResult {
-        with(args, |Target { id }| async move {
+    async fn get_model(&self, args: Args<ModelArgs>) -> CallToolResult {
+        with(args, |args| async move {
+            let mut query = Vec::new();
+            if let Some(engine) = &args.engine {
+                query.push(format!("engine={}", segment(engine)));
+            }
+            if let Some(context) = args.context_length {
+                query.push(format!("context_length={context}"));
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
             self.client
-                .get::<Value>(&format!("/api/v1/models/{}", segment(&id)))
+                .get::<Value>(&format!("/api/v1/models/{}{query}", segment(&args.id)))
                 .await
         })
         .await

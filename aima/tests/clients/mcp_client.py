@@ -74,7 +74,10 @@ async def handshake_session(seen):
             async def call(name, arguments=None, **options):
                 return dump(await session.call_tool(name, arguments or {}, **options))
 
-            seen["create_model"] = await call("create_model", {"name": MODEL, "source": "ollama", "repo": "tinyllama"})
+            seen["create_model"] = await call(
+                "create_model", {"name": MODEL, "source": "ollama", "repo": "tinyllama", "size_bytes": 1_000_000_000}
+            )
+            seen["model_on_llamacpp"] = await call("get_model", {"id": MODEL, "engine": "llamacpp", "context_length": 2048})
             seen["create_service"] = await call(
                 "create_service", {"model_id": MODEL, "engine_type": "vllm", "name": SVC}
             )

@@ -145,6 +145,17 @@ fn check(transport: &str, seen: &Value, doc: &Value) {
         seen["create_service"]["structuredContent"]["name"],
         format!("agent-svc-{transport}")
     );
+    // The model's GPU memory on an engine and context of the agent's choice.
+    let estimate = &seen["model_on_llamacpp"]["structuredContent"]["estimate"];
+    assert_eq!(
+        estimate["engine"], "llamacpp",
+        "{}",
+        seen["model_on_llamacpp"]
+    );
+    assert_eq!(estimate["weights"], 1_000_000_000_u64);
+    assert_eq!(estimate["context_length"], 2048);
+    assert_eq!(estimate["overhead"], 768_u64 << 20);
+
     // A caller's mistakes are tool results with the reason, not protocol errors.
     assert_error(&seen["create_invalid"], "unknown engine 'nope'");
     assert_error(&seen["start_mistyped"], "invalid arguments: invalid type");
