@@ -208,6 +208,8 @@ async fn the_dashboard_follows_the_daemon_live_in_a_real_browser() {
             "ollama",
             "--repo",
             "tinyllama",
+            "--size",
+            "2GiB",
         ]));
         let create = |name: &str, extra: &[&str]| {
             run_json(
@@ -487,8 +489,18 @@ async fn the_dashboard_follows_the_daemon_live_in_a_real_browser() {
         "alpha's container went with it"
     );
 
-    // The models page creates a service for a model and opens its page.
+    // The models page shows each model's size and what it needs on the GPU (2 GiB of
+    // weights + vLLM's 2 GiB overhead; no KV cache without a known shape).
     client.goto(&d.url("/#/models")).await.expect("models page");
+    let cells = until(
+        &client,
+        Duration::from_secs(10),
+        "the model's size and estimate",
+        "const row = document.querySelector('#models tbody tr'); return row ? [row.cells[3].textContent, row.cells[4].textContent] : null;",
+    )
+    .await;
+    assert_eq!(cells, json!(["2.00 GiB", "4.00 GiB on vllm"]));
+    // The models page creates a service for a model and opens its page.
     client
         .wait()
         .at_most(Duration::from_secs(10))

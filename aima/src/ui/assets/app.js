@@ -291,6 +291,20 @@ function renderGpus() {
   }));
 }
 
+/** Bytes as GiB with two decimals, as the CLI shows model sizes. */
+function gib(bytes) {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/** A model's estimate: its total on an engine, its parts and assumptions in the title. */
+function estimateCell(m) {
+  const e = m.estimate;
+  if (!e) return el("td", { class: "muted", text: "unknown", title: "AIMA could not read the weights; state them with aima model create --size" });
+  const parts = `weights ${gib(e.weights)} + KV cache ${gib(e.kv_cache)} (${e.context_length} tokens) + overhead ${gib(e.overhead)}`;
+  const measured = e.measured ? ` · measured ${gib(e.measured)}` : "";
+  return el("td", { "data-total": String(e.total), title: [parts, ...e.assumptions].join("\n"), text: `${gib(e.total)} on ${e.engine}${measured}` });
+}
+
 function renderModels() {
   const body = $("#models tbody");
   body.replaceChildren(...state.models.map((m) => {
@@ -314,6 +328,8 @@ function renderModels() {
       el("td", { text: m.name }),
       el("td", { text: m.source }),
       el("td", { text: m.repo || m.path || "" }),
+      el("td", { text: m.size_bytes ? gib(m.size_bytes) : "" }),
+      estimateCell(m),
       el("td", {}, ...services.map((s, i) => [i ? ", " : "", el("a", { href: `#/services/${encodeURIComponent(s.id)}`, text: s.name })]).flat()),
       el("td", {}, engine, " ", create));
   }));
