@@ -53,7 +53,7 @@ pub struct ModelDto {
     #[schema(value_type = Object)]
     pub facts: serde_json::Value,
     /// GPU memory on the engine a service of this model would most likely use (llama.cpp
-    /// for GGUF, Ollama for its source, vLLM otherwise); null while the size is unknown.
+    /// for GGUF, vLLM otherwise; `?engine=` for another); null while the size is unknown.
     pub estimate: Option<EstimateDto>,
 }
 

@@ -146,17 +146,29 @@ impl Daemon {
             if inventory.gpus.is_empty() {
                 return Ok(None); // the CPU, as on any host without GPUs
             }
-            let want = estimate.as_ref().map_or(0, |e| bytes_to_mib(e.total));
-            let what = match &estimate {
-                Some(e) => format!(
-                    "its estimate: weights {} + KV cache {} + overhead {}",
-                    gib(e.weights),
-                    gib(e.kv_cache),
-                    gib(e.overhead)
-                ),
-                None => "nothing: the model's size is unknown (state it with model create --size)"
-                    .to_owned(),
+            let Some(estimate) = estimate else {
+                // Nothing to admit it by: a GPU claim of nothing would let it crowd others.
+                self.events()
+                    .publish(
+                        &service.id,
+                        EventKind::Note,
+                        "runs on the CPU: the model's size is unknown, so its GPU memory cannot be admitted; register it with --size to run it on a GPU",
+                    )
+                    .await;
+                return Ok(None);
             };
+            // What an engine of this model held here before wins when it was more.
+            let measured = model.facts.measured_on(engine.spec.name);
+            let want = bytes_to_mib(estimate.total.max(measured.unwrap_or(0)));
+            let what = format!(
+                "its estimate: weights {} + KV cache {} + overhead {}{}",
+                gib(estimate.weights),
+                gib(estimate.kv_cache),
+                gib(estimate.overhead),
+                measured
+                    .map(|m| format!("; measured {} on this host", gib(m)))
+                    .unwrap_or_default()
+            );
             let (gpu, claim) = self
                 .claim(service, &inventory, |gpus, claims| {
                     crate::domain::place_mib(gpus, claims, want, &what)
@@ -315,12 +327,20 @@ impl Daemon {
         }
     }
 
-    /// Once a service runs, what its container holds on the GPUs (NVML's per-process
-    /// accounting) joins its model's facts next to the estimate, so that recommend learns
-    /// what this host really needs. Engines allocate before they answer health; a few
+    /// Once a llama.cpp or Ollama service runs, what its container holds on the GPUs
+    /// (NVML's per-process accounting) joins its model's facts next to the estimate, so
+    /// that admission and recommend learn what this host really needs. Engines allocate before they answer health; a few
     /// looks over the next seconds keep the largest. Nothing is recorded where nothing
     /// can be measured (no GPU, simulated GPUs, a CPU engine).
     pub(super) fn measure_gpu_memory(&self, service: Service, container_id: String) {
+        // vLLM and SGLang take their share whatever the model needs: measuring them
+        // would record the share, not the model.
+        let takes_what_it_needs = CATALOG
+            .iter()
+            .any(|e| e.name == service.engine && e.gpu_offload.is_some());
+        if !takes_what_it_needs {
+            return;
+        }
         let daemon = self.clone();
         let shutdown = self.shutdown_token();
         tokio::spawn(async move {
@@ -516,7 +536,7 @@ impl Daemon {
             .unwrap_or(0);
         let shorter = best.and_then(|gpu| {
             let room = room(gpu) << 20;
-            let fixed = estimate.weights + estimate.overhead;
+            let fixed = estimate.weights.saturating_add(estimate.overhead);
             let tokens = room.checked_sub(fixed)?.checked_div(per_token)?;
             (tokens >= 256).then(|| (gpu.index, tokens.min(u64::from(u32::MAX))))
         });
@@ -593,8 +613,9 @@ mod tests {
     use crate::config::{Flags, Settings};
     use crate::daemon::{Daemon, ModelRequest, ServiceRequest};
 
-    /// What a measurement leaves: the model's facts say it, the service's events say it
-    /// against the estimate, and recommend plans with it when it is more.
+    /// What a measurement of a llama.cpp engine leaves: the model's facts say it, the
+    /// service's events say it against the estimate, and recommend plans with it when it
+    /// is more.
     #[tokio::test]
     async fn a_measurement_joins_the_models_facts_and_recommend_plans_with_it() {
         let (dir, store) = crate::store::temp_store();
@@ -604,7 +625,7 @@ mod tests {
                 addr: None,
             },
             |key| match key {
-                "AIMA_SIMULATE_GPUS" => Some("H100:81559".to_owned()),
+                "AIMA_SIMULATE_GPUS" => Some("H100:81559,L4:23034".to_owned()),
                 "AIMA_PORT_RANGE" => Some("23100-23199".to_owned()),
                 _ => None,
             },
@@ -614,7 +635,7 @@ mod tests {
         // Docker is never called here: nothing starts.
         let runtime = Arc::new(crate::runtime::DockerRuntime::from_env());
         let daemon = Daemon::new(settings, store, runtime).expect("daemon");
-        let model = daemon
+        let mut model = daemon
             .create_model(ModelRequest {
                 name: "m".into(),
                 source: "huggingface".into(),
@@ -625,31 +646,39 @@ mod tests {
             })
             .await
             .expect("model");
-        let service = daemon
-            .create_service(ServiceRequest {
-                model_id: model.id.to_string(),
-                engine: "vllm".into(),
-                ..ServiceRequest::default()
-            })
+        // As if read from a GGUF file: llama.cpp is then its engine.
+        model.facts.format = Some("gguf".into());
+        let (id, facts) = (model.id.clone(), model.facts.clone());
+        daemon
+            .store()
+            .update_model_facts(&id, &facts)
+            .expect("facts");
+        let service = |engine: &str| ServiceRequest {
+            model_id: model.id.to_string(),
+            engine: engine.into(),
+            ..ServiceRequest::default()
+        };
+        let llamacpp = daemon
+            .create_service(service("llamacpp"))
             .await
             .expect("service");
 
-        // 4 GiB of weights + 2 GiB overhead is the estimate; the engine held 70 GiB.
-        daemon.record_measurement(&service, 70 << 30).await;
+        // 4 GiB of weights + 0.75 GiB overhead is the estimate; the engine held 30 GiB.
+        daemon.record_measurement(&llamacpp, 30 << 30).await;
         let model = daemon.get_model(model.id.as_str()).await.expect("model");
-        let measured = &model.facts.measured["vllm"];
-        assert_eq!(measured.value, 70 << 30);
+        let measured = &model.facts.measured["llamacpp"];
+        assert_eq!(measured.value, 30 << 30);
         assert!(
-            measured.from.contains(service.id.as_str()),
+            measured.from.contains(llamacpp.id.as_str()),
             "{}",
             measured.from
         );
-        let subject = crate::domain::EventSubject::Service(service.id.clone());
+        let subject = crate::domain::EventSubject::Service(llamacpp.id.clone());
         let events = daemon.store().events(Some(&subject), 0).expect("events");
         assert!(
             events
                 .iter()
-                .any(|e| e.message == "measured 70.00 GiB on the GPU (estimate 6.00 GiB)"),
+                .any(|e| e.message == "measured 30.00 GiB on the GPU (estimate 4.75 GiB)"),
             "{events:?}"
         );
         let advice = daemon
@@ -658,13 +687,13 @@ mod tests {
             .expect("recommend")
             .models
             .remove(0);
-        assert!(advice.fits, "{advice:?}");
-        assert_eq!(advice.measured, Some(70 << 30));
-        // The share must hold the 70 GiB measured, not the 6 GiB estimated.
-        let share = advice.gpu_memory_utilization.expect("a share");
-        assert!(share * 81559.0 >= 70.0 * 1024.0, "{share}: {advice:?}");
+        assert_eq!(advice.engine, "llamacpp");
+        assert_eq!(advice.measured, Some(30 << 30));
+        // 30 GiB fits the H100 only, not the 22.5 GiB L4 that the 4.75 GiB estimate would.
+        let on: Vec<u32> = advice.placements.iter().map(|p| p.gpu_index).collect();
+        assert_eq!(on, [0], "{advice:?}");
         assert!(
-            advice.reason.contains("measured 70.00 GiB on this host"),
+            advice.reason.contains("measured 30.00 GiB on this host"),
             "{}",
             advice.reason
         );

@@ -18,6 +18,9 @@ pub struct ModelRequest {
     pub context_length: Option<u32>,
 }
 
+/// The longest context a model may state, in tokens.
+const MAX_CONTEXT: u32 = 100_000_000;
+
 impl Daemon {
     /// Validates and stores a model; nothing is written when any check fails.
     pub async fn create_model(&self, request: ModelRequest) -> Result<Model, DaemonError> {
@@ -49,6 +52,22 @@ impl Daemon {
             }
             None => ModelFacts::default(),
         };
+        if request.size_bytes == Some(0) {
+            return Err(Invalid::new(
+                "size_bytes",
+                "a model's size cannot be 0; pass the bytes of its weights (or leave it out)",
+            )
+            .into());
+        }
+        if let Some(context) = request.context_length
+            && !(1..=MAX_CONTEXT).contains(&context)
+        {
+            return Err(Invalid::new(
+                "context_length",
+                format!("context_length {context} is out of range; pass 1 to {MAX_CONTEXT} tokens"),
+            )
+            .into());
+        }
         if let Some(size) = request.size_bytes {
             facts.size_bytes = Some(Known::new(size, "stated by the operator (size_bytes)"));
         }

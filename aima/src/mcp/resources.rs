@@ -67,7 +67,8 @@ impl Resource {
             // What the GPUs hold changes when a service starts or stops.
             return *self == Self::Devices && event.status.is_some();
         };
-        let same = named == id || Some(named) == name || id.starts_with(named);
+        // Exact id or name: a prefix would hear of every service it begins.
+        let same = named == id || Some(named) == name;
         same && match self {
             Self::Service(_) => event.kind != "phase" && event.kind != "note",
             Self::ServiceEvents(_) => true,

@@ -32,6 +32,21 @@ pub(super) fn read(files: &[PathBuf]) -> Result<ModelFacts, ModelFileError> {
         let model = decode(file)?;
         if i == 0 {
             describe(file, model.metadata(), &mut facts);
+            // llama.cpp's split files say how many parts there are: all or nothing.
+            let parts = model
+                .metadata()
+                .get("split.count")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if parts != files.len() as u64 {
+                return Err(ModelFileError::new(
+                    file,
+                    format!(
+                        "is one of the {parts} parts of a split model, and {} of them are here; put every part in one directory and pass that directory",
+                        files.len()
+                    ),
+                ));
+            }
         }
         let mut end = 0u64;
         for tensor in model.tensors() {
@@ -77,16 +92,31 @@ pub(super) fn read(files: &[PathBuf]) -> Result<ModelFacts, ModelFileError> {
     Ok(facts)
 }
 
+/// Metadata arrays (a tokenizer's 128k tokens) are skipped past, not kept.
+const MAX_ARRAY: u64 = 64;
+
 fn decode(file: &Path) -> Result<gguf_rs::GGUFModel, ModelFileError> {
-    let text = file
-        .to_str()
-        .ok_or_else(|| ModelFileError::new(file, "has a name that is not UTF-8; rename it"))?;
-    let mut container = gguf_rs::get_gguf_container(text).map_err(|e| {
+    use std::io::Read;
+    let not_gguf = |why: &str| {
         ModelFileError::new(
             file,
-            format!("is not a GGUF file ({e}); pass a .gguf model"),
+            format!("is not a GGUF file ({why}); pass a .gguf model"),
         )
-    })?;
+    };
+    let handle = std::fs::File::open(file)
+        .map_err(|e| ModelFileError::new(file, format!("cannot be read: {e}")))?;
+    // Buffered: the header is read a few bytes at a time, a million reads for a
+    // tokenizer's vocabulary otherwise.
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
+    let mut magic = [0u8; 4];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| not_gguf("shorter than a header"))?;
+    if &magic != b"GGUF" {
+        return Err(not_gguf("no GGUF magic"));
+    }
+    let mut container =
+        gguf_rs::GGUFContainer::new(gguf_rs::ByteOrder::LE, Box::new(reader), MAX_ARRAY);
     container.decode().map_err(|e| {
         ModelFileError::new(
             file,

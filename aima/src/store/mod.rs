@@ -124,7 +124,7 @@ impl Store {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn services_changed(&self) {
+    pub(super) fn services_changed(&self) {
         self.services_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }

@@ -73,6 +73,8 @@ impl Store {
                 serde_json::to_string(facts).unwrap_or_else(|_| "{}".to_owned())
             ],
         )?;
+        // Services show their model's estimate: a cached service list is stale now.
+        self.services_changed();
         Ok(())
     }
 

@@ -101,6 +101,22 @@ def small_quantized_gguf(file):
     return total
 
 
+def split_gguf(directory):
+    """One model in 3 parts, as llama.cpp's gguf-split names them (-00001-of-00003)."""
+    writer = gguf.GGUFWriter(path(directory, "tiny.gguf"), "llama", split_max_tensors=2)
+    llama_metadata(writer, 2048, 2, 4, 2, 64)
+    total = 0
+    for i in range(5):
+        data = np.ones((64, 64), dtype=np.float16)
+        writer.add_tensor(f"blk.{i}.attn_q.weight", data)
+        total += data.nbytes
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return total
+
+
 def hf_config(directory, context):
     config = {
         "architectures": ["LlamaForCausalLM"],
@@ -160,6 +176,10 @@ def main():
     single = safetensors_single("tiny-hf")
     written["hf_bytes"] = sum(t.nbytes for t in single.values())
     written["hf_params"] = sum(t.size for t in single.values())
+    written["split_bytes"] = split_gguf("split")
+    for part in ("tiny-00001-of-00003.gguf", "tiny-00002-of-00003.gguf"):
+        with open(path("split", part), "rb") as src, open(path("split-partial", part), "wb") as dst:
+            dst.write(src.read())
     sharded = safetensors_sharded("tiny-sharded")
     written["sharded_bytes"] = sum(t.nbytes for t in sharded.values())
 

@@ -144,6 +144,11 @@ fn local_model_files_are_read_for_size_shape_and_a_gpu_memory_estimate() {
     assert_eq!(q8["quantization"], "Q8_0");
     assert_eq!(q8["params"], 256 * 64 * 2 + 64 * 64 * 2 + 64);
 
+    // A model split in three parts (llama.cpp's naming): all of them, or none.
+    let split = create("split", "split");
+    assert_eq!(split["size_bytes"], written["split_bytes"], "{split}");
+    assert_eq!(split["params"], 5 * 64 * 64);
+
     // Hugging Face's layout: safetensors headers plus config.json, single and sharded.
     let hf = create("tiny-hf", "tiny-hf");
     assert_eq!(hf["size_bytes"], written["hf_bytes"], "{hf}");
@@ -232,6 +237,14 @@ fn local_model_files_are_read_for_size_shape_and_a_gpu_memory_estimate() {
         (
             "two",
             "two: holds 2 GGUF files that are not parts of one model",
+        ),
+        (
+            "split-partial",
+            "tiny-00001-of-00003.gguf: is one of the 3 parts of a split model, and 2 of them are here",
+        ),
+        (
+            "split/tiny-00002-of-00003.gguf",
+            "is one of the 3 parts of a split model, and 1 of them are here",
         ),
     ] {
         let (code, out, err) = run(d.cli().args([
