@@ -41,12 +41,18 @@ impl std::fmt::Debug for AimaServer {
     }
 }
 
-/// The URIs an older client subscribed to, and the watcher that notifies it; the watcher
-/// ends with the session (when the last clone of its server goes).
+/// The URIs an older client subscribed to, and the watcher that notifies it. The watcher
+/// ends with the session (when the last clone of its server goes), when nothing is
+/// subscribed any more, or when the client stops taking notifications.
 #[derive(Default)]
 struct LegacySubscriptions {
     uris: Arc<Mutex<Vec<String>>>,
-    watcher: Mutex<Option<DropGuard>>,
+    watcher: tokio::sync::Mutex<Option<Watcher>>,
+}
+
+struct Watcher {
+    _stop: DropGuard,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl AimaServer {
@@ -58,28 +64,25 @@ impl AimaServer {
         }
     }
 
-    /// Notifies `peer` of changes to the legacy-subscribed URIs until the session ends.
-    fn watch_for_legacy(&self, peer: Peer<RoleServer>) {
-        let mut watcher = self
-            .subscribed
-            .watcher
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if watcher.is_some() {
-            return;
+    /// Makes sure a watcher notifies `peer` of changes to the legacy-subscribed URIs:
+    /// its event stream is connected before this returns, so no change after the
+    /// subscription is missed, and one that ended (the daemon's stream broke) is
+    /// started again.
+    async fn watch_for_legacy(&self, peer: Peer<RoleServer>) -> Result<(), ErrorData> {
+        let mut watcher = self.subscribed.watcher.lock().await;
+        if watcher.as_ref().is_some_and(|w| !w.task.is_finished()) {
+            return Ok(());
         }
-        let stop = CancellationToken::new();
-        *watcher = Some(stop.clone().drop_guard());
-        let uris = self.subscribed.uris.clone();
         let mut changes = Changes::new(self.client.clone());
-        tokio::spawn(async move {
-            let Ok(events) = changes.follow().await else {
-                return;
-            };
+        let events = changes.follow().await.map_err(unavailable)?;
+        let stop = CancellationToken::new();
+        let uris = self.subscribed.uris.clone();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             loop {
                 let event = tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = until.cancelled() => return,
                     event = events.next() => match event {
                         Some(Ok(event)) => event,
                         _ => return,
@@ -97,6 +100,11 @@ impl AimaServer {
                 }
             }
         });
+        *watcher = Some(Watcher {
+            _stop: stop.drop_guard(),
+            task,
+        });
+        Ok(())
     }
 
     fn legacy_uris(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
@@ -210,8 +218,11 @@ impl ServerHandler for AimaServer {
                 None,
             ));
         }
-        self.legacy_uris().push(request.uri);
-        self.watch_for_legacy(context.peer);
+        self.watch_for_legacy(context.peer).await?;
+        let mut uris = self.legacy_uris();
+        if !uris.contains(&request.uri) {
+            uris.push(request.uri);
+        }
         Ok(())
     }
 
@@ -221,7 +232,15 @@ impl ServerHandler for AimaServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.legacy_uris().retain(|uri| *uri != request.uri);
+        let nothing_left = {
+            let mut uris = self.legacy_uris();
+            uris.retain(|uri| *uri != request.uri);
+            uris.is_empty()
+        };
+        if nothing_left {
+            // No reason left to hold a stream open to the daemon.
+            self.subscribed.watcher.lock().await.take();
+        }
         Ok(())
     }
 

@@ -81,8 +81,13 @@ pub async fn get(
     )
 }
 
+/// An unknown service or model is the caller's to fix; a daemon that is not there is not.
 fn invalid(e: CliError) -> ErrorData {
-    ErrorData::invalid_params(e.message, None)
+    if e.exit == CliError::UNREACHABLE {
+        ErrorData::internal_error(e.message, None)
+    } else {
+        ErrorData::invalid_params(e.message, None)
+    }
 }
 
 async fn diagnose(server: &AimaServer, id: &str) -> Result<String, CliError> {

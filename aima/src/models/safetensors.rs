@@ -25,9 +25,9 @@ pub(super) fn shards(index: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = Vec::new();
     for shard in map.values() {
-        let name = shard
-            .as_str()
-            .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\\') && *n != "..");
+        let name = shard.as_str().filter(|n| {
+            !n.is_empty() && !n.contains('/') && !n.contains('\\') && *n != ".." && *n != "."
+        });
         let Some(name) = name else {
             return Err(ModelFileError::new(
                 index,
@@ -80,6 +80,12 @@ pub(super) fn read(files: &[PathBuf]) -> Result<ModelFacts, ModelFileError> {
 /// One file's header, checked against the file's length.
 fn header(file: &Path) -> Result<Metadata, ModelFileError> {
     let fail = |problem: String| ModelFileError::new(file, problem);
+    // A FIFO or a device would block or never end; only regular files are read.
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(fail("is not a regular file".to_owned())),
+        Err(e) => return Err(fail(format!("cannot be read: {e}"))),
+    }
     let mut handle = std::fs::File::open(file).map_err(|e| fail(format!("cannot be read: {e}")))?;
     let length = handle
         .metadata()
