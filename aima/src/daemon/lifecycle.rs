@@ -940,7 +940,10 @@ impl Daemon {
             ),
             _ => (model.repo.clone().unwrap_or_default(), Vec::new()),
         };
-        let mut env = engine.env(&model_ref, gpu);
+        // The engine holds the context its memory was planned for (the model's own, or
+        // what the operator stated).
+        let context = model.facts.context_length.as_ref().map(|k| k.value);
+        let mut env = engine.env(&model_ref, gpu, context);
         env.extend(service.env.iter().map(ToString::to_string));
         let labels = BTreeMap::from([
             ("aima.managed".to_owned(), "true".to_owned()),
@@ -951,7 +954,7 @@ impl Daemon {
         ContainerSpec {
             name: service.container_name(),
             image: engine.image_for(on_gpu).to_owned(),
-            args: engine.args(&model_ref, gpu, on_gpu),
+            args: engine.args(&model_ref, gpu, on_gpu, context),
             env,
             labels,
             container_port: engine.spec.container_port,

@@ -33,6 +33,16 @@ pub struct EngineSpec {
     /// For an engine that runs on the CPU or a GPU (`needs_gpu` false): how it runs on a
     /// GPU when the host has one. It then claims its memory estimate, not a share.
     pub gpu_offload: Option<GpuOffload>,
+    /// How the engine is told the context its memory was planned for, when the model
+    /// states one: arguments with `{context}`, or an environment variable.
+    pub context: ContextSetting,
+}
+
+/// Where an engine takes its context length from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextSetting {
+    Args(&'static [&'static str]),
+    Env(&'static str),
 }
 
 /// How a CPU-or-GPU engine runs on a GPU.
@@ -111,6 +121,7 @@ pub const CATALOG: &[EngineSpec] = &[
         start_timeout: LONG_LOAD,
         memory: crate::domain::EngineMemory::PYTHON_ENGINE,
         gpu_offload: None,
+        context: ContextSetting::Args(&["--max-model-len", "{context}"]),
     },
     EngineSpec {
         name: "sglang",
@@ -140,6 +151,7 @@ pub const CATALOG: &[EngineSpec] = &[
         start_timeout: LONG_LOAD,
         memory: crate::domain::EngineMemory::PYTHON_ENGINE,
         gpu_offload: None,
+        context: ContextSetting::Args(&["--context-length", "{context}"]),
     },
     EngineSpec {
         name: "llamacpp",
@@ -166,6 +178,7 @@ pub const CATALOG: &[EngineSpec] = &[
             image: "ghcr.io/ggml-org/llama.cpp:server-cuda",
             args: &["--n-gpu-layers", "999"],
         }),
+        context: ContextSetting::Args(&["--ctx-size", "{context}"]),
     },
     EngineSpec {
         name: "ollama",
@@ -191,6 +204,7 @@ pub const CATALOG: &[EngineSpec] = &[
             image: "ollama/ollama:latest",
             args: &[],
         }),
+        context: ContextSetting::Env("OLLAMA_CONTEXT_LENGTH"),
     },
 ];
 
@@ -249,7 +263,13 @@ impl Engines {
 impl Engine {
     /// The container's arguments for `model` (a repo or an in-container path); `on_gpu`
     /// adds a CPU-or-GPU engine's offload arguments.
-    pub fn args(&self, model: &str, gpu_memory_utilization: f64, on_gpu: bool) -> Vec<String> {
+    pub fn args(
+        &self,
+        model: &str,
+        gpu_memory_utilization: f64,
+        on_gpu: bool,
+        context: Option<u32>,
+    ) -> Vec<String> {
         let quiet: &[&str] = match self.spec.quiet_probes {
             QuietProbes::Switch(args) => args,
             QuietProbes::NotLogged | QuietProbes::ConnectOnly => &[],
@@ -258,12 +278,17 @@ impl Engine {
             Some(offload) if on_gpu => offload.args,
             _ => &[],
         };
+        let sized: &[&str] = match (self.spec.context, context) {
+            (ContextSetting::Args(args), Some(_)) => args,
+            _ => &[],
+        };
         self.spec
             .args
             .iter()
             .chain(quiet)
             .chain(offload)
-            .map(|a| self.fill(a, model, gpu_memory_utilization))
+            .chain(sized)
+            .map(|a| self.fill(a, model, gpu_memory_utilization, context))
             .collect()
     }
 
@@ -277,17 +302,42 @@ impl Engine {
     }
 
     /// The container's environment from the catalog (before the service's own `--env`).
-    pub fn env(&self, model: &str, gpu_memory_utilization: f64) -> Vec<String> {
-        self.spec
+    pub fn env(
+        &self,
+        model: &str,
+        gpu_memory_utilization: f64,
+        context: Option<u32>,
+    ) -> Vec<String> {
+        let mut env: Vec<String> = self
+            .spec
             .env
             .iter()
-            .map(|(k, v)| format!("{k}={}", self.fill(v, model, gpu_memory_utilization)))
-            .collect()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    self.fill(v, model, gpu_memory_utilization, context)
+                )
+            })
+            .collect();
+        if let (ContextSetting::Env(key), Some(context)) = (self.spec.context, context) {
+            env.push(format!("{key}={context}"));
+        }
+        env
     }
 
-    fn fill(&self, template: &str, model: &str, gpu_memory_utilization: f64) -> String {
+    fn fill(
+        &self,
+        template: &str,
+        model: &str,
+        gpu_memory_utilization: f64,
+        context: Option<u32>,
+    ) -> String {
         template
             .replace("{model}", model)
+            .replace(
+                "{context}",
+                &context.map(|c| c.to_string()).unwrap_or_default(),
+            )
             .replace("{port}", &self.spec.container_port.to_string())
             .replace(
                 "{gpu_memory_utilization}",
@@ -333,7 +383,7 @@ mod tests {
         let vllm = Engines::new(&BTreeMap::new()).get("vllm").expect("vllm");
         assert_eq!(vllm.image, "vllm/vllm-openai:latest");
         assert_eq!(
-            vllm.args("org/model", 0.45, false),
+            vllm.args("org/model", 0.45, false, None),
             [
                 "--model",
                 "org/model",
@@ -369,7 +419,12 @@ mod tests {
         let ollama = Engines::new(&BTreeMap::new())
             .get("ollama")
             .expect("ollama");
-        assert_eq!(ollama.env("m", 0.9), ["OLLAMA_HOST=0.0.0.0:11434"]);
+        assert_eq!(ollama.env("m", 0.9, None), ["OLLAMA_HOST=0.0.0.0:11434"]);
+        // A stated context reaches Ollama through its environment.
+        assert_eq!(
+            ollama.env("m", 0.9, Some(8192)),
+            ["OLLAMA_HOST=0.0.0.0:11434", "OLLAMA_CONTEXT_LENGTH=8192"]
+        );
     }
 
     #[test]

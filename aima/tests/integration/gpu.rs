@@ -354,9 +354,14 @@ fn llamacpp_runs_on_a_gpu_when_there_is_one_and_claims_its_estimate() {
         devices["gpus"][0]["memory_claimed_mib"], expected_mib,
         "{devices}"
     );
+    let cmd = container_cmd(&d, &id);
     assert!(
-        container_cmd(&d, &id).contains("\"--n-gpu-layers\",\"999\""),
-        "every layer offloaded"
+        cmd.contains("\"--n-gpu-layers\",\"999\""),
+        "every layer offloaded: {cmd}"
+    );
+    assert!(
+        cmd.contains("\"--ctx-size\",\"4096\""),
+        "the context its memory was planned for: {cmd}"
     );
     let events = events_text(&d, &id);
     assert!(
@@ -413,6 +418,18 @@ fn a_running_containers_host_pids_are_known() {
     let m = sized_model(&d, "two-gb", "2GB");
     let id = engine_service(&d, &m, "vllm", &[]);
     assert_eq!(start(&d, &id).0, 0);
+    // vLLM is told the context the estimate planned for, and says so in its args line.
+    assert!(container_cmd(&d, &id).contains("\"--max-model-len\",\"4096\""));
+    let logs = d
+        .cli()
+        .args(["service", "logs", &id])
+        .output()
+        .expect("logs");
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("max_model_len=4096"),
+        "{}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
     let (_, svc, _) = json(d.cli().args(["service", "get", &id]));
     let container = svc["container_id"].as_str().expect("container").to_owned();
     let out = Command::new("docker")

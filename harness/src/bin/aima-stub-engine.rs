@@ -47,6 +47,8 @@ struct Args {
     host: String,
     port: u16,
     gpu_memory_utilization: f64,
+    /// vLLM's `--max-model-len` (llama.cpp's `--ctx-size` alike): echoed in the args line.
+    max_model_len: Option<u32>,
     access_log: AccessLog,
 }
 
@@ -82,6 +84,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         host: "0.0.0.0".to_owned(),
         port: 8000,
         gpu_memory_utilization: 0.9,
+        max_model_len: None,
         access_log: AccessLog::default(),
     };
     let mut i = 0;
@@ -123,6 +126,14 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 args.gpu_memory_utilization = value.parse().map_err(|_| {
                     format!("argument --gpu-memory-utilization: invalid float value: '{value}'")
                 })?;
+            }
+            "max-model-len" | "ctx-size" => {
+                let value = required()?;
+                args.max_model_len = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("argument --{name}: invalid int value: '{value}'"))?,
+                );
             }
             "disable-access-log-for-endpoints" => {
                 args.access_log.skipped_paths = required()?
@@ -286,14 +297,16 @@ fn main() -> ExitCode {
     info(
         "api_server.py:529",
         &format!(
-            "args: model='{}', served_model_name={}, host='{}', port={}, gpu_memory_utilization={:?}",
+            "args: model='{}', served_model_name={}, host='{}', port={}, gpu_memory_utilization={:?}, max_model_len={}",
             args.model,
             args.served_model_name
                 .as_deref()
                 .map_or_else(|| "None".to_owned(), |n| format!("['{n}']")),
             args.host,
             args.port,
-            args.gpu_memory_utilization
+            args.gpu_memory_utilization,
+            args.max_model_len
+                .map_or_else(|| "None".to_owned(), |n| n.to_string()),
         ),
     );
     info(
