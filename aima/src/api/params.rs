@@ -240,8 +240,18 @@ mod tests {
             )
         );
         assert_eq!(
+            d.refuse(&Method::DELETE, "/api/v1/models/m1", "x=1"),
+            Some(
+                "unknown query parameter 'x' for DELETE /api/v1/models/m1; it takes none"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
             d.refuse(&Method::GET, "/api/v1/models/m1", "x=1"),
-            Some("unknown query parameter 'x' for GET /api/v1/models/m1; it takes none".to_owned())
+            Some(
+                "unknown query parameter 'x' for GET /api/v1/models/m1; it takes context_length, engine"
+                    .to_owned()
+            )
         );
         assert_eq!(
             d.refuse(&Method::GET, "/api/v1/services", "status=runing"),
