@@ -123,7 +123,7 @@ async fn lists_filter_by_key_on_the_api_and_the_cli_and_refuse_unknown_parameter
         ),
         (
             "/api/v1/models/chat?verbose=1",
-            "unknown query parameter 'verbose' for GET /api/v1/models/chat; it takes none",
+            "unknown query parameter 'verbose' for GET /api/v1/models/chat; it takes context_length, engine",
         ),
         (
             "/api/v1/health?x",
