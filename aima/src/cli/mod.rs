@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::Client;
+pub use model::estimate_path;
 pub use output::{OutputFormat, path_segment};
 
 use crate::config::{Flags, Settings};

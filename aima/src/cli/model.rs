@@ -166,20 +166,8 @@ pub async fn run(
             engine,
             context,
         } => {
-            let mut query = Vec::new();
-            if let Some(engine) = engine {
-                query.push(format!("engine={engine}"));
-            }
-            if let Some(context) = context {
-                query.push(format!("context_length={context}"));
-            }
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", query.join("&"))
-            };
             let model: ModelDto = client
-                .get(&format!("/api/v1/models/{}{query}", path_segment(&id)))
+                .get(&estimate_path(&id, engine.as_deref(), context))
                 .await?;
             output::print(format, &model, || inspect(&model))
         }
@@ -193,6 +181,23 @@ pub async fn run(
             .await
         }
     }
+}
+
+/// `GET /api/v1/models/{id}` with the engine and context its estimate is for.
+pub fn estimate_path(id: &str, engine: Option<&str>, context: Option<u32>) -> String {
+    let mut query = Vec::new();
+    if let Some(engine) = engine {
+        query.push(format!("engine={}", path_segment(engine)));
+    }
+    if let Some(context) = context {
+        query.push(format!("context_length={context}"));
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    format!("/api/v1/models/{}{query}", path_segment(id))
 }
 
 fn absolute(path: PathBuf) -> PathBuf {

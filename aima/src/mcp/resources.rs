@@ -198,13 +198,19 @@ pub async fn read(client: &Client, uri: &str) -> Result<ReadResourceResult, Erro
 }
 
 async fn events_json(client: &Client, name: &str) -> Result<String, CliError> {
-    let path = format!("/api/v1/services/{}/events?follow=false", segment(name));
+    let items = recorded_events(client, name).await?;
+    Ok(pretty(&serde_json::json!({ "items": items })))
+}
+
+/// The events recorded for a service so far, oldest first.
+pub(super) async fn recorded_events(client: &Client, id: &str) -> Result<Vec<EventDto>, CliError> {
+    let path = format!("/api/v1/services/{}/events?follow=false", segment(id));
     let mut stream = std::pin::pin!(client.events(&path).await?);
     let mut items = Vec::new();
     while let Some(event) = stream.next().await {
         items.push(event?);
     }
-    Ok(pretty(&serde_json::json!({ "items": items })))
+    Ok(items)
 }
 
 async fn json(client: &Client, path: &str) -> Result<String, ErrorData> {

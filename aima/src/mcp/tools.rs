@@ -72,21 +72,9 @@ impl AimaServer {
     )]
     async fn get_model(&self, args: Args<ModelArgs>) -> CallToolResult {
         with(args, |args| async move {
-            let mut query = Vec::new();
-            if let Some(engine) = &args.engine {
-                query.push(format!("engine={}", segment(engine)));
-            }
-            if let Some(context) = args.context_length {
-                query.push(format!("context_length={context}"));
-            }
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", query.join("&"))
-            };
-            self.client
-                .get::<Value>(&format!("/api/v1/models/{}{query}", segment(&args.id)))
-                .await
+            let path =
+                crate::cli::estimate_path(&args.id, args.engine.as_deref(), args.context_length);
+            self.client.get::<Value>(&path).await
         })
         .await
     }
@@ -391,13 +379,7 @@ impl AimaServer {
 
     /// The events recorded for a service so far, oldest first.
     pub(super) async fn events(&self, id: &str) -> Result<Vec<EventDto>, CliError> {
-        let path = format!("/api/v1/services/{}/events?follow=false", segment(id));
-        let mut stream = std::pin::pin!(self.client.events(&path).await?);
-        let mut items = Vec::new();
-        while let Some(event) = stream.next().await {
-            items.push(event?);
-        }
-        Ok(items)
+        super::resources::recorded_events(&self.client, id).await
     }
 
     async fn chat_once(&self, args: ChatArgs) -> Result<Value, CliError> {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestDaemon, poll};
+use crate::support::{TestDaemon, poll, post_ok as post};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -17,21 +17,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("client")
-}
-
-async fn post(d: &TestDaemon, path: &str, body: Value) -> Value {
-    let response = client()
-        .post(d.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
 }
 
 /// A model named `name` and one stopped service for it, with `env` for the stub.
