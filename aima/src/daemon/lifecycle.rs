@@ -31,6 +31,8 @@ const LOCAL_MODEL_PATH: &str = "/aima/model";
 /// Back-off of a cleanup that Docker refused.
 const CLEANUP_FIRST_RETRY: Duration = Duration::from_millis(500);
 const CLEANUP_MAX_RETRY: Duration = Duration::from_secs(30);
+/// The end of a stop's reason while a refused removal is retried in the background.
+const RETRY_PROMISE: &str = "; AIMA keeps trying in the background";
 /// Longest status reason kept; the full story is in the events and logs.
 const REASON_MAX_CHARS: usize = 1000;
 /// Log lines kept from a failed container.
@@ -609,9 +611,7 @@ impl Daemon {
                     .await;
             }
             Err(e) => {
-                let reason = format!(
-                    "stop could not remove the container: {e}; AIMA keeps trying in the background"
-                );
+                let reason = format!("stop could not remove the container: {e}{RETRY_PROMISE}");
                 self.fail(
                     service,
                     Failure::new(FailureCause::CleanupFailed, reason.clone()),
@@ -830,15 +830,16 @@ impl Daemon {
                 pause = (pause * 2).min(CLEANUP_MAX_RETRY);
                 let lock = daemon.service_lock(&service.id);
                 let _guard = lock.lock().await;
-                match daemon.load_service(&service.id).await {
+                let current = match daemon.load_service(&service.id).await {
                     Ok(current) if !current.status.can_start() => return,
-                    Ok(_) => {}
+                    Ok(current) => current,
                     Err(DaemonError::NotFound { .. }) => return,
                     Err(_) => continue,
-                }
+                };
                 match daemon.remove_own_container(&service).await {
                     Ok(_) => {
                         tracing::info!(service = %service.id, "removed the container a failed cleanup left");
+                        daemon.drop_retry_promise(current).await;
                         return;
                     }
                     Err(e) => {
@@ -847,6 +848,24 @@ impl Daemon {
                 }
             }
         });
+    }
+
+    /// Once the container is gone, a reason that says AIMA keeps trying is no longer true:
+    /// it says the container was removed instead (same status).
+    async fn drop_retry_promise(&self, mut service: Service) {
+        let Some(before) = service
+            .status_reason
+            .as_deref()
+            .and_then(|r| r.split_once(RETRY_PROMISE))
+            .map(|(before, _)| before.to_owned())
+        else {
+            return;
+        };
+        let reason = format!("{before}; the container was removed later, once Docker answered");
+        let status = service.status;
+        if let Err(e) = self.set_status(&mut service, status, Some(reason)).await {
+            tracing::warn!(service = %service.id, "could not update the reason after the cleanup: {e}");
+        }
     }
 
     /// Who holds `port`, or `None` when it is free. Docker's own publishers are named by
@@ -1270,6 +1289,53 @@ mod tests {
         panic!(
             "the container is still there after {} removals",
             runtime.removes.lock().expect("lock")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_whose_cleanup_succeeds_later_stops_promising_more_tries() {
+        let runtime = Arc::new(FailingCreates::default());
+        let (_, (_dir, daemon)) = fail_a_start(Arc::clone(&runtime), |_| {}).await;
+        let id = daemon.list_services().await.expect("list")[0].id.clone();
+        // Now a container of ours is there and Docker refuses to remove it twice.
+        *runtime.instance.lock().expect("lock") = Some(daemon.instance().to_owned());
+        *runtime.failing_removes.lock().expect("lock") = 2;
+        let refused = daemon
+            .stop_service(id.as_str())
+            .await
+            .expect_err("the stop cannot remove the container");
+        assert!(
+            refused.to_string().contains(super::RETRY_PROMISE),
+            "{refused}"
+        );
+        for _ in 0..100 {
+            let s = daemon.get_service(id.as_str()).await.expect("get");
+            if runtime.instance.lock().expect("lock").is_none()
+                && !s
+                    .status_reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("keeps trying")
+            {
+                assert_eq!(s.status, crate::domain::ServiceStatus::Failed);
+                assert_eq!(
+                    s.status_reason.as_deref(),
+                    Some(
+                        "stop could not remove the container: docker: device or resource busy; \
+                         the container was removed later, once Docker answered"
+                    )
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the reason still promises more tries: {:?}",
+            daemon
+                .get_service(id.as_str())
+                .await
+                .expect("get")
+                .status_reason
         );
     }
 
