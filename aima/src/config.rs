@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+// The one rule for durations: bare seconds ("30") or units ("1m 30s", "500ms").
+use crate::domain::parse_duration;
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9090";
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
     first: 8000,
@@ -75,6 +78,8 @@ impl std::fmt::Display for PortRange {
 struct ConfigFile {
     addr: Option<String>,
     port_range: Option<String>,
+    /// `30s`, `"30"` or `30`: bare seconds, as every duration.
+    #[serde(default, deserialize_with = "text_or_number")]
     shutdown_timeout: Option<String>,
     publish_addr: Option<String>,
     model_roots: Option<String>,
@@ -88,6 +93,20 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct EngineOverride {
     image: Option<String>,
+}
+
+/// A setting written as text (`"30s"`) or as a bare number (`30`), kept as text.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Written>::deserialize(d)?.map(|w| match w {
+        Written::Text(text) => text,
+        Written::Number(n) => n.to_string(),
+    }))
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -214,7 +233,7 @@ impl Settings {
             Some((setting, value)) => parse_duration(&value).ok_or(ConfigError::Invalid {
                 setting,
                 value,
-                expected: "a duration such as 30s, 500ms or 2m",
+                expected: "seconds (30) or a duration with a unit (500ms, 2m)",
             })?,
             None => DEFAULT_SHUTDOWN_TIMEOUT,
         };
@@ -340,7 +359,7 @@ impl Settings {
             Some(value) => parse_duration(&value).ok_or(ConfigError::Invalid {
                 setting: "AIMA_SIMULATE_GPU_RELEASE".to_owned(),
                 value,
-                expected: "a duration such as 2s or 500ms",
+                expected: "seconds (2) or a duration with a unit (500ms)",
             })?,
             None => Duration::ZERO,
         };
@@ -352,7 +371,7 @@ impl Settings {
                     .ok_or(ConfigError::Invalid {
                         setting: "AIMA_RESTART_BACKOFF".to_owned(),
                         value,
-                        expected: "a duration of 100ms or more, such as 10s",
+                        expected: "100ms or more: seconds (10) or a duration with a unit (500ms)",
                     })?,
             },
             None => crate::domain::Backoff::default(),
@@ -483,15 +502,6 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     }
     // Allow names such as localhost:9090; resolution is local for those.
     s.to_socket_addrs().ok()?.next()
-}
-
-/// Accepts humantime durations ("30s", "1m 30s", "500ms") and bare seconds ("30").
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).ok()
 }
 
 #[cfg(test)]
@@ -668,9 +678,41 @@ mod tests {
     }
 
     #[test]
-    fn durations_accept_bare_seconds() {
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("soon"), None);
+    fn duration_settings_take_bare_seconds_and_units() {
+        let s = resolve(
+            Flags::default(),
+            &[
+                ("HOME", "/home/op"),
+                ("AIMA_SHUTDOWN_TIMEOUT", "20"),
+                ("AIMA_RESTART_BACKOFF", "2"),
+                ("AIMA_SIMULATE_GPU_RELEASE", "1"),
+            ],
+        )
+        .expect("bare seconds");
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(s.restart_backoff.first, Duration::from_secs(2));
+        assert_eq!(s.simulate_gpu_release, Duration::from_secs(1));
+        let s = resolve(
+            Flags::default(),
+            &[("HOME", "/home/op"), ("AIMA_SHUTDOWN_TIMEOUT", "1m 30s")],
+        )
+        .expect("units");
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(90));
+        for written in ["shutdown_timeout = 45\n", "shutdown_timeout = \"45\"\n"] {
+            let dir = tempfile::tempdir().expect("tmp");
+            std::fs::write(dir.path().join("config.toml"), written).expect("write");
+            let s = resolve(home_flag(dir.path()), &[]).expect(written);
+            assert_eq!(s.shutdown_timeout, Duration::from_secs(45), "{written}");
+        }
+        let msg = resolve(
+            Flags::default(),
+            &[("HOME", "/home/op"), ("AIMA_SHUTDOWN_TIMEOUT", "soon")],
+        )
+        .expect_err("soon")
+        .to_string();
+        assert_eq!(
+            msg,
+            "invalid AIMA_SHUTDOWN_TIMEOUT 'soon': expected seconds (30) or a duration with a unit (500ms, 2m)"
+        );
     }
 }

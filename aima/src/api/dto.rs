@@ -395,13 +395,19 @@ pub struct CreateServiceRequest {
     /// `KEY=VALUE` entries passed to the engine container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
-    /// Stop the engine after this long without gateway requests (`30s`, `5m`); default never.
+    /// Stop the engine after this long without gateway requests (`600` seconds, `30s`,
+    /// `5m`); default never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub idle_timeout: Option<String>,
-    /// How long a gateway request waits for the engine to load; default `10m`.
+    /// How long a gateway request waits for the engine to load (`600` seconds, `10m`);
+    /// default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub load_timeout: Option<String>,
     /// Requests passed to the engine at once; the rest wait their turn. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,11 +426,13 @@ pub struct CreateServiceRequest {
     pub restart: Option<String>,
     /// Longest a start may take until the engine answers (`20m`); default the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub start_timeout: Option<String>,
     /// How often a running engine is probed (`2s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)?$")]
     pub health_interval: Option<String>,
     /// Missed probes in a row before a running engine counts as failed (5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,12 +450,16 @@ pub struct UpdateServiceRequest {
     /// Replaces the whole environment (`KEY=VALUE` entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    /// `5m`; `never` (or empty) clears it.
+    /// `5m` or bare seconds (`300`); `never` (or empty) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^(|never|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$")]
+    #[schema(
+        pattern = "^(|never|[1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub idle_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub load_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100000)]
@@ -460,10 +472,12 @@ pub struct UpdateServiceRequest {
     #[schema(pattern = "^(no|always|on-failure(:[1-9][0-9]{0,8})?)$")]
     pub restart: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*$")]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}|[1-9][0-9]{0,5}(ms|s|m|h|d)( [1-9][0-9]{0,5}(ms|s|m|h|d))*)$"
+    )]
     pub start_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}(s|m|h)?$")]
     pub health_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]

@@ -42,9 +42,9 @@ pub enum ServiceCommand {
         /// Wait until the service runs (exit 0) or fails (exit 1), showing each phase.
         #[arg(long)]
         wait: bool,
-        /// With --wait: give up waiting after this many seconds (the start goes on).
-        #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
-        timeout: u64,
+        /// With --wait: give up waiting after this long (600, 10m; the start goes on).
+        #[arg(long, value_name = "DURATION", default_value = "600", value_parser = parse_duration, requires = "wait")]
+        timeout: Duration,
     },
     /// Stop one or more services; returns once their ports are free.
     Stop {
@@ -70,7 +70,7 @@ pub enum ServiceCommand {
         /// The status to wait for.
         #[arg(long = "for", value_enum, value_name = "STATUS")]
         wanted: WaitFor,
-        /// Give up after this long (30s, 5m, 1h).
+        /// Give up after this long (600, 30s, 5m, 1h).
         #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
@@ -130,9 +130,11 @@ impl WaitFor {
     }
 }
 
+/// A duration flag's value, by the domain's one rule (bare seconds or units); clap's
+/// error names the flag and the value.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30s, 5m or 1h"))
+    crate::domain::parse_duration(text)
+        .ok_or_else(|| format!("not a duration; {}", crate::domain::DURATION_FORMS))
 }
 
 /// The keys `service list --filter` takes (the API's list filters).
@@ -164,7 +166,7 @@ pub struct CreateArgs {
     /// Environment for the engine container; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// The gateway stops the engine after this long without requests (30s, 5m, 1h).
+    /// The gateway stops the engine after this long without requests (600, 10m, 1h).
     #[arg(long, value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// How long a gateway request waits for the engine to load [default: 10m].
@@ -310,10 +312,7 @@ pub async fn run(
             output::print(format, &service, || status_line(&service))
         }
         ServiceCommand::Start { ids, wait, timeout } => {
-            super::each(&ids, |id| {
-                start(client, format, id, wait, Duration::from_secs(timeout))
-            })
-            .await
+            super::each(&ids, |id| start(client, format, id, wait, timeout)).await
         }
         ServiceCommand::Stop { ids } => {
             super::each(&ids, |id| async move {
@@ -582,10 +581,10 @@ async fn start(
         Err(_) => Err(CliError::new(
             CliError::FAILED,
             format!(
-                "{} is still {} after {} s (last phase: {last_phase}); the start goes on: follow it with 'aima service events {} --follow'",
+                "{} is still {} after {} (last phase: {last_phase}); the start goes on: follow it with 'aima service events {} --follow'",
                 service.id,
                 service.status,
-                timeout.as_secs(),
+                humantime::format_duration(timeout),
                 service.id
             ),
         )),

@@ -1,5 +1,6 @@
 //! Pure rules: models, services, ids, statuses, ports and validation. No I/O, no async runtime.
 
+mod duration;
 mod event;
 mod failure;
 mod gpu;
@@ -11,6 +12,7 @@ mod service;
 mod text;
 mod traffic;
 
+pub use duration::{DURATION_FORMS, parse_duration};
 pub use event::{Event, EventKind, EventSubject, StartPhase};
 pub use failure::{Failure, FailureCause};
 pub use gpu::{

@@ -264,23 +264,26 @@ pub struct ServingPolicy {
     pub default: bool,
 }
 
-/// A duration the caller wrote for `field` (`30s`, `5m`, `1h 30m`), more than zero.
+/// A duration the caller wrote for `field` (`600`, `30s`, `5m`, `1h 30m`), more than zero.
 pub(super) fn positive_duration(
     field: &'static str,
     text: &str,
 ) -> Result<std::time::Duration, Invalid> {
-    humantime::parse_duration(text.trim())
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            Invalid::new(
-                field,
-                format!(
-                    "{} '{text}' is not a duration; write it like 30s, 5m or 1h 30m",
-                    field.replace('_', "-")
-                ),
-            )
-        })
+    let flag = field.replace('_', "-");
+    match super::parse_duration(text) {
+        Some(d) if d.is_zero() => Err(Invalid::new(
+            field,
+            format!("{flag} must be more than zero; {}", super::DURATION_FORMS),
+        )),
+        Some(d) => Ok(d),
+        None => Err(Invalid::new(
+            field,
+            format!(
+                "{flag} '{text}' is not a duration; {}",
+                super::DURATION_FORMS
+            ),
+        )),
+    }
 }
 
 impl ServingPolicy {
@@ -289,7 +292,7 @@ impl ServingPolicy {
     /// The largest `--max-concurrency` taken (the OpenAPI document says so too).
     pub const MAX_CONCURRENCY_LIMIT: u32 = 100_000;
 
-    /// A policy from what the caller gave: durations such as `30s`, `5m` or `1h 30m`.
+    /// A policy from what the caller gave: durations such as `600`, `30s` or `1h 30m`.
     pub fn new(
         idle_timeout: Option<&str>,
         load_timeout: Option<&str>,
@@ -489,6 +492,15 @@ mod tests {
             Some(std::time::Duration::from_secs(300))
         );
         assert_eq!(policy.load_timeout, std::time::Duration::from_secs(90));
+        let bare = ServingPolicy::new(Some("600"), Some("30"), None, false, false).expect("valid");
+        assert_eq!(bare.idle_timeout, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(bare.load_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(
+            ServingPolicy::new(Some("soon"), None, None, false, false)
+                .expect_err("soon")
+                .message,
+            "idle-timeout 'soon' is not a duration; give seconds (600) or a duration with a unit (10m, 30s)"
+        );
         assert_eq!(
             ServingPolicy::new(None, None, None, false, false).expect("defaults"),
             ServingPolicy::default()
@@ -496,6 +508,7 @@ mod tests {
         for (idle, load, max, field) in [
             (Some("soon"), None, None, "idle_timeout"),
             (Some("0s"), None, None, "idle_timeout"),
+            (Some("0"), None, None, "idle_timeout"),
             (None, Some("-1"), None, "load_timeout"),
             (None, None, Some(0), "max_concurrency"),
         ] {

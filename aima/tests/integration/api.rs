@@ -570,3 +570,48 @@ async fn names_are_unique_and_every_id_argument_takes_a_name_or_a_unique_prefix(
     let deleted: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(deleted["id"], second["id"]);
 }
+
+async fn patch_service(d: &TestDaemon, id: &str, body: Value) -> (StatusCode, Value) {
+    let res = client()
+        .patch(d.url(&format!("/api/v1/services/{id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("patch");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn duration_fields_take_bare_seconds() {
+    let d = TestDaemon::start();
+    let (status, _) = post_model(&d, json!({"name": "m", "source": "ollama", "repo": "r"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, created) = post_service(
+        &d,
+        json!({"model_id": "m", "engine_type": "vllm", "idle_timeout": "600",
+               "load_timeout": "90", "start_timeout": "1200", "health_interval": "3"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        [
+            &created["idle_timeout"],
+            &created["load_timeout"],
+            &created["start_timeout"],
+            &created["health_interval"]
+        ],
+        [&json!("10m"), &json!("1m 30s"), &json!("20m"), &json!("3s")],
+        "{created}"
+    );
+    let id = created["id"].as_str().expect("id");
+    let (status, updated) = patch_service(&d, id, json!({"idle_timeout": "120"})).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["service"]["idle_timeout"], "2m", "{updated}");
+    let (status, body) = patch_service(&d, id, json!({"idle_timeout": "0"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        error_message(&body, "invalid_argument"),
+        "idle-timeout must be more than zero; give seconds (600) or a duration with a unit (10m, 30s)"
+    );
+}

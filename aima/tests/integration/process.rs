@@ -278,7 +278,11 @@ fn log_format_json_writes_one_object_per_line_for_log_shippers() {
 fn refuses_bad_settings_naming_the_setting() {
     let home = tempfile::tempdir().expect("home");
     let cases = [
-        ("AIMA_SHUTDOWN_TIMEOUT", "3x", "a duration such as 30s"),
+        (
+            "AIMA_SHUTDOWN_TIMEOUT",
+            "3x",
+            "seconds (30) or a duration with a unit",
+        ),
         ("AIMA_PORT_RANGE", "9000-8000", "FIRST-LAST"),
         ("AIMA_ADDR", "nowhere", "HOST:PORT"),
         ("AIMA_LOG_FORMAT", "xml", "text or json"),

@@ -312,7 +312,10 @@ fn service_wait_gives_scripts_an_exit_code() {
         "soon",
     ]));
     assert_eq!(code, 2);
-    assert!(stderr.contains("'soon' is not a duration"), "{stderr}");
+    assert!(
+        stderr.contains("'soon' for '--timeout <DURATION>': not a duration"),
+        "{stderr}"
+    );
     run(d
         .cli()
         .args(["service", "delete", "--force", "ok", "doomed"]));
@@ -640,4 +643,83 @@ fn models_have_created_and_deleted_events_in_the_global_stream() {
         lines[1].ends_with(&format!("{id} deleted: deleted audited")),
         "{stdout}"
     );
+}
+
+#[test]
+fn every_duration_flag_takes_bare_seconds_as_well_as_units() {
+    let d = TestDaemon::with_engine();
+    let m = model(&d, "m", "ollama");
+    let id = service(
+        &d,
+        &m,
+        "timed",
+        &[
+            "--idle-timeout",
+            "600",
+            "--load-timeout",
+            "90",
+            "--start-timeout",
+            "1200",
+            "--health-interval",
+            "3",
+        ],
+    );
+    let got = json(&d, &["service", "get", &id]);
+    assert_eq!(
+        (
+            &got["idle_timeout"],
+            &got["load_timeout"],
+            &got["start_timeout"],
+            &got["health_interval"]
+        ),
+        (&json!("10m"), &json!("1m 30s"), &json!("20m"), &json!("3s")),
+        "{got}"
+    );
+    let updated = json(&d, &["service", "update", &id, "--idle-timeout", "300"]);
+    assert_eq!(updated["service"]["idle_timeout"], "5m", "{updated}");
+
+    // `start --wait --timeout` takes units too, and `service wait --timeout` bare seconds.
+    let (code, _, stderr) =
+        run(d
+            .cli()
+            .args(["service", "start", &id, "--wait", "--timeout", "1m"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) =
+        run(d
+            .cli()
+            .args(["service", "wait", &id, "--for", "running", "--timeout", "5"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&format!("{id} running")), "{stdout}");
+
+    // A bad value: one line naming the flag and both forms.
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "wait",
+        &id,
+        "--for",
+        "running",
+        "--timeout",
+        "soon",
+    ]));
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: invalid value 'soon' for '--timeout <DURATION>': not a duration; give seconds (600) or a duration with a unit (10m, 30s)"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "update",
+        &id,
+        "--load-timeout",
+        "10 minutes please",
+    ]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        "error: load-timeout '10 minutes please' is not a duration; give seconds (600) or a duration with a unit (10m, 30s)\n"
+    );
+    run(d.cli().args(["service", "delete", "--force", &id]));
 }
