@@ -108,7 +108,7 @@ impl Daemon {
         let env = request
             .env
             .iter()
-            .map(|e| e.parse::<EnvVar>())
+            .map(|e| EnvVar::requested(e))
             .collect::<Result<Vec<_>, _>>()?;
         let restart = match &request.restart {
             Some(text) => text.parse::<RestartPolicy>()?,
@@ -242,7 +242,7 @@ impl Daemon {
         if let Some(env) = &update.env {
             service.env = env
                 .iter()
-                .map(|e| e.parse::<EnvVar>())
+                .map(|e| EnvVar::requested(e))
                 .collect::<Result<Vec<_>, _>>()?;
             changed.push(format!("env ({} entries)", service.env.len()));
             shapes_container.push("env");

@@ -170,6 +170,35 @@ impl FromStr for EnvVar {
     }
 }
 
+/// Variables that choose which GPUs a container sees. AIMA places engines on GPUs itself
+/// (its claims and Docker's device requests), so a caller's choice would contradict them.
+pub const GPU_SELECTING_ENV: [&str; 6] = [
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+];
+
+impl EnvVar {
+    /// A `KEY=VALUE` a caller asks for (`--env`, an API body): a valid variable that does
+    /// not choose GPUs. Stored rows are read with `parse`, which keeps older ones readable.
+    pub fn requested(text: &str) -> Result<Self, Invalid> {
+        let var: Self = text.parse()?;
+        if GPU_SELECTING_ENV.contains(&var.key.as_str()) {
+            return Err(Invalid::new(
+                "env",
+                format!(
+                    "env {} selects GPUs, and AIMA places GPUs itself; leave it out and use --gpu-memory-utilization to size the engine's share ('aima service recommend' shows what fits where)",
+                    var.key
+                ),
+            ));
+        }
+        Ok(var)
+    }
+}
+
 impl fmt::Display for EnvVar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.key, self.value)
@@ -538,6 +567,26 @@ mod tests {
                 status
             );
         }
+    }
+
+    #[test]
+    fn requested_env_may_not_choose_gpus() {
+        for key in GPU_SELECTING_ENV {
+            let err = EnvVar::requested(&format!("{key}=0")).expect_err(key);
+            assert_eq!(err.field, "env");
+            assert!(
+                err.message.starts_with(&format!(
+                    "env {key} selects GPUs, and AIMA places GPUs itself; "
+                )),
+                "{}",
+                err.message
+            );
+        }
+        // Similar names are the caller's own, and stored rows stay readable.
+        assert!(EnvVar::requested("CUDA_VISIBLE_DEVICES2=0").is_ok());
+        assert!(EnvVar::requested("cuda_visible_devices=0").is_ok());
+        assert!("CUDA_VISIBLE_DEVICES=0".parse::<EnvVar>().is_ok());
+        assert!(EnvVar::requested("NO_EQUALS").is_err());
     }
 
     #[test]

@@ -615,3 +615,53 @@ async fn duration_fields_take_bare_seconds() {
         "idle-timeout must be more than zero; give seconds (600) or a duration with a unit (10m, 30s)"
     );
 }
+
+#[tokio::test]
+async fn gpu_selecting_env_is_refused_because_aima_places_gpus() {
+    let d = TestDaemon::start();
+    let (status, _) = post_model(&d, json!({"name": "m", "source": "ollama", "repo": "r"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for key in [
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+        "CUDA_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES",
+        "HIP_VISIBLE_DEVICES",
+        "GPU_DEVICE_ORDINAL",
+    ] {
+        let (status, body) = post_service(
+            &d,
+            json!({"model_id": "m", "engine_type": "vllm", "env": ["A=1", format!("{key}=1")]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key}: {body}");
+        let message = error_message(&body, "invalid_argument");
+        assert!(
+            message.starts_with(&format!(
+                "env {key} selects GPUs, and AIMA places GPUs itself; leave it out and use --gpu-memory-utilization"
+            )),
+            "{message}"
+        );
+    }
+    let (status, body) = get_json(&d, "/api/v1/services").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"], json!([]), "nothing was created");
+
+    // An update is held to the same rule, and the service keeps its environment.
+    let (status, created) = post_service(
+        &d,
+        json!({"model_id": "m", "engine_type": "vllm", "env": ["A=1"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, body) = patch_service(&d, id, json!({"env": ["CUDA_VISIBLE_DEVICES=0,1"]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        error_message(&body, "invalid_argument").contains("CUDA_VISIBLE_DEVICES selects GPUs"),
+        "{body}"
+    );
+    let stored = d.store.list_services().expect("list");
+    let env: Vec<String> = stored[0].env.iter().map(ToString::to_string).collect();
+    assert_eq!(env, ["A=1"]);
+}

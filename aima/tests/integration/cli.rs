@@ -342,3 +342,40 @@ fn status_reports_version_paths_docker_and_gpus() {
         assert!(stdout.contains("GPUs:     none ("), "{stdout}");
     }
 }
+
+#[test]
+fn gpu_selecting_env_is_refused_in_one_line() {
+    let d = TestDaemon::start();
+    create(&d, "m", "r");
+    let expected = "error: env CUDA_VISIBLE_DEVICES selects GPUs, and AIMA places GPUs itself; leave it out and use --gpu-memory-utilization to size the engine's share ('aima service recommend' shows what fits where)\n";
+    let (code, stdout, stderr) = run(d.cli().args([
+        "service",
+        "create",
+        "--model-id",
+        "m",
+        "--engine-type",
+        "vllm",
+        "--env",
+        "CUDA_VISIBLE_DEVICES=1",
+    ]));
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (1, "", expected));
+    let (code, id, stderr) = run(d.cli().args([
+        "service",
+        "create",
+        "--model-id",
+        "m",
+        "--engine-type",
+        "vllm",
+        "--env",
+        "HF_HOME=/cache",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "update",
+        id.trim(),
+        "--env",
+        "CUDA_VISIBLE_DEVICES=1",
+    ]));
+    assert_eq!((code, stderr.as_str()), (1, expected));
+}
