@@ -73,7 +73,7 @@ pub fn print<T: Listed>(
 ) -> Result<(), CliError> {
     if quiet {
         for item in items {
-            println!("{}", item.id());
+            super::output::line(item.id())?;
         }
         return Ok(());
     }
@@ -143,17 +143,20 @@ fn print_changes<T: Listed>(
     };
     for item in changed {
         if quiet {
-            println!("{}", item.id());
+            super::output::line(item.id())?;
             continue;
         }
         match format {
             OutputFormat::Json => {
-                println!("{}", serde_json::to_string(item).map_err(|e| render(&e))?)
+                super::output::line(&serde_json::to_string(item).map_err(|e| render(&e))?)?
             }
-            OutputFormat::Yaml => print!(
-                "---\n{}",
-                serde_yaml_ng::to_string(item).map_err(|e| render(&e))?
-            ),
+            OutputFormat::Yaml => super::output::write(
+                format!(
+                    "---\n{}",
+                    serde_yaml_ng::to_string(item).map_err(|e| render(&e))?
+                )
+                .as_bytes(),
+            )?,
             OutputFormat::Table | OutputFormat::Wide => {}
         }
     }
@@ -161,7 +164,7 @@ fn print_changes<T: Listed>(
         // The rows under the header already printed, as `kubectl get -w` does.
         let rows = table(changed, format == OutputFormat::Wide);
         for line in rows.lines().skip(1) {
-            println!("{line}");
+            super::output::line(line)?;
         }
     }
     Ok(())

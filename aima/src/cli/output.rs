@@ -25,8 +25,27 @@ pub fn print<T: Serialize>(
         OutputFormat::Json => serde_json::to_string_pretty(value).map_err(render_error)?,
         OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(render_error)?,
     };
-    println!("{}", text.trim_end());
-    Ok(())
+    line(text.trim_end())
+}
+
+/// Writes `text` and a newline to stdout.
+pub fn line(text: &str) -> Result<(), CliError> {
+    write(format!("{text}\n").as_bytes())
+}
+
+/// Writes `bytes` to stdout. When the reader has gone (`aima … | head`), the command ends
+/// here with exit 0 and no message, as Unix tools do: nobody reads what would follow.
+pub fn write(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::new(
+            CliError::FAILED,
+            format!("cannot write the output: {e}"),
+        )),
+    }
 }
 
 fn render_error(e: impl std::fmt::Display) -> CliError {

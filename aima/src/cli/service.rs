@@ -1,4 +1,4 @@
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -366,7 +366,6 @@ pub async fn run(
                 query.finish()
             );
             let mut body = client.stream(&path).await?.bytes_stream();
-            let mut stdout = std::io::stdout();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     CliError::new(
@@ -377,13 +376,7 @@ pub async fn run(
                     )
                 })?;
                 // A closed pipe (`| head`) ends the command quietly.
-                if stdout
-                    .write_all(&chunk)
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    break;
-                }
+                output::write(&chunk)?;
             }
             Ok(())
         }
@@ -415,15 +408,16 @@ pub async fn print_events(
     while let Some(event) = events.next().await {
         let event = event?;
         match format {
-            OutputFormat::Table | OutputFormat::Wide => println!("{}", event_line(&event)),
-            OutputFormat::Json => {
-                println!("{}", serde_json::to_string(&event).unwrap_or_default())
-            }
+            OutputFormat::Table | OutputFormat::Wide => output::line(&event_line(&event))?,
+            OutputFormat::Json => output::line(&serde_json::to_string(&event).unwrap_or_default())?,
             // A YAML stream: one document per event, each opened by `---`.
-            OutputFormat::Yaml => print!(
-                "---\n{}",
-                serde_yaml_ng::to_string(&event).unwrap_or_default()
-            ),
+            OutputFormat::Yaml => output::write(
+                format!(
+                    "---\n{}",
+                    serde_yaml_ng::to_string(&event).unwrap_or_default()
+                )
+                .as_bytes(),
+            )?,
         }
     }
     Ok(())
@@ -633,7 +627,11 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.set_message(line),
             None if self.to_stderr => eprintln!("{line}"),
-            None => println!("{line}"),
+            None => {
+                // A closed pipe ends the command there; other write errors can wait for
+                // the outcome's line.
+                let _ = output::line(&line);
+            }
         }
     }
 

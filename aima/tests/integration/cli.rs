@@ -379,3 +379,65 @@ fn gpu_selecting_env_is_refused_in_one_line() {
     ]));
     assert_eq!((code, stderr.as_str()), (1, expected));
 }
+
+/// Runs the CLI with stdout a pipe nobody reads any more (`aima … | head` after head has
+/// gone), and returns its exit status and stderr.
+fn into_a_closed_pipe(d: &TestDaemon, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = std::process::Command::new(crate::support::aima_bin())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", d.home.path())
+        .env("AIMA_HOME", d.home.path())
+        .env("AIMA_ADDR", d.addr.to_string())
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn aima");
+    let status = crate::support::poll(Duration::from_secs(30), "aima to exit", || {
+        child.try_wait().expect("wait")
+    });
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly_with_exit_0() {
+    let d = TestDaemon::start();
+    create(&d, "m", "r");
+    let (code, _, stderr) = run(d.cli().args([
+        "service",
+        "create",
+        "--model-id",
+        "m",
+        "--engine-type",
+        "vllm",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    for args in [
+        &["service", "list", "-o", "json"][..],
+        &["service", "list"],
+        &["service", "list", "-q"],
+        &["model", "list"],
+        &["model", "list", "-o", "yaml"],
+        &["model", "get", "m"],
+        &["events"],
+        &["events", "-o", "json"],
+        &["events", "-o", "yaml"],
+    ] {
+        let (status, stderr) = into_a_closed_pipe(&d, args);
+        assert!(
+            status.success() && stderr.is_empty(),
+            "aima {args:?}: {status}, stderr {stderr:?}"
+        );
+    }
+}
