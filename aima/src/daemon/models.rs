@@ -43,12 +43,16 @@ impl Daemon {
         let mut facts = match &spec.path {
             Some(path) => {
                 let path = PathBuf::from(path);
-                tokio::task::spawn_blocking(move || crate::models::inspect(&path))
-                    .await
-                    .map_err(|e| {
-                        DaemonError::Unavailable(format!("reading the model files failed: {e}"))
-                    })?
-                    .map_err(|e| Invalid::new("path", format!("model file {e}")))?
+                // Every file read inside the model is held to the roots too.
+                let roots = self.settings().model_roots.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::models::inspect(&path, &crate::models::ModelRoots::new(&roots))
+                })
+                .await
+                .map_err(|e| {
+                    DaemonError::Unavailable(format!("reading the model files failed: {e}"))
+                })?
+                .map_err(|e| Invalid::new("path", format!("model file {e}")))?
             }
             None => ModelFacts::default(),
         };

@@ -5,17 +5,21 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{ModelFileError, origin};
+use super::{ModelFileError, ModelRoots, origin};
 use crate::domain::{Known, ModelFacts};
 
 /// Adds what `dir/config.json` says to `facts`; a directory without one adds nothing.
-pub(super) fn add(dir: &Path, facts: &mut ModelFacts) -> Result<(), ModelFileError> {
+/// One that is there (a link too) must resolve under `roots`.
+pub(super) fn add(
+    dir: &Path,
+    roots: &ModelRoots,
+    facts: &mut ModelFacts,
+) -> Result<(), ModelFileError> {
     let file = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&file) else {
+    if file.symlink_metadata().is_err() {
         return Ok(());
-    };
-    let config: Value = serde_json::from_str(&text)
-        .map_err(|e| ModelFileError::new(&file, format!("is not valid JSON: {e}")))?;
+    }
+    let config: Value = super::read_json(roots, &file)?;
     let (scope, prefix) = match config.get("text_config") {
         Some(text) if text.is_object() => (text, "text_config."),
         _ => (&config, ""),

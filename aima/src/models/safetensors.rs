@@ -7,18 +7,15 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Metadata;
 
-use super::{ModelFileError, origin};
+use super::{ModelFileError, ModelRoots, json_where, origin};
 use crate::domain::{Known, ModelFacts};
 
 /// Largest header read: the format's own limit (100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
 /// The shard files an index (`model.safetensors.index.json`) names, next to it.
-pub(super) fn shards(index: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| ModelFileError::new(index, format!("cannot be read: {e}")))?;
-    let parsed: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ModelFileError::new(index, format!("is not valid JSON: {e}")))?;
+pub(super) fn shards(index: &Path, roots: &ModelRoots) -> Result<Vec<PathBuf>, ModelFileError> {
+    let parsed = super::read_json(roots, index)?;
     let map = parsed["weight_map"].as_object().ok_or_else(|| {
         ModelFileError::new(index, "has no weight_map; is it a safetensors index?")
     })?;
@@ -47,11 +44,15 @@ pub(super) fn shards(index: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
 }
 
 /// The weights' size, parameters and dominant dtype across `files`.
-pub(super) fn read(files: &[PathBuf]) -> Result<ModelFacts, ModelFileError> {
+pub(super) fn read(files: &[PathBuf], roots: &ModelRoots) -> Result<ModelFacts, ModelFileError> {
+    // Every file is checked before any is read: one link out of the roots refuses all.
+    for file in files {
+        roots.check(file)?;
+    }
     let (mut bytes, mut params) = (0u64, 0u64);
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     for file in files {
-        let metadata = header(file)?;
+        let metadata = header(file, roots)?;
         for info in metadata.tensors().values() {
             let elements: u64 = info.shape.iter().map(|d| *d as u64).product();
             let size = (info.data_offsets.1 - info.data_offsets.0) as u64;
@@ -77,36 +78,38 @@ pub(super) fn read(files: &[PathBuf]) -> Result<ModelFacts, ModelFileError> {
     Ok(facts)
 }
 
-/// One file's header, checked against the file's length.
-fn header(file: &Path) -> Result<Metadata, ModelFileError> {
+/// One file's header, checked against the file's length. The messages never quote the
+/// file's bytes: a text file's first 8 bytes read as a length are a meaningless number.
+fn header(file: &Path, roots: &ModelRoots) -> Result<Metadata, ModelFileError> {
     let fail = |problem: String| ModelFileError::new(file, problem);
-    // A FIFO or a device would block or never end; only regular files are read.
-    match std::fs::metadata(file) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(fail("is not a regular file".to_owned())),
-        Err(e) => return Err(fail(format!("cannot be read: {e}"))),
-    }
-    let mut handle = std::fs::File::open(file).map_err(|e| fail(format!("cannot be read: {e}")))?;
-    let length = handle
-        .metadata()
-        .map_err(|e| fail(format!("cannot be read: {e}")))?
-        .len();
+    let (mut handle, length) = super::open(roots, file)?;
     let mut prefix = [0u8; 8];
     handle
         .read_exact(&mut prefix)
         .map_err(|_| fail("is too short for a safetensors header; download it again".to_owned()))?;
     let size = u64::from_le_bytes(prefix);
-    if size > MAX_HEADER || size + 8 > length {
-        return Err(fail(format!(
-            "declares a {size}-byte header but holds {length} bytes; it is truncated or not a safetensors file"
-        )));
+    if size > MAX_HEADER {
+        return Err(fail(
+            "is not a safetensors file (its header length is implausible); pass the model's weights"
+                .to_owned(),
+        ));
+    }
+    if size + 8 > length {
+        return Err(fail(
+            "is truncated or not a safetensors file (its header runs past the end of the file); download it again"
+                .to_owned(),
+        ));
     }
     let mut text = vec![0u8; usize::try_from(size).unwrap_or_default()];
     handle
         .read_exact(&mut text)
         .map_err(|e| fail(format!("cannot be read: {e}")))?;
-    let metadata: Metadata = serde_json::from_slice(&text)
-        .map_err(|e| fail(format!("has a safetensors header AIMA cannot read ({e})")))?;
+    let metadata: Metadata = serde_json::from_slice(&text).map_err(|e| {
+        fail(format!(
+            "has a safetensors header AIMA cannot read ({})",
+            json_where(&e)
+        ))
+    })?;
     let needed = 8 + size + metadata.data_len() as u64;
     if length < needed {
         return Err(fail(format!(

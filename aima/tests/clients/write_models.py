@@ -162,6 +162,30 @@ def safetensors_sharded(directory):
     return {**first, **second}
 
 
+def unknown_type_gguf(file, kind):
+    """A tiny model written by GGUFWriter, then its first tensor's GGML type patched to
+    `kind`, an id ggml's table does not hold (40 is GGML_TYPE_COUNT, 41 is past it)."""
+    writer = gguf.GGUFWriter(file, "llama")
+    llama_metadata(writer, 2048, 2, 4, 2, 64)
+    for name in ("blk.0.attn_q.weight", "output_norm.weight"):
+        writer.add_tensor(name, np.ones(64, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with open(file, "r+b") as f:
+        data = bytearray(f.read())
+        name = b"blk.0.attn_q.weight"
+        # Tensor info: name (u64 length, bytes), u32 dimensions, u64 each, u32 type.
+        at = data.index(len(name).to_bytes(8, "little") + name) + 8 + len(name)
+        dims = int.from_bytes(data[at : at + 4], "little")
+        at += 4 + 8 * dims
+        assert int.from_bytes(data[at : at + 4], "little") == int(gguf.GGMLQuantizationType.F32)
+        data[at : at + 4] = kind.to_bytes(4, "little")
+        f.seek(0)
+        f.write(data)
+
+
 def truncate(source, target, keep):
     with open(source, "rb") as f:
         data = f.read()
@@ -183,7 +207,8 @@ def main():
     sharded = safetensors_sharded("tiny-sharded")
     written["sharded_bytes"] = sum(t.nbytes for t in sharded.values())
 
-    # Bad files: cut short, garbage, not a model, two unrelated GGUFs.
+    # Bad files: cut short, garbage, text, unknown tensor types, not a model, two
+    # unrelated GGUFs.
     q8 = path("tiny-q8", "tiny-q8_0.gguf")
     truncate(q8, "bad/truncated.gguf", os.path.getsize(q8) - 100)
     truncate(q8, "bad/header-cut.gguf", 40)
@@ -191,6 +216,10 @@ def main():
     truncate(st, "bad-st/model.safetensors", os.path.getsize(st) - 10)
     with open(path("garbage", "model.safetensors"), "wb") as f:
         f.write((64).to_bytes(8, "little") + b"{not json at all" + b" " * 48)
+    with open(path("text", "model.safetensors"), "w") as f:
+        f.write("hello world, this is text")
+    unknown_type_gguf(path("bad", "type-40.gguf"), 40)
+    unknown_type_gguf(path("bad", "type-41.gguf"), 41)
     with open(path("notes", "README.txt"), "w") as f:
         f.write("not a model\n")
     for name in ("a.gguf", "b.gguf"):
