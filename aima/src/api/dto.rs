@@ -169,10 +169,15 @@ impl From<CreateModelRequest> for ModelRequest {
     }
 }
 
-/// `GET /api/v1/health`: the daemon answers.
+/// `GET /api/v1/health`: the daemon answers, and whether its database takes writes.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` when the database cannot be written (HTTP 503).
+    #[schema(example = "ok")]
     pub status: String,
+    /// Why the daemon is degraded (`database … is not writable: the disk is full …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub version: String,
     /// The commit the daemon was built from.
     pub commit: String,

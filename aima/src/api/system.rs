@@ -1,20 +1,32 @@
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::dto::{DaemonSettingsDto, Health, StatusDto};
 use crate::daemon::Daemon;
 
-/// The daemon answers. Cheap: touches neither the database nor Docker.
-#[utoipa::path(get, path = "/api/v1/health", tag = "system", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok".to_owned(),
+/// The daemon answers and its database takes writes (one small write at most every few
+/// seconds; Docker is not asked). 503 with `status: degraded` and the reason when the
+/// database cannot be written (read-only file, full disk): a readiness probe fails then,
+/// as every request that changes something would.
+#[utoipa::path(get, path = "/api/v1/health", tag = "system", responses(
+    (status = 200, description = "`status: ok`", body = Health),
+    (status = 503, description = "`status: degraded`, with the reason", body = Health)))]
+pub async fn health(State(daemon): State<Daemon>) -> (StatusCode, Json<Health>) {
+    let (code, status, reason) = match daemon.database_writable().await {
+        Ok(()) => (StatusCode::OK, "ok", None),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, "degraded", Some(reason)),
+    };
+    let health = Health {
+        status: status.to_owned(),
+        reason,
         version: crate::VERSION.to_owned(),
         commit: crate::COMMIT.to_owned(),
         build_date: crate::BUILD_DATE.to_owned(),
-    })
+    };
+    (code, Json(health))
 }
 
 /// The settings only the daemon's environment and config file change, as in use now.

@@ -79,6 +79,22 @@ impl Client {
         self.call(self.request(Method::DELETE, path)).await
     }
 
+    /// `GET /api/v1/health`: the daemon's answer when it is ok (200) and when it is
+    /// degraded (503, same shape).
+    pub async fn health(&self) -> Result<crate::api::dto::Health, CliError> {
+        let response = self
+            .request(Method::GET, "/api/v1/health")
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice(&bytes).map_err(|_| self.api_error(status, &bytes))
+    }
+
     /// A streaming GET (logs, events): no overall timeout, and the response is handed back
     /// as soon as its head arrives.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {

@@ -1,6 +1,7 @@
 //! The daemon: owns the store and the runtime, runs every operation the API exposes
 //! (model registry, service lifecycles, events), watches Docker, and shuts down gracefully.
 
+mod database;
 mod events;
 mod gpus;
 mod health;
@@ -99,6 +100,8 @@ struct Inner {
     started_at: Instant,
     /// What happened, counted for `/metrics`.
     metrics: Arc<crate::metrics::Metrics>,
+    /// The last check that the database takes writes (`/api/v1/health`).
+    write_check: database::WriteCheck,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -155,6 +158,7 @@ impl Daemon {
                 starts: Mutex::default(),
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
+                write_check: database::WriteCheck::default(),
             }),
         })
     }

@@ -104,6 +104,40 @@ impl Store {
         })
     }
 
+    /// One real write (the time into `meta`), to learn whether the database takes writes
+    /// now: a full disk or a file that turned read-only fails it as it fails every write.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('written_at', datetime('now'))
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [],
+            )
+            .map(drop)
+            .map_err(|e| self.explain_refused_write(StoreError::Sql(e)))
+    }
+
+    /// A write the host refused (read-only file or file system, full disk, I/O error) as
+    /// [`StoreError::NotWritable`], with the cause read off the host: SQLite says "disk
+    /// I/O error" for a file that turned read-only under it. Other errors pass unchanged.
+    fn explain_refused_write(&self, error: StoreError) -> StoreError {
+        use rusqlite::ErrorCode as C;
+        let StoreError::Sql(rusqlite::Error::SqliteFailure(failure, message)) = &error else {
+            return error;
+        };
+        if !matches!(
+            failure.code,
+            C::ReadOnly | C::DiskFull | C::SystemIoFailure | C::CannotOpen
+        ) {
+            return error;
+        }
+        let sqlite = message.clone().unwrap_or_else(|| failure.to_string());
+        StoreError::NotWritable {
+            path: self.path.clone(),
+            reason: refused_write_reason(failure.code, &sqlite, HostFacts::of(&self.path)),
+        }
+    }
+
     /// True when the error means the database cannot take writes right now (read-only
     /// file, full disk, I/O error), as opposed to a bug or a bad row.
     pub fn is_unavailable(error: &StoreError) -> bool {
@@ -140,9 +174,11 @@ impl Store {
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            work(&store).map_err(|e| store.explain_refused_write(e))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// `PRAGMA integrity_check`: "ok" for a healthy file.
@@ -171,6 +207,52 @@ fn check_writable(conn: &Connection) -> rusqlite::Result<()> {
     .map(drop)
 }
 
+/// What the host says about the database's file, its WAL and its file system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostFacts {
+    read_only_file_system: bool,
+    disk_full: bool,
+    /// The database file, its WAL or its directory refuses writes (`access(W_OK)`; root
+    /// passes that check, so this is for the daemon's ordinary user).
+    read_only_file: bool,
+}
+
+impl HostFacts {
+    fn of(path: &Path) -> Self {
+        use nix::sys::statvfs::{FsFlags, statvfs};
+        use nix::unistd::{AccessFlags, access};
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fs = statvfs(dir).ok();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        Self {
+            read_only_file_system: fs
+                .as_ref()
+                .is_some_and(|fs| fs.flags().contains(FsFlags::ST_RDONLY)),
+            disk_full: fs.as_ref().is_some_and(|fs| fs.blocks_available() == 0),
+            read_only_file: [path, Path::new(&wal), dir]
+                .into_iter()
+                .any(|p| p.exists() && access(p, AccessFlags::W_OK).is_err()),
+        }
+    }
+}
+
+/// Why a write failed, in the host's words first, then SQLite's own.
+fn refused_write_reason(code: rusqlite::ErrorCode, sqlite: &str, host: HostFacts) -> String {
+    let cause = if host.read_only_file_system {
+        "read-only file system"
+    } else if host.read_only_file {
+        "read-only file"
+    } else if host.disk_full || code == rusqlite::ErrorCode::DiskFull {
+        "the disk is full"
+    } else if code == rusqlite::ErrorCode::ReadOnly {
+        "read-only file"
+    } else {
+        return sqlite.to_owned();
+    };
+    format!("{cause} (sqlite: {sqlite})")
+}
+
 /// Per-connection settings. WAL persists in the file; the rest must be set on every open.
 /// `synchronous=FULL` in WAL mode keeps every acknowledged commit across a crash and
 /// across power loss too, at the cost of one fsync per commit — a fair price at the
@@ -187,4 +269,62 @@ pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("aima.db")).expect("open store");
     (dir, store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_write_says_what_the_host_refused() {
+        use rusqlite::ErrorCode as C;
+        let io = "disk I/O error";
+        let facts = |read_only_file_system, disk_full, read_only_file| HostFacts {
+            read_only_file_system,
+            disk_full,
+            read_only_file,
+        };
+        let cases = [
+            (
+                C::SystemIoFailure,
+                facts(true, false, false),
+                "read-only file system (sqlite: disk I/O error)",
+            ),
+            (
+                C::SystemIoFailure,
+                facts(false, false, true),
+                "read-only file (sqlite: disk I/O error)",
+            ),
+            (
+                C::ReadOnly,
+                HostFacts::default(),
+                "read-only file (sqlite: disk I/O error)",
+            ),
+            (
+                C::SystemIoFailure,
+                facts(false, true, false),
+                "the disk is full (sqlite: disk I/O error)",
+            ),
+            (
+                C::DiskFull,
+                HostFacts::default(),
+                "the disk is full (sqlite: disk I/O error)",
+            ),
+            (C::SystemIoFailure, HostFacts::default(), "disk I/O error"),
+        ];
+        for (code, host, expected) in cases {
+            assert_eq!(
+                refused_write_reason(code, io, host),
+                expected,
+                "{code:?} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_writable_database_passes_the_write_check() {
+        let (_dir, store) = temp_store();
+        store.check_writable().expect("writable");
+        assert_eq!(HostFacts::of(store.path()), HostFacts::default());
+    }
 }

@@ -613,3 +613,135 @@ fn the_systemd_unit_is_hardened() {
         });
     assert!(exposure <= 2.0, "exposure {exposure}:\n{text}");
 }
+
+/// A small tmpfs mounted over `dir` for one test; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None`, with the reason, where this process may not mount (not root, no privilege).
+    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("mounting a small tmpfs needs root".into());
+        }
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: the daemon may still hold files there while it goes.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system under `file` until it refuses more.
+fn fill(file: &Path) {
+    use std::io::Write;
+    let mut out = std::fs::File::create(file).expect("create the filler");
+    let block = vec![0u8; 64 * 1024];
+    while out.write_all(&block).and_then(|()| out.sync_data()).is_ok() {}
+}
+
+async fn health(url: &str) -> (StatusCode, Value) {
+    let res = client().get(url).send().await.expect("health");
+    let status = res.status();
+    (status, res.json().await.expect("json health"))
+}
+
+/// Asks `/api/v1/health` until it answers `want`, for at most 15 s.
+async fn health_until(url: &str, want: StatusCode) -> Value {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = health(url).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < until,
+            "health stayed {status} {body}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_the_database_cannot_be_written() {
+    let home = tempfile::tempdir().expect("home");
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let _disk = match SmallDisk::mount(&data, "4m") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: {reason}; a full disk cannot be made here");
+            return;
+        }
+    };
+    let d = DaemonProcess::start(home.path(), &[]);
+    let url = d.url("/api/v1/health");
+    let body = health_until(&url, StatusCode::OK).await;
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(body.get("reason").is_none(), "{body}");
+
+    // A full disk: every write fails, and health says so, with the database and the cause.
+    let filler = data.join("filler");
+    fill(&filler);
+    let body = health_until(&url, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    let db = data.join("aima.db");
+    let reason = body["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with(&format!(
+            "database {} is not writable: the disk is full (sqlite: ",
+            db.display()
+        )) && reason.contains("free disk space"),
+        "{reason}"
+    );
+    assert_eq!(body["version"], aima::VERSION);
+    // `aima version` still finds the daemon, and says what is wrong with it.
+    let (code, stdout, stderr) = run(cli_for(d.addr, home.path()).arg("version"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("\ndaemon: aima {}", aima::VERSION))
+            && stdout.contains("; degraded: database "),
+        "{stdout}"
+    );
+    // A write the API refuses says the same, as a 503 to retry.
+    let (status, error) = post_model(
+        d.url("/api/v1/models"),
+        json!({"name": "m", "source": "ollama", "repo": "r"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("is not writable: the disk is full"),
+        "{message}"
+    );
+
+    // Room again: health recovers by itself.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let body = health_until(&url, StatusCode::OK).await;
+    assert_eq!(body["status"], "ok", "{body}");
+    let log = d.stderr().join("\n");
+    assert!(
+        log.contains("degraded: database") && log.contains("takes writes again"),
+        "{log}"
+    );
+}
