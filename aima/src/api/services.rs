@@ -61,7 +61,7 @@ pub async fn list_services(
     }
     // Scripts and dashboards poll this: the encoded list is kept until a service row
     // changes (the store's generation), so a poll costs a copy, not a query and an encode.
-    let generation = daemon.store().services_generation();
+    let generation = daemon.store().generation();
     if let Some(body) = cache.get(generation) {
         return Ok(json_body(body));
     }

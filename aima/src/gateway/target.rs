@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use crate::daemon::{Daemon, DaemonError};
 use crate::domain::{Model, Service, ServiceStatus};
 
-/// Models and services as of one store generation; rebuilt only when a service changes
-/// (every status change bumps it), so routing a request reads no database.
+/// Models and services as of one store generation; rebuilt when any model or service
+/// changes (created, updated, deleted, a status, measured facts), so routing a request
+/// reads no database and never sees a stale picture.
 #[derive(Debug, Default)]
 pub(super) struct Catalog {
     generation: u64,
@@ -71,13 +72,13 @@ pub(super) enum Unroutable {
     NoService,
 }
 
-/// The catalog, cached against the store's service generation.
+/// The catalog, cached against the store's generation.
 #[derive(Debug, Default)]
 pub(super) struct CatalogCache(Mutex<Arc<Catalog>>);
 
 impl CatalogCache {
     pub async fn current(&self, daemon: &Daemon) -> Result<Arc<Catalog>, DaemonError> {
-        let generation = daemon.store().services_generation();
+        let generation = daemon.store().generation();
         {
             let cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
             if cached.generation == generation && generation != 0 {

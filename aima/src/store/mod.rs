@@ -59,9 +59,9 @@ pub enum StoreError {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Bumped by every write to the services table, so readers can cache a listing
-    /// until it changes.
-    services_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped by every write to the models or services table, so readers can cache a
+    /// listing (the service list, the gateway's routing catalog) until it changes.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,7 +100,7 @@ impl Store {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
-            services_generation: Arc::default(),
+            generation: Arc::default(),
         })
     }
 
@@ -152,14 +152,13 @@ impl Store {
         }
     }
 
-    /// Changes whenever a service row changes.
-    pub fn services_generation(&self) -> u64 {
-        self.services_generation
-            .load(std::sync::atomic::Ordering::Acquire)
+    /// Changes whenever a model or service row changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(super) fn services_changed(&self) {
-        self.services_generation
+    pub(super) fn changed(&self) {
+        self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 

@@ -25,7 +25,10 @@ impl Store {
             ],
         );
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.changed();
+                Ok(())
+            }
             Err(rusqlite::Error::SqliteFailure(e, msg))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -73,8 +76,8 @@ impl Store {
                 serde_json::to_string(facts).unwrap_or_else(|_| "{}".to_owned())
             ],
         )?;
-        // Services show their model's estimate: a cached service list is stale now.
-        self.services_changed();
+        // Services show their model's estimate: a cached listing is stale now.
+        self.changed();
         Ok(())
     }
 
@@ -86,7 +89,10 @@ impl Store {
             .conn()
             .execute("DELETE FROM models WHERE id = ?1", [id.as_str()])
         {
-            Ok(n) => Ok(n == 1),
+            Ok(n) => {
+                self.changed();
+                Ok(n == 1)
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -204,6 +210,21 @@ mod tests {
             other => panic!("expected NameTaken, got {other:?}"),
         }
         assert_eq!(store.list_models().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn creating_and_deleting_a_model_changes_the_generation() {
+        let (_dir, store) = temp_store();
+        let m = model("a");
+        let before = store.generation();
+        store.insert_model(&m).expect("insert");
+        let inserted = store.generation();
+        assert!(
+            inserted > before,
+            "a created model invalidates cached listings"
+        );
+        store.delete_model(&m.id).expect("delete");
+        assert!(store.generation() > inserted, "so does a deleted one");
     }
 
     #[test]

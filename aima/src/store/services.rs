@@ -99,7 +99,7 @@ impl Store {
         );
         match result {
             Ok(_) => {
-                self.services_changed();
+                self.changed();
                 Ok(())
             }
             Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
@@ -145,7 +145,7 @@ impl Store {
                 service.restarts.running_since.map(format_time),
             ],
         )?;
-        self.services_changed();
+        self.changed();
         Ok(())
     }
 
@@ -174,7 +174,7 @@ impl Store {
                 format_time(service.updated_at),
             ],
         )?;
-        self.services_changed();
+        self.changed();
         Ok(changed == 1)
     }
 
@@ -214,7 +214,7 @@ impl Store {
         let deleted = tx.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])? == 1;
         trim_deleted_history(&tx, DELETED_EVENTS_KEPT)?;
         tx.commit()?;
-        self.services_changed();
+        self.changed();
         Ok(deleted)
     }
 
@@ -232,7 +232,7 @@ impl Store {
                 placement.map(|p| i64::try_from(p.1).unwrap_or(i64::MAX))
             ],
         )?;
-        self.services_changed();
+        self.changed();
         Ok(())
     }
 
@@ -548,10 +548,10 @@ mod tests {
         let (_dir, store) = temp_store();
         let m = model(&store);
         let a = service(&m, 8000);
-        let before = store.services_generation();
+        let before = store.generation();
         store.insert_service(&a).expect("insert");
         assert!(
-            store.services_generation() > before,
+            store.generation() > before,
             "a write changes the generation"
         );
         assert!(matches!(
