@@ -68,3 +68,12 @@ Feature: Self-healing services - restart policies with crash-loop back-off
     And the events of service "orphaned" show 1 back-off
     And service "orphaned" has 1 restart
     And no container of this run is left
+
+  @kill-during-restart
+  Scenario: 7. A daemon SIGKILLed during an automatic restart leaves the service to its policy, ten times over
+    Given the daemon is restarted with AIMA_RESTART_BACKOFF=100ms
+    And a running service "phoenix" for model "healing-model" with env "STUB_START_DELAY_MS=300" and restart policy "always"
+    When 10 times the engine of service "phoenix" is killed and the daemon is SIGKILLed within 50 ms of the automatic restart
+    Then service "phoenix" is "running" on its port
+    And service "phoenix" answers inference requests
+    And exactly 1 container of this run is left

@@ -140,13 +140,11 @@ impl Daemon {
                     if service.status == ServiceStatus::Starting {
                         // Created but never started, or died loading the model: either
                         // way no daemon saw the start through.
-                        let failure = Failure::new(
-                            FailureCause::Interrupted,
-                            format!(
-                                "the daemon stopped during the start (container exit code {code}); start it again"
-                            ),
-                        );
-                        self.fail(&mut service, failure).await?;
+                        self.interrupted_start(
+                            &mut service,
+                            &format!("container exit code {code}"),
+                        )
+                        .await?;
                     } else {
                         let failure = Failure::new(
                             FailureCause::Crashed,
@@ -182,11 +180,8 @@ impl Daemon {
                 }
                 service.container_id = None;
                 if service.status == ServiceStatus::Starting {
-                    let failure = Failure::new(
-                        FailureCause::Interrupted,
-                        "the daemon stopped during the start; start it again",
-                    );
-                    self.fail(&mut service, failure).await?;
+                    self.interrupted_start(&mut service, "no container yet")
+                        .await?;
                 } else {
                     let failure = Failure::new(
                         FailureCause::Vanished,
@@ -230,6 +225,34 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// A start the previous daemon did not see through. The operator's (or a request's)
+    /// start fails with the reason, for them to start again; an automatic restart goes
+    /// back to its policy, which counts it as an attempt and schedules the next, so a
+    /// kill can never end a `--restart always` service's self-healing.
+    async fn interrupted_start(
+        &self,
+        service: &mut Service,
+        found: &str,
+    ) -> Result<(), DaemonError> {
+        if service.restarts.began_by_policy() {
+            let failure = Failure::new(
+                FailureCause::Interrupted,
+                format!(
+                    "the daemon stopped during automatic restart {} ({found})",
+                    service.restarts.in_a_row
+                ),
+            );
+            // The engine did not exit by itself: no exit code for the policy to judge.
+            self.fail_or_back_off(service, failure, None).await
+        } else {
+            let failure = Failure::new(
+                FailureCause::Interrupted,
+                format!("the daemon stopped during the start ({found}); start it again"),
+            );
+            self.fail(service, failure).await
+        }
     }
 
     /// Removes the container of an interrupted start if Docker creates it within

@@ -117,6 +117,15 @@ pub struct Restarts {
     pub running_since: Option<DateTime<Utc>>,
 }
 
+impl Restarts {
+    /// Whether a start under way was begun by the restart policy: a start someone asked
+    /// for begins a new row (0 in a row), a policy's restart counts itself in the row. A
+    /// daemon killed during such a start leaves it to the policy, not to the operator.
+    pub fn began_by_policy(&self) -> bool {
+        self.in_a_row > 0
+    }
+}
+
 /// How a service's engine is judged healthy: how long its start may take, and how often
 /// and how patiently it is probed once running (docker's `--health-interval` and
 /// `--health-retries`).

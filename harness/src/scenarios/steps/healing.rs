@@ -192,3 +192,99 @@ async fn remove_own_image(w: &mut AimaWorld) {
     );
     w.note(format!("docker rmi {tag}"));
 }
+
+/// Polls the service until `check` holds, for at most `deadline`; the last look either way.
+async fn service_until(
+    w: &AimaWorld,
+    name: &str,
+    deadline: Duration,
+    mut check: impl FnMut(&Value) -> bool,
+) -> (bool, Value) {
+    let until = Instant::now() + deadline;
+    loop {
+        // The daemon may be between a kill and its next start: a refused look is no look.
+        let id = w.service(name).id;
+        let seen = match reqwest::get(w.url(&format!("/api/v1/services/{id}"))).await {
+            Ok(answer) => answer.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if check(&seen) {
+            return (true, seen);
+        }
+        if Instant::now() >= until {
+            return (false, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Each round: the engine is killed, the restart policy begins its restart (the service
+/// turns `starting` with one more restart), and the daemon is SIGKILLed at a different
+/// moment of that start each round (0 to `window_ms` after it began); the daemon is
+/// started again and the service must come back `running` by its policy.
+#[when(
+    expr = "{int} times the engine of service {string} is killed and the daemon is SIGKILLed within {int} ms of the automatic restart"
+)]
+async fn kill_during_restarts(w: &mut AimaWorld, rounds: u32, name: String, window_ms: u64) {
+    let id = w.service(&name).id;
+    let handed_back = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("the daemon stopped during automatic restart"))
+            })
+            .count()
+    };
+    let (mut interrupted, mut handed_back_before) = (0, 0);
+    for round in 0..rounds {
+        let (_, before) = service_until(w, &name, Duration::ZERO, |_| true).await;
+        let restarts = before["restarts"].as_u64().expect("restarts");
+        let out = Command::new("docker")
+            .args(["kill", &format!("aima-{id}")])
+            .output()
+            .expect("docker kill");
+        assert!(out.status.success(), "round {round}: docker kill failed");
+        let (began, seen) = service_until(w, &name, Duration::from_secs(20), |s| {
+            s["status"] == "starting" && s["restarts"].as_u64() > Some(restarts)
+        })
+        .await;
+        assert!(
+            began,
+            "round {round}: the policy's restart never began: {seen}"
+        );
+        // The fault's timing, spread over the window: not a wait for anything.
+        let offset = Duration::from_millis(window_ms * u64::from(round) / u64::from(rounds));
+        tokio::time::sleep(offset).await;
+        w.signal(Signal::SIGKILL);
+        w.wait_daemon_exit(Duration::from_secs(10));
+        w.start_daemon();
+        let (back, seen) = service_until(w, &name, Duration::from_secs(30), |s| {
+            s["status"] == "running" || s["status"] == "failed"
+        })
+        .await;
+        let now_handed_back = handed_back(&service_events(w, &name).await);
+        interrupted += usize::from(now_handed_back > handed_back_before);
+        handed_back_before = now_handed_back;
+        w.note(format!(
+            "round {round}: SIGKILL {} ms into restart {}; then {} ({}), restarts {}",
+            offset.as_millis(),
+            restarts + 1,
+            seen["status"],
+            seen["status_reason"],
+            seen["restarts"]
+        ));
+        assert!(
+            back && seen["status"] == "running",
+            "round {round}: the service did not come back running by its policy: {seen}"
+        );
+    }
+    w.note(format!(
+        "in {interrupted} of {rounds} rounds the next daemon found the restart interrupted and handed it back to the policy (the others found its container and finished the start)"
+    ));
+    assert!(
+        interrupted > 0,
+        "no round interrupted an automatic restart, so the criterion proved nothing"
+    );
+}
