@@ -746,8 +746,23 @@ impl Daemon {
         failure: Failure,
     ) -> Result<(), DaemonError> {
         self.metrics().failed(&service.engine, failure.cause);
+        self.inner
+            .last_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.id.clone(), failure.cause);
         self.set_status(service, ServiceStatus::Failed, Some(failure.reason))
             .await
+    }
+
+    /// The cause of the service's last failure, while this daemon runs.
+    pub fn last_failure_cause(&self, id: &ServiceId) -> Option<FailureCause> {
+        self.inner
+            .last_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
     }
 
     pub(super) async fn set_status(

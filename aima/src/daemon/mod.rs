@@ -95,6 +95,9 @@ struct Inner {
     service_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Starts in flight, so a stop can cancel them.
     starts: Mutex<HashMap<ServiceId, CancellationToken>>,
+    /// Why each service last failed (the status keeps only the words), for callers that
+    /// act on the cause, such as the gateway retrying a start refused for room.
+    last_failures: Mutex<HashMap<ServiceId, crate::domain::FailureCause>>,
     /// Cancelled at shutdown: background tasks end with it.
     shutdown: CancellationToken,
     started_at: Instant,
@@ -156,6 +159,7 @@ impl Daemon {
                 instance,
                 service_locks: Mutex::default(),
                 starts: Mutex::default(),
+                last_failures: Mutex::default(),
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 write_check: database::WriteCheck::default(),

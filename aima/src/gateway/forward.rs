@@ -169,13 +169,7 @@ async fn route_and_forward(
             ));
         }
         let waited = Instant::now();
-        super::swap::make_room(gateway, &service, &exchange.target).await?;
-        let led = gateway
-            .inner
-            .loads
-            .ready(daemon, &service.id, service.serving.load_timeout)
-            .await
-            .map_err(OpenAiError::unavailable)?;
+        let led = super::swap::until_running(gateway, &service, &exchange.target).await?;
         if led {
             gateway.inner.metrics.cold_start(&exchange.target);
         }
@@ -256,18 +250,9 @@ fn loading_stream(
         }
         let target = exchange.target.clone();
         let ready = async {
-            super::swap::make_room(&gateway, &service, &target)
+            super::swap::until_running(&gateway, &service, &target)
                 .await
-                .map_err(|e| e.message)?;
-            gateway
-                .inner
-                .loads
-                .ready(
-                    &gateway.inner.daemon,
-                    &service.id,
-                    service.serving.load_timeout,
-                )
-                .await
+                .map_err(|e| e.message)
         };
         let mut ready = std::pin::pin!(ready);
         let mut tick = tokio::time::interval(LOADING_KEEPALIVE);

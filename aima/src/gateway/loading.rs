@@ -10,10 +10,29 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::daemon::Daemon;
-use crate::domain::{EventKind, ServiceId, ServiceStatus};
+use crate::domain::{EventKind, FailureCause, ServiceId, ServiceStatus};
 
-/// A start in progress; `Err` carries the start's one-line reason.
-type Load = Shared<BoxFuture<'static, Result<(), String>>>;
+/// Why a load did not end with the service running.
+#[derive(Debug, Clone)]
+pub(super) struct LoadError {
+    /// The start's one-line reason.
+    pub reason: String,
+    /// The start was refused because its GPU memory was taken (by a start that looked
+    /// at the same moment, say): making room and starting again can help.
+    pub no_room: bool,
+}
+
+impl LoadError {
+    fn other(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            no_room: false,
+        }
+    }
+}
+
+/// A start in progress.
+type Load = Shared<BoxFuture<'static, Result<(), LoadError>>>;
 
 /// Loads in progress, by service.
 #[derive(Default)]
@@ -28,7 +47,7 @@ impl Loads {
         daemon: &Daemon,
         id: &ServiceId,
         load_timeout: Duration,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LoadError> {
         let (load, led) = {
             let mut loads = self.0.lock().unwrap_or_else(|p| p.into_inner());
             match loads.get(id) {
@@ -57,13 +76,13 @@ async fn start_and_wait(
     daemon: Daemon,
     id: ServiceId,
     load_timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     // Subscribed before the start, so its outcome cannot slip past.
     let mut events = daemon.events().subscribe();
     let started = daemon
         .start_service(id.as_str())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LoadError::other(e.to_string()))?;
     if started.status == ServiceStatus::Running {
         return Ok(());
     }
@@ -73,10 +92,27 @@ async fn start_and_wait(
                 Ok(event) if event.service_id() == Some(&id) => match event.kind {
                     EventKind::Status(ServiceStatus::Running) => return Ok(()),
                     EventKind::Status(ServiceStatus::Failed) => {
-                        return Err(format!("service {id} failed to start: {}", event.message));
+                        let no_room =
+                            daemon.last_failure_cause(&id) == Some(FailureCause::GpuAdmission);
+                        if no_room {
+                            daemon
+                                .events()
+                                .publish(
+                                    &id,
+                                    EventKind::Note,
+                                    "the gateway keeps the requests for it waiting and starts it again once there is room",
+                                )
+                                .await;
+                        }
+                        return Err(LoadError {
+                            reason: format!("service {id} failed to start: {}", event.message),
+                            no_room,
+                        });
                     }
                     EventKind::Status(ServiceStatus::Stopping | ServiceStatus::Stopped) => {
-                        return Err(format!("service {id} was stopped while it loaded"));
+                        return Err(LoadError::other(format!(
+                            "service {id} was stopped while it loaded"
+                        )));
                     }
                     _ => {}
                 },
@@ -86,19 +122,23 @@ async fn start_and_wait(
                     match daemon.get_service(id.as_str()).await.map(|s| s.status) {
                         Ok(ServiceStatus::Running) => return Ok(()),
                         Ok(ServiceStatus::Starting) => {}
-                        Ok(other) => return Err(format!("service {id} is {other}")),
-                        Err(e) => return Err(e.to_string()),
+                        Ok(other) => {
+                            return Err(LoadError::other(format!("service {id} is {other}")));
+                        }
+                        Err(e) => return Err(LoadError::other(e.to_string())),
                     }
                 }
-                Err(RecvError::Closed) => return Err("the daemon is shutting down".to_owned()),
+                Err(RecvError::Closed) => {
+                    return Err(LoadError::other("the daemon is shutting down"));
+                }
             }
         }
     };
     match tokio::time::timeout(load_timeout, outcome).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
+        Err(_) => Err(LoadError::other(format!(
             "service {id} did not load within its load timeout of {}; raise --load-timeout or see 'aima service events {id}'",
             humantime::format_duration(load_timeout)
-        )),
+        ))),
     }
 }

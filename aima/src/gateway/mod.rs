@@ -34,7 +34,7 @@ use openai::OpenAiError;
 /// How long an idle connection to an engine is kept for the next request.
 const ENGINE_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(3);
 /// Largest request body: prompts with long contexts are megabytes of JSON.
-const BODY_LIMIT_BYTES: usize = 32 * 1024 * 1024;
+pub const BODY_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
 /// The gateway's shared state; cheap to clone into handlers.
 #[derive(Clone)]
@@ -47,6 +47,8 @@ struct Inner {
     http: reqwest::Client,
     catalog: target::CatalogCache,
     loads: loading::Loads,
+    /// One look at the GPUs at a time (see `swap`), so evictions are decided once.
+    placing: tokio::sync::Mutex<()>,
     traffic: Mutex<HashMap<ServiceId, Arc<Traffic>>>,
     /// `AIMA_GATEWAY_QUEUE`: how many requests may wait for a turn before more are refused.
     queue_limit: usize,
@@ -187,6 +189,7 @@ impl Gateway {
                 http,
                 catalog: target::CatalogCache::default(),
                 loads: loading::Loads::default(),
+                placing: tokio::sync::Mutex::new(()),
                 traffic: Mutex::default(),
                 queue_limit,
                 metrics: GatewayMetrics::default(),

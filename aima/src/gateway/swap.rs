@@ -1,8 +1,11 @@
-//! Making room on a GPU for a cold service: when its memory claim does not fit, the
-//! least recently used idle services on one GPU are stopped (never a pinned one, never
-//! one with a request in flight), then the gateway waits until the GPU's measured free
-//! memory really has room, since engines take seconds to release it. Meanwhile the
-//! request waits in the gateway's bounded queue.
+//! Bringing a cold service up: when its memory claim does not fit, the least recently
+//! used idle services on one GPU are stopped (never a pinned one, never one with a
+//! request in flight), then the gateway waits until the GPU's measured free memory
+//! really has room, since engines take seconds to release it, and starts it. Meanwhile
+//! the request waits in the gateway's bounded queue. A waiting request looks again
+//! every [`POLL`] (a service went idle, stopped, released memory, a start failed), and
+//! a start refused for room because another start took it first is made room for and
+//! tried again, all within the request's load timeout.
 
 use std::time::{Duration, Instant};
 
@@ -20,34 +23,63 @@ const POLL: Duration = Duration::from_millis(250);
 enum Room {
     /// The claim fits now.
     Fits,
-    /// It will fit on `gpu` once memory is released; `need` MiB.
-    Freeing { gpu: Gpu, need: u64 },
+    /// It will fit on `gpu` once memory is released; `need` MiB. `evicted`: this look
+    /// stopped services for it (and so tells when the room came).
+    Freeing { gpu: Gpu, need: u64, evicted: bool },
     /// Nothing can be evicted now (busy or pinned); look again later.
     Busy(String),
 }
 
-/// Returns once `service`'s claim fits, evicting what it must; refuses with 503 and
-/// `Retry-After` when the queue is full or no room comes within the load timeout.
-pub(super) async fn make_room(
+/// Returns once `service` runs, making room for it and starting it (once, however many
+/// requests wait); `Ok(true)` for the request whose start it was (a cold start). Refuses
+/// with 503 when the queue is full, the start fails, or the load timeout passes.
+pub(super) async fn until_running(
     gateway: &Gateway,
     service: &Service,
     target: &Target,
+) -> Result<bool, OpenAiError> {
+    let daemon = &gateway.inner.daemon;
+    let deadline = Instant::now() + service.serving.load_timeout;
+    loop {
+        make_room(gateway, service, target, deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match gateway.inner.loads.ready(daemon, &service.id, left).await {
+            Ok(led) => return Ok(led),
+            Err(e) if e.no_room && Instant::now() < deadline => {
+                // Another start took the memory between our look and this start: make
+                // room again (the other one becomes evictable once idle) and retry.
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(OpenAiError::unavailable(e.reason)),
+        }
+    }
+}
+
+/// Returns once `service`'s claim fits, evicting what it must; refuses with 503 and
+/// `Retry-After` when the queue is full or no room comes by `deadline`.
+async fn make_room(
+    gateway: &Gateway,
+    service: &Service,
+    target: &Target,
+    deadline: Instant,
 ) -> Result<(), OpenAiError> {
     let daemon = &gateway.inner.daemon;
     let Some(fraction) = daemon.gpu_memory_fraction(service) else {
         return Ok(());
     };
-    let deadline = Instant::now() + service.serving.load_timeout;
     let mut queued = None;
     loop {
         let unavailable = |e: crate::daemon::DaemonError| OpenAiError::unavailable(e.to_string());
-        match look(gateway, service, fraction, target)
-            .await
-            .map_err(unavailable)?
-        {
+        // One look at a time: a look that evicts has stopped its victims before the next
+        // one counts, so a hundred waiting requests make room once, not a hundred times.
+        let looked = {
+            let _placing = gateway.inner.placing.lock().await;
+            look(gateway, service, fraction, target).await
+        };
+        match looked.map_err(unavailable)? {
             Room::Fits => return Ok(()),
-            Room::Freeing { gpu, need } => {
-                return wait_for_memory(gateway, service, &gpu, need, deadline).await;
+            Room::Freeing { gpu, need, evicted } => {
+                return wait_for_memory(gateway, service, &gpu, need, deadline, evicted).await;
             }
             Room::Busy(why) => {
                 if queued.is_none() {
@@ -81,12 +113,13 @@ async fn look(
         // The start's admission says what is wrong.
         return Ok(Room::Fits);
     }
-    let claims: Vec<GpuClaim> = daemon
-        .claims()
-        .await?
-        .into_iter()
-        .filter(|c| c.service_id != service.id.as_str())
-        .collect();
+    let all = daemon.claims().await?;
+    if all.iter().any(|c| c.service_id == service.id.as_str()) {
+        // Its own start holds its claim already (the memory measured in use is its
+        // own): nothing to make room for; the start decides.
+        return Ok(Room::Fits);
+    }
+    let claims: Vec<GpuClaim> = all;
     if place(&inventory.gpus, &claims, fraction).is_ok() {
         return Ok(Room::Fits);
     }
@@ -183,7 +216,11 @@ async fn look(
             mib(by_claims(&left))
         )));
     }
-    Ok(Room::Freeing { gpu, need })
+    Ok(Room::Freeing {
+        gpu,
+        need,
+        evicted: left.len() < claims.len(),
+    })
 }
 
 /// Waits until `gpu` measures enough free memory beside the claims, polling.
@@ -193,6 +230,7 @@ async fn wait_for_memory(
     gpu: &Gpu,
     need: u64,
     deadline: Instant,
+    evicted: bool,
 ) -> Result<(), OpenAiError> {
     let daemon = &gateway.inner.daemon;
     let started = Instant::now();
@@ -201,14 +239,16 @@ async fn wait_for_memory(
         let claims: Vec<GpuClaim> = daemon
             .claims()
             .await
-            .map_err(|e| OpenAiError::unavailable(e.to_string()))?
-            .into_iter()
-            .filter(|c| c.service_id != service.id.as_str())
-            .collect();
+            .map_err(|e| OpenAiError::unavailable(e.to_string()))?;
+        if claims.iter().any(|c| c.service_id == service.id.as_str()) {
+            // Another request's start of this service got there first; it holds the
+            // room now (and the memory measured in use is its own).
+            return Ok(());
+        }
         let now = inventory.gpus.iter().find(|g| g.uuid == gpu.uuid);
         let left = now.map_or(0, |g| available_mib(g, &claims));
         if left >= need {
-            if !started.elapsed().is_zero() {
+            if evicted {
                 daemon
                     .events()
                     .publish(

@@ -133,6 +133,63 @@ async fn the_official_openai_client_is_routed_started_streamed_and_embedded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_created_after_a_request_is_routed_at_once() {
+    let d = TestDaemon::with_engine();
+    model_with_service(&d, "first", &[]).await;
+    let answer = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("first", false))
+        .send()
+        .await
+        .expect("first request");
+    assert_eq!(answer.status(), StatusCode::OK);
+    // The gateway has its catalog now; a model created next must be seen by the very
+    // next request, even before any service of it changes.
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "second", "source": "ollama", "repo": "second"}),
+    )
+    .await;
+    let unserved = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("second", false))
+        .send()
+        .await
+        .expect("second request");
+    assert_eq!(unserved.status(), StatusCode::NOT_FOUND);
+    let body: Value = unserved.json().await.expect("json");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("'second' has no service"),
+        "the new model is known at once: {body}"
+    );
+    let deleted = client()
+        .delete(d.url("/api/v1/models/second"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success());
+    let gone: Value = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("second", false))
+        .send()
+        .await
+        .expect("third request")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        gone["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("does not exist"),
+        "a deleted model is forgotten at once: {gone}"
+    );
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_cold_requests_trigger_one_start() {
     let d = TestDaemon::with_engine();
     let service = model_with_service(&d, "cold", &["STUB_START_DELAY_MS=1500"]).await;
@@ -735,5 +792,100 @@ async fn short_gpu_memory_evicts_the_least_recently_used_idle_service_never_a_pi
             format!(r#"aima_gateway_evictions_total{{model="{victim}",service="{victim}-vllm"}}"#);
         assert_eq!(sample(&text, &series), Some(1.0), "{text}");
     }
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_storm_of_200_cold_requests_for_two_models_that_cannot_share_a_gpu_all_succeed() {
+    let Some(python) = crate::contract::python_with("openai", "openai") else {
+        return;
+    };
+    // One simulated 80 GiB GPU; each service claims 60 %, so only one runs at a time,
+    // and a stopped engine's memory comes back a second later, as real engines' does.
+    let d = TestDaemon::with_engine_and(|settings| {
+        settings.simulate_gpus = Some(vec![("H100".into(), 81920)]);
+        settings.simulate_gpu_release = Duration::from_secs(1);
+    });
+    for name in ["left", "right"] {
+        post(
+            &d,
+            "/api/v1/models",
+            json!({"name": name, "source": "ollama", "repo": name}),
+        )
+        .await;
+        post(
+            &d,
+            "/api/v1/services",
+            json!({"model_id": name, "engine_type": "vllm", "gpu_memory_utilization": 0.6,
+                   "env": ["STUB_START_DELAY_MS=500"], "restart": "no"}),
+        )
+        .await;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/swap_storm.py");
+    let base = d.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &base, "200", "left", "right"])
+            .output()
+            .expect("run the OpenAI client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON");
+    let results = seen["results"].as_array().expect("results");
+    let failed: Vec<&Value> = results.iter().filter(|r| r["ok"] != true).collect();
+    let waits: Vec<f64> = results
+        .iter()
+        .map(|r| r["seconds"].as_f64().expect("seconds"))
+        .collect();
+    let max_wait = waits.iter().copied().fold(0.0, f64::max);
+    let events = d.store.events(None, 0).expect("events");
+    let evictions = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Note && e.message.starts_with("evicted by the gateway"))
+        .count();
+    let starts = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Phase(StartPhase::Validate))
+        .count();
+    let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in &failed {
+        let error = f["error"].as_str().unwrap_or_default();
+        *why.entry(format!(
+            "{}: {}",
+            f["model"],
+            error.get(..90).unwrap_or(error)
+        ))
+        .or_default() += 1;
+    }
+    let report = json!({
+        "requests": results.len(), "failed": failed.len(), "failures": why, "max_wait_s": max_wait,
+        "storm_s": seen["seconds"], "evictions": evictions, "starts": starts,
+    });
+    eprintln!("swap storm: {report}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("swap-storm.json"), report.to_string());
+    assert!(
+        failed.is_empty(),
+        "{} of 200 failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        evictions >= 1,
+        "one model made room for the other: {report}"
+    );
+    // One swap: the first engine's start, serving, its stop and the memory's release (1 s),
+    // the second engine's start (0.5 s of loading each, plus Docker's own time).
+    assert!(
+        max_wait < 30.0,
+        "a request waited {max_wait:.1} s: {report}"
+    );
     crate::support::remove_containers_with_label(&d.instance_label());
 }
