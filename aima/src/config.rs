@@ -85,6 +85,7 @@ struct ConfigFile {
     model_roots: Option<String>,
     max_connections: Option<String>,
     gateway_queue: Option<String>,
+    mcp_max_sessions: Option<String>,
     #[serde(default)]
     engines: BTreeMap<String, EngineOverride>,
 }
@@ -143,6 +144,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// `AIMA_GATEWAY_QUEUE`: gateway requests that may wait at once; more get a 503.
     pub gateway_queue: usize,
+    /// `AIMA_MCP_MAX_SESSIONS`: MCP sessions over HTTP at once; a new one beyond is a 503.
+    pub mcp_max_sessions: usize,
 }
 
 /// A secret that must not end up in logs or `Debug` output.
@@ -355,6 +358,25 @@ impl Settings {
             None => DEFAULT_GATEWAY_QUEUE,
         };
 
+        let mcp_max_sessions = match pick(
+            None,
+            env("AIMA_MCP_MAX_SESSIONS").map(|v| ("AIMA_MCP_MAX_SESSIONS".to_owned(), v)),
+            file.mcp_max_sessions
+                .map(|v| (in_file("mcp_max_sessions"), v)),
+        ) {
+            Some((setting, value)) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    setting,
+                    value,
+                    expected: "a number of sessions from 1 to 100000",
+                })?,
+            None => crate::mcp::DEFAULT_MAX_SESSIONS,
+        };
+
         let simulate_gpu_release = match env("AIMA_SIMULATE_GPU_RELEASE") {
             Some(value) => parse_duration(&value).ok_or(ConfigError::Invalid {
                 setting: "AIMA_SIMULATE_GPU_RELEASE".to_owned(),
@@ -391,6 +413,7 @@ impl Settings {
             model_roots,
             max_connections,
             gateway_queue,
+            mcp_max_sessions,
         })
     }
 
@@ -596,6 +619,7 @@ mod tests {
             ("AIMA_MODEL_ROOTS", "models:/srv", "absolute directories"),
             ("AIMA_MAX_CONNECTIONS", "3", "from 16"),
             ("AIMA_GATEWAY_QUEUE", "0", "waiting requests"),
+            ("AIMA_MCP_MAX_SESSIONS", "0", "number of sessions"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);

@@ -7,7 +7,10 @@
 mod args;
 mod prompts;
 mod resources;
+mod sessions;
 mod tools;
+
+pub use sessions::{BoundedSessions, DEFAULT_MAX_SESSIONS, HANDSHAKE_GRACE, IDLE_CLOSE};
 
 use std::sync::{Arc, Mutex};
 
@@ -57,9 +60,12 @@ struct Watcher {
 
 impl AimaServer {
     pub fn new(client: Client) -> Self {
+        // The tools and their schemas are the same for every session: built once, shared
+        // (a session costs its own state only).
+        static TOOLS: std::sync::OnceLock<ToolRouter<AimaServer>> = std::sync::OnceLock::new();
         Self {
             client,
-            tool_router: Self::tool_router(),
+            tool_router: TOOLS.get_or_init(Self::tool_router).clone(),
             subscribed: Arc::default(),
         }
     }
@@ -275,18 +281,23 @@ fn unavailable(e: CliError) -> ErrorData {
 pub fn http_service(
     client: Client,
     shutdown: CancellationToken,
-) -> rmcp::transport::streamable_http_server::StreamableHttpService<
-    AimaServer,
-    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
-> {
+    max_sessions: usize,
+) -> axum::Router {
     let mut config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default();
     config.allowed_hosts.clear();
     config.cancellation_token = shutdown;
-    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+    let sessions = BoundedSessions::new(max_sessions);
+    let service = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || Ok(AimaServer::new(client.clone())),
-        Arc::default(),
+        Arc::new(sessions.clone()),
         config,
-    )
+    );
+    axum::Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            sessions::refuse_when_full,
+        ))
 }
 
 /// `aima mcp`: serves AIMA on stdin/stdout until the client goes away.

@@ -2,8 +2,11 @@
 //! It sits above `api/`, `gateway/` and `daemon/` and composes them on one listener; the
 //! connection limits live in `connections.rs`.
 
+mod body_deadline;
 mod connections;
 mod run;
+
+pub use body_deadline::{BodyRules, MIN_BODY_RATE};
 
 pub use run::{StartError, run};
 
@@ -32,6 +35,10 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How long request bodies on `/v1` and `/mcp` may take.
+    pub body: BodyRules,
+    /// MCP sessions over HTTP at once (`AIMA_MCP_MAX_SESSIONS`).
+    pub mcp_sessions: usize,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +48,8 @@ impl Default for ServeOptions {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            body: BodyRules::default(),
+            mcp_sessions: crate::mcp::DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -57,6 +66,8 @@ impl ServeOptions {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_connections: settings.max_connections,
+            body: BodyRules::default(),
+            mcp_sessions: settings.mcp_max_sessions,
         }
     }
 }
@@ -127,9 +138,14 @@ pub fn app(daemon: Daemon, options: &ServeOptions, own_addr: std::net::SocketAdd
         .merge(crate::ui::router())
         .nest_service(
             "/mcp",
-            crate::mcp::http_service(mcp_client, daemon.shutdown_token()),
+            crate::mcp::http_service(mcp_client, daemon.shutdown_token(), options.mcp_sessions),
         )
         .fallback_service(crate::api::router(daemon, options.request_timeout, traffic))
+        // Inside the guard: a caller it refuses never gets to send a body.
+        .layer(axum::middleware::from_fn_with_state(
+            options.body,
+            body_deadline::read_body_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             policy,
             crate::api::guard,

@@ -889,3 +889,36 @@ async fn a_swap_storm_of_200_cold_requests_for_two_models_that_cannot_share_a_gp
     );
     crate::support::remove_containers_with_label(&d.instance_label());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_refusing_a_large_body_is_heard_not_a_broken_pipe() {
+    let d = TestDaemon::with_engine();
+    model_with_service(&d, "big", &[]).await;
+    let warm = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("big", false))
+        .send()
+        .await
+        .expect("warm up");
+    assert_eq!(warm.status(), StatusCode::OK);
+    // 10 MB: within the gateway's 32 MiB, beyond the stub engine's 4 MiB.
+    // An engine that closed without reading the rest reset the connection about one
+    // time in three: ten tries.
+    let prompt = "x".repeat(10 * 1000 * 1000);
+    for attempt in 0..10 {
+        let answer = client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&json!({"model": "big", "messages": [{"role": "user", "content": prompt}]}))
+            .send()
+            .await
+            .expect("answered");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "attempt {attempt}: the engine's own answer: {body}"
+        );
+    }
+    crate::support::remove_containers_with_label(&d.instance_label());
+}

@@ -256,7 +256,7 @@ async fn cross_origin_writes_and_foreign_host_names_are_refused() {
 }
 
 /// Raises this process's soft open-file limit to `needed`, or says why it cannot.
-fn raise_file_limit(needed: u64) -> Result<(), String> {
+pub(crate) fn raise_file_limit(needed: u64) -> Result<(), String> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
     if soft >= needed {

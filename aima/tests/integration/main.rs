@@ -8,6 +8,7 @@ mod gateway;
 mod gpu;
 mod hardening;
 mod lifecycle;
+mod limits;
 mod mcp;
 mod metrics;
 mod model_memory;

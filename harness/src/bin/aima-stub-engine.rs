@@ -550,7 +550,24 @@ fn handle(mut stream: TcpStream, serving: &Serving, hang_at: Option<std::time::I
             println!("INFO:     {peer} - \"{line}\" {status} {}", reason(status));
         }
         if write_response(&mut stream, status, body, keep_alive).is_err() || !keep_alive {
+            linger(&mut stream);
             return;
+        }
+    }
+}
+
+/// Closes as uvicorn and nginx do: stop writing, then read and throw away what the
+/// client still sends (a body refused unread) for a moment, since closing a socket
+/// with unread data resets the connection and the client never reads the answer.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 64 * 1024];
+    let mut drained = 0usize;
+    while drained < 64 * 1024 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
         }
     }
 }
