@@ -77,3 +77,15 @@ Feature: Model gateway - one OpenAI endpoint that routes by model and starts eng
     And a running service "gw" for model "gw-model" taking 1 request at a time, with env "STUB_TOKEN_DELAY_MS=20"
     When a long stream for "gw-model" holds the engine and 2 more requests wait
     Then the extra request was refused with 503 and Retry-After, and the queued ones were answered
+
+  @swap-storm
+  Scenario: 10. A swap storm: 200 cold requests for two models that cannot share the GPU are all answered within one swap
+    Given the daemon is restarted with AIMA_SIMULATE_GPU_RELEASE=1s
+    And simulated GPUs "H100:81920"
+    And a registered model "left"
+    And a registered model "right"
+    And a service "l" for model "left" using 0.6 of the GPU memory
+    And a service "r" for model "right" using 0.6 of the GPU memory
+    When I send 200 chat requests at once, alternating between "left" and "right"
+    Then every answer is 200, none after more than 20000 ms
+    And one of services "l" and "r" is "running" and the other was evicted once, for it

@@ -867,7 +867,7 @@ impl Daemon {
 
     /// Once the container is gone, a reason that says AIMA keeps trying is no longer true:
     /// it says the container was removed instead (same status).
-    async fn drop_retry_promise(&self, mut service: Service) {
+    pub(super) async fn drop_retry_promise(&self, mut service: Service) {
         let Some(before) = service
             .status_reason
             .as_deref()
@@ -1351,6 +1351,33 @@ mod tests {
                 .await
                 .expect("get")
                 .status_reason
+        );
+    }
+
+    #[tokio::test]
+    async fn reconciliation_after_a_restart_drops_the_promise_of_a_dead_cleanup() {
+        let runtime = Arc::new(FailingCreates::default());
+        let (_, (_dir, daemon)) = fail_a_start(Arc::clone(&runtime), |_| {}).await;
+        let mut service = daemon.list_services().await.expect("list").remove(0);
+        // What a daemon killed while its cleanup retried left in the database.
+        service.status_reason = Some(format!(
+            "stop could not remove the container: docker: busy{}",
+            super::RETRY_PROMISE
+        ));
+        let saved = service.clone();
+        daemon
+            .store()
+            .run(move |store| store.save_service(&saved))
+            .await
+            .expect("save");
+        daemon.reconcile().await.expect("reconcile");
+        let after = daemon.get_service(service.id.as_str()).await.expect("get");
+        assert_eq!(
+            after.status_reason.as_deref(),
+            Some(
+                "stop could not remove the container: docker: busy; \
+                 the container was removed later, once Docker answered"
+            )
         );
     }
 

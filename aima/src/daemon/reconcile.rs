@@ -216,6 +216,8 @@ impl Daemon {
                 if service.container_id.take().is_some() {
                     self.save(&service).await?;
                 }
+                // A stop's cleanup the previous daemon kept retrying is done now.
+                self.drop_retry_promise(service.clone()).await;
                 if service.status == ServiceStatus::Backoff {
                     // A restart the previous daemon had scheduled: the rest of its wait.
                     let due = service.restarts.next_at.unwrap_or_else(chrono::Utc::now);

@@ -110,6 +110,113 @@ async fn send_many(w: &mut AimaWorld, count: usize, model: String) {
     w.answers.extend(answers);
 }
 
+#[when(expr = "I send {int} chat requests at once, alternating between {string} and {string}")]
+async fn send_alternating(w: &mut AimaWorld, count: usize, first: String, second: String) {
+    let url = w.url("/v1/chat/completions");
+    let asked = Instant::now();
+    let requests = (0..count).map(|i| {
+        let model = if i % 2 == 0 { &first } else { &second };
+        ask(url.clone(), chat(model, false))
+    });
+    let answers = futures::future::join_all(requests).await;
+    w.note(format!(
+        "{count} requests for {first} and {second} answered within {} ms",
+        asked.elapsed().as_millis()
+    ));
+    w.answers.extend(answers);
+}
+
+#[then(expr = "every answer is {int}, none after more than {int} ms")]
+async fn all_answered_in_time(w: &mut AimaWorld, status: u16, ms: u64) {
+    let wrong: Vec<String> = w
+        .answers
+        .iter()
+        .filter(|a| a.status != status)
+        .map(|a| {
+            format!(
+                "{} after {} ms: {}",
+                a.status,
+                a.elapsed.as_millis(),
+                a.body
+            )
+        })
+        .collect();
+    let longest = w
+        .answers
+        .iter()
+        .map(|a| a.elapsed)
+        .max()
+        .unwrap_or_default();
+    let mut by_service = std::collections::BTreeMap::<String, usize>::new();
+    for answer in &w.answers {
+        *by_service
+            .entry(answer.service.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    w.note(format!(
+        "{} answers ({by_service:?}), {} not {status}; the longest wait {} ms",
+        w.answers.len(),
+        wrong.len(),
+        longest.as_millis()
+    ));
+    assert!(
+        wrong.is_empty(),
+        "{} failed, e.g. {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    assert!(
+        longest <= Duration::from_millis(ms),
+        "a request waited {} ms",
+        longest.as_millis()
+    );
+}
+
+#[then(
+    expr = "one of services {string} and {string} is {string} and the other was evicted once, for it"
+)]
+async fn one_swapped(w: &mut AimaWorld, a: String, b: String, status: String) {
+    let (first, second) = (service_json(w, &a).await, service_json(w, &b).await);
+    let first_name = first["name"].clone();
+    let (kept, evicted) = if first["status"] == status.as_str() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let reason = evicted["status_reason"].as_str().unwrap_or_default();
+    w.note(format!(
+        "{}: {}; {}: {} ({reason})",
+        kept["name"], kept["status"], evicted["name"], evicted["status"]
+    ));
+    assert_eq!(kept["status"], status.as_str(), "{kept}");
+    assert_eq!(evicted["status"], "stopped", "{evicted}");
+    let kept_name = kept["name"].as_str().expect("name");
+    assert!(
+        reason.contains("evicted by the gateway") && reason.contains(kept_name),
+        "{reason}"
+    );
+    let evicted_alias = if evicted["name"] == first_name {
+        &a
+    } else {
+        &b
+    };
+    let events = super::monitoring::service_events(w, evicted_alias).await;
+    let evictions = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "note"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("evicted by the gateway"))
+        })
+        .count();
+    w.note(format!(
+        "{} was evicted {evictions} time(s)",
+        evicted["name"]
+    ));
+    assert_eq!(evictions, 1, "one swap decided once: {events:?}");
+}
+
 #[when(expr = "I send a streaming chat request for {string} to the gateway")]
 async fn send_stream(w: &mut AimaWorld, model: String) {
     let answer = ask(w.url("/v1/chat/completions"), chat(&model, true)).await;
