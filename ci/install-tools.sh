@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the reference tools the tests drive: Chromium and chromedriver from Debian, and from PyPI: openapi-spec-validator (the
+# Installs the reference tools the tests drive: Chromium and chromedriver (and cmake and g++,
+# which build the real engines) from Debian, and from PyPI: openapi-spec-validator (the
 # OpenAPI document), schemathesis (fuzzes every API operation for server errors),
 # openai (the official client, pointed at the gateway), prometheus-client (its
 # OpenMetrics and Prometheus text parsers read /metrics), mcp (the reference MCP SDK,
@@ -9,11 +10,13 @@ set -euo pipefail
 
 # The dashboard tests drive Debian's Chromium through its chromedriver; nothing downloads
 # a browser of its own.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+# The real-engine images are compiled here from the registries' sources: cmake and g++.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v cmake >/dev/null \
+  || ! command -v g++ >/dev/null; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver cmake g++ >/dev/null
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \

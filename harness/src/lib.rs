@@ -1,9 +1,11 @@
 //! The harness library: what AIMA's scenario runner and integration tests share with the
-//! `harness` binary. That is the Docker connection, the stub engine image, and the operator scenarios.
+//! `harness` binary. That is the Docker connection, the stub engine image, the real engine images and tiny
+//! models, and the operator scenarios.
 
 pub mod bench;
 pub mod docker;
 pub mod docker_proxy;
+pub mod engine_images;
 pub mod ledger;
 pub mod scenarios;
 pub mod stub_image;

@@ -31,9 +31,12 @@ enum Command {
     /// Run a feature (scenario-NN, gateway) or all of them, print each criterion's verdict with
     /// its evidence, and write report.md and junit.xml.
     Run(RunArgs),
-    /// Manage the stub engine image (aima-stub-engine:latest).
+    /// Build the engine images: the stub (aima-stub-engine:latest) and real engines.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Write tiny real models (random weights, real formats and tokenizers).
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Measure what AIMA adds on top of raw Docker (start, stop, errors, API, memory).
     Bench(BenchArgs),
 }
@@ -106,14 +109,27 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
-    /// Build aima-stub-engine:latest from the stub binary, unless it is already current.
+    /// Build an engine image unless it is already current: the stub (default) from its
+    /// binary; llama.cpp (aima-llamacpp-cpu) from its recipe in harness/engines/.
     Build {
+        /// stub, llama.cpp, or all.
+        #[arg(long, value_name = "ENGINE", default_value = "stub")]
+        engine: String,
         /// The stub binary to package [default: aima-stub-engine next to this executable].
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
-        /// Rebuild even when the image already packages this binary.
+        /// Rebuild even when the image is current.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Write the tiny models into DIR (deterministic: the same bytes every run).
+    Build {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -123,8 +139,13 @@ fn main() -> ExitCode {
         Command::Steps => steps(),
         Command::Clean => clean(),
         Command::Run(args) => run(args),
-        Command::Image(ImageCommand::Build { binary, force }) => {
-            image_build(binary, force).map(|()| ExitCode::SUCCESS)
+        Command::Image(ImageCommand::Build {
+            engine,
+            binary,
+            force,
+        }) => image_build(&engine, binary, force).map(|()| ExitCode::SUCCESS),
+        Command::Model(ModelCommand::Build { out }) => {
+            model_build(&out).map(|()| ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench(args),
     };
@@ -304,7 +325,55 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
+fn image_build(engine: &str, binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
+    let real = match engine {
+        "stub" => Vec::new(),
+        "all" => vec![harness::engine_images::LLAMACPP_CPU],
+        "vllm" => anyhow::bail!(
+            "--engine vllm: the vLLM CPU image has no recipe in this harness yet; build stub or llama.cpp"
+        ),
+        other => vec![harness::engine_images::by_name(other).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--engine {other}: not an engine with an image here; give stub, llama.cpp or all"
+            )
+        })?],
+    };
+    if engine == "all" || engine == "stub" {
+        stub_image_build(binary, force)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for image in real {
+        let built = runtime.block_on(async {
+            let docker = harness::docker::connect().await?;
+            image.ensure(&docker, force).await
+        })?;
+        println!(
+            "{} {} {} ({:.1} MB, recipe sha256 {})",
+            built.tag,
+            built.id,
+            if built.rebuilt {
+                "built"
+            } else {
+                "already current"
+            },
+            built.size_bytes as f64 / 1e6,
+            &built.recipe_sha256[..12]
+        );
+    }
+    Ok(())
+}
+
+fn model_build(out: &std::path::Path) -> anyhow::Result<()> {
+    for file in harness::engine_images::build_models(out)? {
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        println!("{} ({size} bytes)", file.display());
+    }
+    Ok(())
+}
+
+fn stub_image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
     let binary = match binary {
         Some(path) if !path.is_file() => anyhow::bail!(
             "--binary {}: no such file; build it with `cargo build -p harness --bin aima-stub-engine`",

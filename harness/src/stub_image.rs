@@ -113,12 +113,37 @@ pub async fn ensure_image(
     }
 
     let context = build_context(stub_binary, &sha)?;
+    build(docker, tag, context, force).await?;
+
+    let mut built = inspect(docker, tag)
+        .await?
+        .ok_or_else(|| anyhow!("docker reported building {tag} but it does not exist"))?;
+    if built.binary_sha256 != sha {
+        bail!(
+            "the image {tag} has label {SHA256_LABEL}={} after building, expected {sha}; was it retagged concurrently?",
+            built.binary_sha256
+        );
+    }
+    if let Some(old) = existing.filter(|old| old.id != built.id) {
+        remove_if_untagged(docker, &old.id).await;
+    }
+    built.rebuilt = true;
+    Ok(built)
+}
+
+/// Builds `tag` from a tar build context, failing with the step Docker failed at.
+pub async fn build(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+    nocache: bool,
+) -> anyhow::Result<()> {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .nocache(force)
+        .nocache(nocache)
         .build();
     let mut progress = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     // The last step the builder announced, to say where a failure happened.
@@ -138,21 +163,7 @@ pub async fn ensure_image(
             step.clone_into(&mut last_step);
         }
     }
-
-    let mut built = inspect(docker, tag)
-        .await?
-        .ok_or_else(|| anyhow!("docker reported building {tag} but it does not exist"))?;
-    if built.binary_sha256 != sha {
-        bail!(
-            "the image {tag} has label {SHA256_LABEL}={} after building, expected {sha}; was it retagged concurrently?",
-            built.binary_sha256
-        );
-    }
-    if let Some(old) = existing.filter(|old| old.id != built.id) {
-        remove_if_untagged(docker, &old.id).await;
-    }
-    built.rebuilt = true;
-    Ok(built)
+    Ok(())
 }
 
 /// Removes a superseded image unless another tag still names it (the build cache can
@@ -197,21 +208,30 @@ async fn inspect(docker: &Docker, tag: &str) -> anyhow::Result<Option<StubImage>
 /// libraries at their absolute paths (symlinks resolved to regular files, since the
 /// scratch image has none of the link targets).
 fn build_context(stub_binary: &Path, sha: &str) -> anyhow::Result<Vec<u8>> {
-    let dockerfile = format!(
-        "FROM scratch\nCOPY rootfs/ /\nLABEL {SHA256_LABEL}=\"{sha}\" {GPU_OPTIONAL_LABEL}\nENTRYPOINT [\"{ENTRYPOINT}\"]\n"
-    );
+    scratch_context(
+        stub_binary,
+        ENTRYPOINT,
+        &format!("{SHA256_LABEL}=\"{sha}\" {GPU_OPTIONAL_LABEL}"),
+    )
+}
+
+/// A `FROM scratch` build context: `binary` at `entrypoint` and every shared library it
+/// needs at its absolute path, with `labels` (`key="value" ...`) on the image.
+pub fn scratch_context(binary: &Path, entrypoint: &str, labels: &str) -> anyhow::Result<Vec<u8>> {
+    let dockerfile =
+        format!("FROM scratch\nCOPY rootfs/ /\nLABEL {labels}\nENTRYPOINT [\"{entrypoint}\"]\n");
     let mut tar = tar::Builder::new(Vec::new());
     append(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
 
-    let binary = std::fs::read(stub_binary)
-        .with_context(|| format!("cannot read the stub binary {}", stub_binary.display()))?;
-    append(&mut tar, &format!("rootfs{ENTRYPOINT}"), &binary, 0o755)?;
-    for library in shared_libraries(stub_binary)? {
+    let bytes = std::fs::read(binary)
+        .with_context(|| format!("cannot read the engine binary {}", binary.display()))?;
+    append(&mut tar, &format!("rootfs{entrypoint}"), &bytes, 0o755)?;
+    for library in shared_libraries(binary)? {
         let bytes = std::fs::read(&library).with_context(|| {
             format!(
                 "cannot read {} (a shared library of {})",
                 library.display(),
-                stub_binary.display()
+                binary.display()
             )
         })?;
         let inside = library.strip_prefix("/").unwrap_or(&library);

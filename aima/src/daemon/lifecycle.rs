@@ -965,19 +965,25 @@ impl Daemon {
             .unwrap_or(engine.spec.default_gpu_memory_utilization);
         // Local weights are mounted read-only at a fixed path; the engine sees that path.
         let (model_ref, read_only_mounts) = match model.source {
-            ModelSource::Local => (
-                LOCAL_MODEL_PATH.to_owned(),
-                vec![(
-                    model.path.clone().unwrap_or_default(),
-                    LOCAL_MODEL_PATH.to_owned(),
-                )],
-            ),
+            ModelSource::Local => {
+                let path = model.path.clone().unwrap_or_default();
+                // An engine that takes one file gets the model's file inside the mount.
+                let inside = engine
+                    .spec
+                    .model_file
+                    .and_then(|ext| model_file_in(std::path::Path::new(&path), ext))
+                    .map_or_else(
+                        || LOCAL_MODEL_PATH.to_owned(),
+                        |file| format!("{LOCAL_MODEL_PATH}/{file}"),
+                    );
+                (inside, vec![(path, LOCAL_MODEL_PATH.to_owned())])
+            }
             _ => (model.repo.clone().unwrap_or_default(), Vec::new()),
         };
         // The engine holds the context its memory was planned for (the model's own, or
         // what the operator stated).
         let context = model.facts.context_length.as_ref().map(|k| k.value);
-        let mut env = engine.env(&model_ref, gpu, context);
+        let mut env = engine.env(&model_ref, &model.name, gpu, context);
         env.extend(service.env.iter().map(ToString::to_string));
         let labels = BTreeMap::from([
             ("aima.managed".to_owned(), "true".to_owned()),
@@ -988,7 +994,7 @@ impl Daemon {
         ContainerSpec {
             name: service.container_name(),
             image: engine.image_for(on_gpu).to_owned(),
-            args: engine.args(&model_ref, gpu, on_gpu, context),
+            args: engine.args(&model_ref, &model.name, gpu, on_gpu, context),
             env,
             labels,
             container_port: engine.spec.container_port,
@@ -1000,7 +1006,28 @@ impl Daemon {
     }
 }
 
-/// The one reason, or every attempt's reason in order.
+/// The file an engine that takes one file runs in the model directory `dir`: the only
+/// file with extension `ext`, or the first part of a split model (`-00001-of-000NN`);
+/// `None` when `dir` is a file itself (mounted as it is) or holds no such file.
+fn model_file_in(dir: &std::path::Path, ext: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            std::path::Path::new(name)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .find(|name| name.contains("-00001-of-"))
+        .or(names.first())
+        .cloned()
+}
+
+/// The one reason, or every attempt's reason in order./// The one reason, or every attempt's reason in order.
 fn every_attempt(mut attempts: Vec<String>) -> String {
     if attempts.len() == 1 {
         return attempts.remove(0);

@@ -13,8 +13,13 @@ pub struct EngineSpec {
     pub container_port: u16,
     /// Path that answers 2xx once the engine can serve.
     pub health_path: &'static str,
-    /// Container arguments; `{model}`, `{port}` and `{gpu_memory_utilization}` are filled in.
+    /// Container arguments; `{model}`, `{served_name}` (the AIMA model's name, which the
+    /// engine answers to and names in its replies), `{port}` and
+    /// `{gpu_memory_utilization}` are filled in.
     pub args: &'static [&'static str],
+    /// The engine takes one file, not a directory: for a local model directory, `{model}`
+    /// is its file with this extension (the first part of a split model).
+    pub model_file: Option<&'static str>,
     /// Extra environment the engine needs.
     pub env: &'static [(&'static str, &'static str)],
     pub needs_gpu: bool,
@@ -112,6 +117,7 @@ pub const CATALOG: &[EngineSpec] = &[
             "--gpu-memory-utilization",
             "{gpu_memory_utilization}",
         ],
+        model_file: None,
         env: &[],
         needs_gpu: true,
         default_gpu_memory_utilization: 0.9,
@@ -141,6 +147,7 @@ pub const CATALOG: &[EngineSpec] = &[
             "--mem-fraction-static",
             "{gpu_memory_utilization}",
         ],
+        model_file: None,
         env: &[],
         needs_gpu: true,
         default_gpu_memory_utilization: 0.88,
@@ -158,7 +165,21 @@ pub const CATALOG: &[EngineSpec] = &[
         default_image: "ghcr.io/ggml-org/llama.cpp:server",
         container_port: 8080,
         health_path: "/health",
-        args: &["-m", "{model}", "--host", "0.0.0.0", "--port", "{port}"],
+        // llama-server names its answers after `-m` unless given an alias, and serves
+        // /metrics only when asked (both checked against the real server).
+        args: &[
+            "-m",
+            "{model}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "{port}",
+            "--alias",
+            "{served_name}",
+            "--metrics",
+        ],
+        // `-m` must name the GGUF file: a directory fails with "failed to read magic".
+        model_file: Some("gguf"),
         env: &[],
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,
@@ -186,6 +207,7 @@ pub const CATALOG: &[EngineSpec] = &[
         container_port: 11434,
         health_path: "/api/version",
         args: &["serve"],
+        model_file: None,
         env: &[("OLLAMA_HOST", "0.0.0.0:{port}")],
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,
@@ -266,6 +288,7 @@ impl Engine {
     pub fn args(
         &self,
         model: &str,
+        served_name: &str,
         gpu_memory_utilization: f64,
         on_gpu: bool,
         context: Option<u32>,
@@ -288,7 +311,7 @@ impl Engine {
             .chain(quiet)
             .chain(offload)
             .chain(sized)
-            .map(|a| self.fill(a, model, gpu_memory_utilization, context))
+            .map(|a| self.fill(a, model, served_name, gpu_memory_utilization, context))
             .collect()
     }
 
@@ -305,6 +328,7 @@ impl Engine {
     pub fn env(
         &self,
         model: &str,
+        served_name: &str,
         gpu_memory_utilization: f64,
         context: Option<u32>,
     ) -> Vec<String> {
@@ -315,7 +339,7 @@ impl Engine {
             .map(|(k, v)| {
                 format!(
                     "{k}={}",
-                    self.fill(v, model, gpu_memory_utilization, context)
+                    self.fill(v, model, served_name, gpu_memory_utilization, context)
                 )
             })
             .collect();
@@ -329,11 +353,13 @@ impl Engine {
         &self,
         template: &str,
         model: &str,
+        served_name: &str,
         gpu_memory_utilization: f64,
         context: Option<u32>,
     ) -> String {
         template
             .replace("{model}", model)
+            .replace("{served_name}", served_name)
             .replace(
                 "{context}",
                 &context.map(|c| c.to_string()).unwrap_or_default(),
@@ -383,7 +409,7 @@ mod tests {
         let vllm = Engines::new(&BTreeMap::new()).get("vllm").expect("vllm");
         assert_eq!(vllm.image, "vllm/vllm-openai:latest");
         assert_eq!(
-            vllm.args("org/model", 0.45, false, None),
+            vllm.args("org/model", "model", 0.45, false, None),
             [
                 "--model",
                 "org/model",
@@ -397,6 +423,30 @@ mod tests {
                 "/health"
             ]
         );
+    }
+
+    #[test]
+    fn llama_cpp_answers_to_the_model_name_and_serves_its_metrics() {
+        let llama = Engines::new(&BTreeMap::new())
+            .get("llamacpp")
+            .expect("llamacpp");
+        assert_eq!(
+            llama.args("/aima/model/tiny.gguf", "tiny", 0.9, false, Some(2048)),
+            [
+                "-m",
+                "/aima/model/tiny.gguf",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8080",
+                "--alias",
+                "tiny",
+                "--metrics",
+                "--ctx-size",
+                "2048"
+            ]
+        );
+        assert_eq!(llama.spec.model_file, Some("gguf"));
     }
 
     #[test]
@@ -419,10 +469,13 @@ mod tests {
         let ollama = Engines::new(&BTreeMap::new())
             .get("ollama")
             .expect("ollama");
-        assert_eq!(ollama.env("m", 0.9, None), ["OLLAMA_HOST=0.0.0.0:11434"]);
+        assert_eq!(
+            ollama.env("m", "m", 0.9, None),
+            ["OLLAMA_HOST=0.0.0.0:11434"]
+        );
         // A stated context reaches Ollama through its environment.
         assert_eq!(
-            ollama.env("m", 0.9, Some(8192)),
+            ollama.env("m", "m", 0.9, Some(8192)),
             ["OLLAMA_HOST=0.0.0.0:11434", "OLLAMA_CONTEXT_LENGTH=8192"]
         );
     }

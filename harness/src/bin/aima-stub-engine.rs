@@ -113,7 +113,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         };
         match name.as_str() {
             "model" => args.model = required()?,
-            "served-model-name" => args.served_model_name = Some(required()?),
+            // vLLM's flag, and llama-server's for the same thing.
+            "served-model-name" | "alias" => args.served_model_name = Some(required()?),
             "host" => args.host = required()?,
             "port" => {
                 let value = required()?;

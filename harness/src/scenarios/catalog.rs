@@ -26,6 +26,8 @@ pub enum Excluded {
     Pending(String),
     /// `@gpu` on a run without GPUs.
     NeedsGpu,
+    /// `@real-engine` where the real engine images are not built; why, and the fix.
+    NeedsImage(String),
 }
 
 impl Criterion {
@@ -33,8 +35,9 @@ impl Criterion {
         self.tags.iter().any(|t| t == tag)
     }
 
-    /// Why this criterion does not run, given whether GPU criteria are enabled.
-    pub fn excluded(&self, gpu: bool) -> Option<Excluded> {
+    /// Why this criterion does not run, given whether GPU criteria are enabled and, when
+    /// the real engine images are missing, why.
+    pub fn excluded(&self, gpu: bool, no_real_engines: Option<&str>) -> Option<Excluded> {
         if self.has_tag("wip") {
             let reason = self
                 .description
@@ -44,6 +47,9 @@ impl Criterion {
         }
         if self.has_tag("gpu") && !gpu {
             return Some(Excluded::NeedsGpu);
+        }
+        if let Some(why) = no_real_engines.filter(|_| self.has_tag("real-engine")) {
+            return Some(Excluded::NeedsImage(why.to_owned()));
         }
         None
     }

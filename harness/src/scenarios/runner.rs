@@ -115,6 +115,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 .tag
         }
     };
+    // Real engines run where their images were built from the current recipes.
+    let no_real_engines = if criteria.iter().any(|c| c.has_tag("real-engine")) {
+        let docker = crate::docker::connect().await?;
+        let image = crate::engine_images::LLAMACPP_CPU;
+        match image.current(&docker).await? {
+            Some(_) => None,
+            None => Some(format!(
+                "the image {} is not built from its current recipe: run `cargo harness image build --engine llama.cpp` (about 10 minutes; CI does)",
+                image.tag
+            )),
+        }
+    } else {
+        None
+    };
     configure(RunConfig {
         aima,
         stub_binary,
@@ -131,7 +145,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     })?;
     let to_run: BTreeSet<(String, String)> = criteria
         .iter()
-        .filter(|c| c.excluded(options.gpu).is_none())
+        .filter(|c| {
+            c.excluded(options.gpu, no_real_engines.as_deref())
+                .is_none()
+        })
         .map(|c| (c.feature.clone(), c.name.clone()))
         .collect();
     let outcomes: Outcomes = Arc::default();
@@ -216,8 +233,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 evidence: Vec::new(),
                 daemon_log: None,
             };
-            match c.excluded(options.gpu) {
+            match c.excluded(options.gpu, no_real_engines.as_deref()) {
                 Some(Excluded::Pending(reason)) => without_run(Verdict::Pending(reason)),
+                Some(Excluded::NeedsImage(why)) => without_run(Verdict::Skipped(why)),
                 Some(Excluded::NeedsGpu) => without_run(Verdict::Skipped(
                     "needs a real NVIDIA GPU: run with --features gpu (cargo test) or --gpu (harness run) on a GPU runner".to_owned(),
                 )),

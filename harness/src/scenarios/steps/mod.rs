@@ -21,6 +21,7 @@ mod gateway;
 mod gpu;
 mod healing;
 mod monitoring;
+mod real_engines;
 mod services;
 
 pub use agent::Agent;
