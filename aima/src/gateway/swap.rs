@@ -18,6 +18,8 @@ use crate::domain::{
 
 /// How often free memory is measured while waiting (Ollama's scheduler polls as often).
 const POLL: Duration = Duration::from_millis(250);
+/// Longest pause between starts retried after a refusal for room.
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// What one look at the GPUs found.
 enum Room {
@@ -40,15 +42,25 @@ pub(super) async fn until_running(
 ) -> Result<bool, OpenAiError> {
     let daemon = &gateway.inner.daemon;
     let deadline = Instant::now() + service.serving.load_timeout;
+    let mut pause = POLL;
     loop {
         make_room(gateway, service, target, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         match gateway.inner.loads.ready(daemon, &service.id, left).await {
             Ok(led) => return Ok(led),
-            Err(e) if e.no_room && Instant::now() < deadline => {
+            // Only where the gateway can make room (a GPU share it places itself); an
+            // estimate that fits on no GPU is the start's verdict, at once.
+            Err(e)
+                if e.no_room
+                    && daemon.gpu_memory_fraction(service).is_some()
+                    && Instant::now() < deadline =>
+            {
                 // Another start took the memory between our look and this start: make
-                // room again (the other one becomes evictable once idle) and retry.
-                tokio::time::sleep(POLL).await;
+                // room again (the other one becomes evictable once idle) and retry,
+                // less often each time, so a look and an admission that keep
+                // disagreeing cost a start every few seconds, not four a second.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
             }
             Err(e) => return Err(OpenAiError::unavailable(e.reason)),
         }

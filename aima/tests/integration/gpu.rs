@@ -381,6 +381,28 @@ fn llamacpp_runs_on_a_gpu_when_there_is_one_and_claims_its_estimate() {
         "{stderr}"
     );
     assert_eq!(d.containers().len(), 1);
+    // Through the gateway too, at once: no room can be made for an estimate that fits on
+    // no GPU, so the request is not held for the load timeout (10 minutes).
+    let asked = std::time::Instant::now();
+    let (status, body) = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let answer = crate::support::http()
+                .post(d.url("/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "thirty-gb",
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .expect("answered");
+            (answer.status(), answer.text().await.unwrap_or_default())
+        });
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("not enough GPU memory"), "{body}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "refused after {:?}",
+        asked.elapsed()
+    );
 
     // vLLM with a share smaller than the weights starts, with a warning in its events.
     let vllm = engine_service(&d, &m, "vllm", &["--gpu-memory-utilization", "0.05"]);
