@@ -1002,6 +1002,7 @@ impl Daemon {
             host_ip: self.settings().publish_addr,
             gpu_device: gpu_device.map(str::to_owned),
             read_only_mounts,
+            shm_size_bytes: engine.spec.shm_size_bytes,
         }
     }
 }
@@ -1093,7 +1094,10 @@ fn exit_reason(when: &str, code: i64, diagnosis: Option<&str>, logs: &str) -> St
     if let Some(diagnosis) = diagnosis {
         reason.push_str(&format!(": {diagnosis}"));
     }
-    if let Some(last) = logs.lines().rev().find(|l| !l.trim().is_empty()) {
+    // The error the log names, when its last line only points back at it.
+    if let Some(error) = crate::domain::error_line(logs) {
+        reason.push_str(&format!("; the engine's error: {error}"));
+    } else if let Some(last) = logs.lines().rev().find(|l| !l.trim().is_empty()) {
         reason.push_str(&format!("; last log line: {}", last.trim()));
     }
     reason.push_str("; see 'aima service logs'");

@@ -27,7 +27,7 @@ pub use service::{
     EnvVar, Service, ServiceId, ServiceStatus, ServingPolicy, is_engine_name, lowest_free_port,
     validate_gpu_memory_utilization, validate_service_name,
 };
-pub use text::{is_unsafe_char, one_line, shorten};
+pub use text::{error_line, is_unsafe_char, one_line, shorten};
 pub use traffic::{RecentRequest, ServiceTraffic, TrafficSource};
 
 /// True for text that parses as a model or service id: names must not, so that a name

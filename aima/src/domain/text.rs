@@ -39,8 +39,70 @@ pub fn shorten(text: &str, max: usize) -> String {
     out
 }
 
+/// The line of an engine's log that names its error, when its last line does not: Python
+/// engines end a crash with a traceback whose last lines may only point back ("Engine core
+/// initialization failed. See root cause above", a shutdown line), while the cause is the
+/// last `SomethingError: …` line that does not.
+pub fn error_line(logs: &str) -> Option<&str> {
+    let lines: Vec<&str> = logs
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let last = *lines.last()?;
+    let names_error = |line: &str| {
+        line.split(':').next().is_some_and(|head| {
+            let head = head.rsplit(['.', ' ']).next().unwrap_or(head);
+            (head.ends_with("Error") || head.ends_with("Exception"))
+                && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    // A line that only refers to an earlier one is no cause.
+    let points_back = |line: &str| {
+        let lower = line.to_ascii_lowercase();
+        lower.contains("cause above") || lower.contains("see above")
+    };
+    if names_error(last) && !points_back(last) {
+        return None;
+    }
+    lines
+        .iter()
+        .rev()
+        .copied()
+        .find(|l| names_error(l) && !points_back(l))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_error_line_of_a_python_traceback_is_found_under_a_pointer() {
+        let vllm = "(EngineCore pid=211) ERROR 12-03 engine init failed\n\
+            Traceback (most recent call last):\n\
+              File \"/v/engine.py\", line 90, in __init__\n\
+            RuntimeError: Insufficient space in /dev/shm to create shared memory (160 MiB required, 64 MiB free)\n\
+            \n\
+            The above exception was the direct cause of the following exception:\n\
+            RuntimeError: Engine core initialization failed. See root cause above.\n\
+            (APIServer pid=1) INFO shutting down\n";
+        assert_eq!(
+            super::error_line(vllm),
+            Some(
+                "RuntimeError: Insufficient space in /dev/shm to create shared memory (160 MiB required, 64 MiB free)"
+            )
+        );
+        let pointer = "ValueError: Insufficient space in /dev/shm\nSee root cause above\n";
+        assert_eq!(
+            super::error_line(pointer),
+            Some("ValueError: Insufficient space in /dev/shm")
+        );
+        assert_eq!(
+            super::error_line("torch.OutOfMemoryError: CUDA out of memory"),
+            None,
+            "the last line is the error itself"
+        );
+        assert_eq!(super::error_line("INFO all fine\nINFO bye"), None);
+    }
+
     use super::*;
 
     #[test]

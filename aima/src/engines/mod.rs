@@ -20,6 +20,9 @@ pub struct EngineSpec {
     /// The engine takes one file, not a directory: for a local model directory, `{model}`
     /// is its file with this extension (the first part of a split model).
     pub model_file: Option<&'static str>,
+    /// `/dev/shm` the engine's processes share tensors through; `None`: the runtime's
+    /// default (Docker's 64 MiB).
+    pub shm_size_bytes: Option<u64>,
     /// Extra environment the engine needs.
     pub env: &'static [(&'static str, &'static str)],
     pub needs_gpu: bool,
@@ -58,6 +61,12 @@ pub struct GpuOffload {
     /// Arguments that put the model on the GPU, after the template's.
     pub args: &'static [&'static str],
 }
+
+/// `/dev/shm` of vLLM and SGLang: their workers exchange tensors through it, and Docker's
+/// 64 MiB default stops vLLM at engine init ("Insufficient space in /dev/shm", seen on a
+/// real vLLM; its docs ask for `--ipc=host` or `--shm-size` on GPU hosts too). A limit,
+/// not an allocation: tmpfs holds only what is written.
+const PYTHON_ENGINE_SHM: u64 = 8 << 30;
 
 /// Python engines that load large models and capture CUDA graphs.
 const LONG_LOAD: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -118,6 +127,7 @@ pub const CATALOG: &[EngineSpec] = &[
             "{gpu_memory_utilization}",
         ],
         model_file: None,
+        shm_size_bytes: Some(PYTHON_ENGINE_SHM),
         env: &[],
         needs_gpu: true,
         default_gpu_memory_utilization: 0.9,
@@ -148,6 +158,7 @@ pub const CATALOG: &[EngineSpec] = &[
             "{gpu_memory_utilization}",
         ],
         model_file: None,
+        shm_size_bytes: Some(PYTHON_ENGINE_SHM),
         env: &[],
         needs_gpu: true,
         default_gpu_memory_utilization: 0.88,
@@ -180,6 +191,7 @@ pub const CATALOG: &[EngineSpec] = &[
         ],
         // `-m` must name the GGUF file: a directory fails with "failed to read magic".
         model_file: Some("gguf"),
+        shm_size_bytes: None,
         env: &[],
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,
@@ -208,6 +220,7 @@ pub const CATALOG: &[EngineSpec] = &[
         health_path: "/api/version",
         args: &["serve"],
         model_file: None,
+        shm_size_bytes: None,
         env: &[("OLLAMA_HOST", "0.0.0.0:{port}")],
         needs_gpu: false,
         default_gpu_memory_utilization: 0.9,

@@ -218,6 +218,7 @@ impl ContainerRuntime for DockerRuntime {
                         ..Default::default()
                     }]
                 }),
+                shm_size: spec.shm_size_bytes.and_then(|b| i64::try_from(b).ok()),
                 // Never a restart policy: AIMA decides what runs, and a crash must be seen.
                 ..Default::default()
             }),

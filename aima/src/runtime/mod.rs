@@ -70,6 +70,9 @@ pub struct ContainerSpec {
     pub gpu_device: Option<String>,
     /// Host paths mounted read-only: (host path, path in the container).
     pub read_only_mounts: Vec<(String, String)>,
+    /// Size of the container's `/dev/shm`, when the engine needs more than the
+    /// runtime's default (Docker's is 64 MiB).
+    pub shm_size_bytes: Option<u64>,
 }
 
 /// A container as the runtime sees it now.

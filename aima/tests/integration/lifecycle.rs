@@ -348,6 +348,31 @@ fn engine_out_of_memory_at_start_fails_with_a_diagnosis_and_keeps_the_logs() {
 }
 
 #[test]
+fn a_python_engine_failure_reason_quotes_the_cause_not_the_line_pointing_at_it() {
+    let d = TestDaemon::with_engine();
+    let model = create_model(&d);
+    let id = id_of(&create_service(&d, &model, &["--env", "STUB_FAIL=shm"]));
+    let (code, _, stderr) = start_wait(&d, &id);
+    assert_eq!(code, 1);
+    let reason = get(&d, &id)["status_reason"]
+        .as_str()
+        .expect("reason")
+        .to_owned();
+    assert!(
+        reason.contains(
+            "the engine's error: RuntimeError: Insufficient space in /dev/shm to create a shared memory buffer"
+        ),
+        "{reason}"
+    );
+    assert!(!reason.contains("See root cause above"), "{reason}");
+    assert!(
+        stderr.contains("Insufficient space in /dev/shm"),
+        "{stderr}"
+    );
+    assert_no_containers(&d);
+}
+
+#[test]
 fn an_engine_crash_while_running_turns_the_service_failed() {
     let d = TestDaemon::with_engine();
     let model = create_model(&d);
@@ -918,6 +943,9 @@ fn a_local_model_is_mounted_read_only_into_the_engine() {
     assert_eq!(inspect("{{.HostConfig.Privileged}}"), "false");
     assert_ne!(inspect("{{.HostConfig.NetworkMode}}"), "host");
     assert_eq!(inspect("{{json .HostConfig.CapAdd}}"), "null");
+    // vLLM's workers share tensors through /dev/shm: Docker's 64 MiB stopped a real
+    // vLLM at engine init, so AIMA gives it 8 GiB (a limit; tmpfs holds what is written).
+    assert_eq!(inspect("{{.HostConfig.ShmSize}}"), (8u64 << 30).to_string());
     assert!(
         inspect("{{json .HostConfig.PortBindings}}").contains("\"HostIp\":\"127.0.0.1\""),
         "{}",

@@ -5,7 +5,8 @@
 //! `--disable-uvicorn-access-log` and SGLang's `--log-level-http`; anything else is
 //! ignored), prints vLLM-like logs, an access line per request as uvicorn does, and is steered
 //! through env: `STUB_START_DELAY_MS` / `STUB_START_DELAY_SECS` (a slow model load),
-//! `STUB_FAIL=oom|<message>` (fail at start, exit 1), `STUB_CRASH_AFTER_SECS` (die
+//! `STUB_FAIL=oom|shm|<message>` (fail at start, exit 1; `shm` as vLLM does without enough
+//! `/dev/shm`), `STUB_CRASH_AFTER_SECS` (die
 //! later, exit 3), `STUB_HANG_AFTER_SECS` (stop answering but keep running) and
 //! `STUB_STOP_DELAY_MS` (take that long to exit on SIGTERM), `STUB_TOKEN_DELAY_MS` (pause
 //! between streamed tokens, as a real engine decodes). Completions report `usage`
@@ -318,6 +319,31 @@ fn main() -> ExitCode {
     match knobs.fail.as_deref() {
         Some("oom") => {
             print_oom_traceback();
+            return ExitCode::from(1);
+        }
+        // What a real vLLM 0.32 printed in a container with Docker's 64 MiB /dev/shm:
+        // the cause in the middle, a line pointing back at it, then the shutdown.
+        Some("shm") => {
+            eprintln!(
+                "(EngineCore pid=211) ERROR {} core.py:708] EngineCore failed to start.",
+                stamp()
+            );
+            eprintln!("Traceback (most recent call last):");
+            eprintln!(
+                "  File \"/opt/venv/lib/python3.11/site-packages/vllm/v1/engine/core.py\", line 699, in run_engine_core"
+            );
+            eprintln!(
+                "RuntimeError: Insufficient space in /dev/shm to create a shared memory buffer: 160 MiB required, 64 MiB free"
+            );
+            eprintln!();
+            eprintln!("The above exception was the direct cause of the following exception:");
+            eprintln!(
+                "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {{}}"
+            );
+            eprintln!(
+                "(APIServer pid=1) INFO {} launcher.py:80] Shutting down FastAPI HTTP server.",
+                stamp()
+            );
             return ExitCode::from(1);
         }
         Some(other) => {
