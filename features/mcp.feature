@@ -25,7 +25,7 @@ Feature: An AI agent operates AIMA through MCP
     Then the tool answered that service "agent-svc" is "running"
     And the agent was told of the phases "validate, port_check, image, create, start, health, running" as progress
     When the agent calls "chat" with {"model": "agent-model", "message": "hello"}
-    Then the tool answered with the reply "Hello from the aima stub engine serving tinyllama."
+    Then the tool answered with the reply "Hello from the aima stub engine serving agent-model."
     When the agent calls "stop_service" with {"id": "agent-svc"}
     Then the tool answered with an error mentioning "force: true"
     When the agent calls "stop_service" with {"id": "agent-svc", "force": true}

@@ -208,6 +208,15 @@ impl Daemon {
 
     /// The URL of `path` on an engine's host port: on the publish address, or on loopback
     /// when engines are published on every interface.
+    /// Whether `service`'s engine answers only to its model's AIMA name (vLLM, SGLang,
+    /// llama.cpp are started with it as their served name).
+    pub fn serves_model_name(&self, service: &crate::domain::Service) -> bool {
+        self.inner
+            .engines
+            .get(&service.engine)
+            .is_some_and(|e| e.serves_model_name())
+    }
+
     pub(crate) fn engine_url(&self, port: u16, path: &str) -> String {
         format!("http://{}{path}", self.engine_address(port))
     }

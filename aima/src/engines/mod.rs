@@ -116,9 +116,13 @@ pub const CATALOG: &[EngineSpec] = &[
         default_image: "vllm/vllm-openai:latest",
         container_port: 8000,
         health_path: "/health",
+        // vLLM answers only to its served name (the `--model` path otherwise, which for a
+        // local model is /aima/model): it serves the AIMA model's name.
         args: &[
             "--model",
             "{model}",
+            "--served-model-name",
+            "{served_name}",
             "--host",
             "0.0.0.0",
             "--port",
@@ -150,6 +154,8 @@ pub const CATALOG: &[EngineSpec] = &[
             "sglang.launch_server",
             "--model-path",
             "{model}",
+            "--served-model-name",
+            "{served_name}",
             "--host",
             "0.0.0.0",
             "--port",
@@ -384,6 +390,12 @@ impl Engine {
             )
     }
 
+    /// Whether the engine answers to the AIMA model's name (it is given `{served_name}`),
+    /// so a request must name that model, not the service.
+    pub fn serves_model_name(&self) -> bool {
+        self.spec.args.contains(&"{served_name}")
+    }
+
     /// Explains a failure from the container's last log lines, if a signature matches.
     pub fn diagnose(&self, logs: &str) -> Option<&'static str> {
         self.spec
@@ -426,6 +438,8 @@ mod tests {
             [
                 "--model",
                 "org/model",
+                "--served-model-name",
+                "model",
                 "--host",
                 "0.0.0.0",
                 "--port",

@@ -144,6 +144,12 @@ async fn route_and_forward(
         }
     };
     let labels = catalog.target_of(&service);
+    // The engine answers to the model's name: a request that named the service says so.
+    let body = if name != labels.model && daemon.serves_model_name(&service) {
+        named_model(body, &labels.model)?
+    } else {
+        body
+    };
     *target = Some(labels.clone());
     let mut exchange = gateway.enter(&service, labels, arrived).await;
     // Entering may have waited for an unload: go by the service as it is now.
@@ -183,6 +189,19 @@ async fn route_and_forward(
     // The gateway's own time: neither the engine's nor any cold start or queue wait.
     let overhead = arrived.elapsed().saturating_sub(waits + sent.elapsed());
     Ok(proxy::downstream(upstream, overhead, exchange))
+}
+
+/// `body` with its `model` replaced by `model`.
+fn named_model(body: Bytes, model: &str) -> Result<Bytes, OpenAiError> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| OpenAiError::invalid(format!("request body is not a JSON object: {e}")))?;
+    object.insert(
+        "model".to_owned(),
+        serde_json::Value::String(model.to_owned()),
+    );
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| OpenAiError::invalid(format!("request body cannot be written back: {e}")))
 }
 
 fn listed(names: &[&str]) -> String {

@@ -249,10 +249,12 @@ fn check(transport: &str, seen: &Value, doc: &Value) {
         events.iter().any(|e| e["status"] == "running"),
         "{events:?}"
     );
-    // The gateway's chat through the tool: the stub engine's answer, with usage.
+    // The gateway's chat through the tool: the stub engine's answer, with usage. The tool
+    // named the service; the engine answers to the model's name, which the gateway sent.
     let chat = &seen["chat"]["structuredContent"];
     assert_eq!(
-        chat["reply"], "Hello from the aima stub engine serving tinyllama.",
+        chat["reply"],
+        format!("Hello from the aima stub engine serving agent-model-{transport}."),
         "{}",
         seen["chat"]
     );

@@ -406,6 +406,7 @@ fn main() -> ExitCode {
         .map(|(after, _)| std::time::Instant::now() + after);
     let serving = Arc::new(Serving {
         served: args.served().to_owned(),
+        strict: args.served_model_name.is_some(),
         access_log: args.access_log.clone(),
     });
     let mut hung = Vec::new();
@@ -537,6 +538,9 @@ fn reason(status: u16) -> &'static str {
 #[derive(Debug)]
 struct Serving {
     served: String,
+    /// Given `--served-model-name` (or `--alias`): requests for another model are a 404,
+    /// as vLLM answers them.
+    strict: bool,
     access_log: AccessLog,
 }
 
@@ -558,7 +562,8 @@ fn handle(mut stream: TcpStream, serving: &Serving, hang_at: Option<std::time::I
         }
         let (status, body, line, keep_alive) = match request {
             Ok(request) => {
-                let (status, body) = route(&request, &serving.served);
+                let (status, body) = unknown_model(&request, serving)
+                    .unwrap_or_else(|| route(&request, &serving.served));
                 let line = serving
                     .access_log
                     .logs(&request.path)
@@ -666,6 +671,27 @@ fn vllm_error(code: u16, message: &str) -> Value {
         _ => "InternalServerError",
     };
     json!({"object": "error", "message": message, "type": kind, "param": null, "code": code})
+}
+
+/// vLLM's answer to a request naming a model it does not serve.
+fn unknown_model(request: &Request, serving: &Serving) -> Option<(u16, Body)> {
+    if !serving.strict || request.method != "POST" {
+        return None;
+    }
+    let named = serde_json::from_slice::<Value>(&request.body)
+        .ok()?
+        .get("model")?
+        .as_str()?
+        .to_owned();
+    (named != serving.served).then(|| {
+        (
+            404,
+            Body::Json(vllm_error(
+                404,
+                &format!("The model `{named}` does not exist."),
+            )),
+        )
+    })
 }
 
 fn route(request: &Request, served: &str) -> (u16, Body) {

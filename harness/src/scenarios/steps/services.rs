@@ -551,9 +551,22 @@ async fn service_on_its_port(w: &mut AimaWorld, name: String, status: String) {
 #[then(expr = "service {string} answers inference requests")]
 async fn answers_inference(w: &mut AimaWorld, name: String) {
     let port = w.service(&name).port;
+    // As a client does: ask the engine which model it serves, then chat with that one.
+    let models: Value = reqwest::get(format!("http://127.0.0.1:{port}/v1/models"))
+        .await
+        .expect("engine lists its models")
+        .json()
+        .await
+        .expect("JSON model list");
+    let served = models["data"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let response: Value = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
-        .json(&serde_json::json!({"model": "tinyllama", "messages": [{"role": "user", "content": "hi"}]}))
+        .json(
+            &serde_json::json!({"model": served, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .expect("engine answers")
