@@ -227,7 +227,8 @@ async fn stopping_one_service_leaves_the_other_running_and_answering() {
         .json()
         .await
         .expect("json");
-    assert_eq!(models["data"][0]["id"], "tinyllama");
+    // The engine serves the AIMA model's name (vLLM's --served-model-name), not its repo.
+    assert_eq!(models["data"][0]["id"], "tiny");
     assert_eq!(d.containers().len(), 1, "only b's container remains");
     json(&mut cli(vec![
         "service".into(),
