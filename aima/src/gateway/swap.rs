@@ -125,13 +125,12 @@ async fn look(
         // The start's admission says what is wrong.
         return Ok(Room::Fits);
     }
-    let all = daemon.claims().await?;
-    if all.iter().any(|c| c.service_id == service.id.as_str()) {
+    let claims = daemon.claims().await?;
+    if claims.iter().any(|c| c.service_id == service.id.as_str()) {
         // Its own start holds its claim already (the memory measured in use is its
         // own): nothing to make room for; the start decides.
         return Ok(Room::Fits);
     }
-    let claims: Vec<GpuClaim> = all;
     if place(&inventory.gpus, &claims, fraction).is_ok() {
         return Ok(Room::Fits);
     }

@@ -77,15 +77,7 @@ async fn engine_service(
             &env,
         ])
         .await;
-    let service_ref = ServiceRef {
-        id: service["id"].as_str().expect("id").to_owned(),
-        port: service["port"].as_u64().expect("port") as u16,
-    };
-    w.note(format!(
-        "{engine} service \"{name}\" is {} on port {}",
-        service_ref.id, service_ref.port
-    ));
-    w.services.insert(name, service_ref);
+    super::services::remember_service(w, &name, &service);
 }
 
 #[then(

@@ -105,16 +105,21 @@ pub(super) async fn create_service_with(
     ];
     args.extend(flags);
     let service = w.aima_json(args).await;
+    remember_service(w, name, &service);
+    service
+}
+
+/// Knows the service `aima service create -o json` printed as the scenario's `name`.
+pub(super) fn remember_service(w: &mut AimaWorld, name: &str, service: &Value) {
     let service_ref = ServiceRef {
         id: service["id"].as_str().expect("id").to_owned(),
         port: service["port"].as_u64().expect("port") as u16,
     };
     w.note(format!(
-        "service \"{name}\" is {} on port {}",
-        service_ref.id, service_ref.port
+        "service \"{name}\" is {} on port {} ({})",
+        service_ref.id, service_ref.port, service["engine"]
     ));
     w.services.insert(name.to_owned(), service_ref);
-    service
 }
 
 #[given(expr = "a service {string} for model {string}")]
