@@ -86,6 +86,7 @@ struct ConfigFile {
     max_connections: Option<String>,
     gateway_queue: Option<String>,
     mcp_max_sessions: Option<String>,
+    host_ram_budget: Option<String>,
     #[serde(default)]
     engines: BTreeMap<String, EngineOverride>,
 }
@@ -146,6 +147,10 @@ pub struct Settings {
     pub gateway_queue: usize,
     /// `AIMA_MCP_MAX_SESSIONS`: MCP sessions over HTTP at once; a new one beyond is a 503.
     pub mcp_max_sessions: usize,
+    /// `AIMA_HOST_RAM_BUDGET`: host memory engines running on the CPU may claim together
+    /// (`16GiB`); none: the host's total. Claims never exceed what the kernel reports
+    /// available either.
+    pub host_ram_budget: Option<u64>,
 }
 
 /// A secret that must not end up in logs or `Debug` output.
@@ -377,6 +382,28 @@ impl Settings {
             None => crate::mcp::DEFAULT_MAX_SESSIONS,
         };
 
+        let host_ram_budget = match pick(
+            None,
+            env("AIMA_HOST_RAM_BUDGET").map(|v| ("AIMA_HOST_RAM_BUDGET".to_owned(), v)),
+            file.host_ram_budget
+                .map(|v| (in_file("host_ram_budget"), v)),
+        ) {
+            Some((setting, value)) => Some(
+                value
+                    .trim()
+                    .parse::<bytesize::ByteSize>()
+                    .ok()
+                    .map(|size| size.as_u64())
+                    .filter(|bytes| *bytes >= 1 << 20)
+                    .ok_or(ConfigError::Invalid {
+                        setting,
+                        value,
+                        expected: "a size of 1MiB or more, like 16GiB or 512MiB",
+                    })?,
+            ),
+            None => None,
+        };
+
         let simulate_gpu_release = match env("AIMA_SIMULATE_GPU_RELEASE") {
             Some(value) => parse_duration(&value).ok_or(ConfigError::Invalid {
                 setting: "AIMA_SIMULATE_GPU_RELEASE".to_owned(),
@@ -414,6 +441,7 @@ impl Settings {
             max_connections,
             gateway_queue,
             mcp_max_sessions,
+            host_ram_budget,
         })
     }
 
@@ -598,6 +626,12 @@ mod tests {
         assert_eq!(from_env.addr.port(), 7001);
         assert_eq!(from_env.shutdown_timeout, Duration::from_millis(250));
         assert_eq!(from_env.engine_images["vllm"], "env-image");
+        let budget = resolve(
+            home_flag(dir.path()),
+            &[("AIMA_HOST_RAM_BUDGET", "1.5 GiB")],
+        )
+        .expect("resolves");
+        assert_eq!(budget.host_ram_budget, Some(3 << 29));
 
         let mut flags = home_flag(dir.path());
         flags.addr = Some("127.0.0.1:7002".into());
@@ -620,6 +654,8 @@ mod tests {
             ("AIMA_MAX_CONNECTIONS", "3", "from 16"),
             ("AIMA_GATEWAY_QUEUE", "0", "waiting requests"),
             ("AIMA_MCP_MAX_SESSIONS", "0", "number of sessions"),
+            ("AIMA_HOST_RAM_BUDGET", "lots", "like 16GiB"),
+            ("AIMA_HOST_RAM_BUDGET", "12", "1MiB or more"),
         ];
         for (key, value, expected) in cases {
             let err = resolve(Flags::default(), &[("HOME", "/h"), (key, value)]).expect_err(key);

@@ -1,5 +1,6 @@
-"""One chat, plain and streamed (with usage asked for), through AIMA's gateway with the
-official OpenAI client; prints what it saw as one JSON object for the harness to check.
+"""One chat, plain and streamed (with usage asked for, then without), through AIMA's
+gateway with the official OpenAI client; prints what it saw as one JSON object for the
+harness to check.
 
 usage: openai_chat.py BASE_URL MODEL
 """
@@ -42,6 +43,15 @@ def main() -> None:
         if chunk.choices and chunk.choices[0].finish_reason:
             finish = chunk.choices[0].finish_reason
     seen["stream"] = {"chunks": chunks, "completion_tokens": usage, "finish_reason": finish}
+    # A stream that does not ask for usage: the client must see no usage event.
+    chunks, usage_events = 0, 0
+    for chunk in client.chat.completions.create(
+        model=model, messages=messages, max_tokens=16, stream=True
+    ):
+        chunks += 1
+        if chunk.usage is not None:
+            usage_events += 1
+    seen["unasked"] = {"chunks": chunks, "usage_events": usage_events}
     print(json.dumps(seen))
 
 

@@ -73,7 +73,7 @@ impl ModelDto {
         let engine = spec.map_or("vllm", |e| e.name);
         let estimate = spec
             .and_then(|e| crate::domain::estimate(&m.facts, &e.memory, context))
-            .map(|e| EstimateDto::new(engine, e, m.facts.measured_on(engine)));
+            .map(|e| EstimateDto::new(engine, e, measurements(&m.facts, engine)));
         let facts = &m.facts;
         Self {
             id: m.id.to_string(),
@@ -91,6 +91,11 @@ impl ModelDto {
             created_at: m.created_at,
         }
     }
+}
+
+/// What engines of a model held here: on a GPU, and in host memory.
+fn measurements(facts: &crate::domain::ModelFacts, engine: &str) -> (Option<u64>, Option<u64>) {
+    (facts.measured_on(engine), facts.measured_in_ram(engine))
 }
 
 /// GPU memory a model needs on one engine, in bytes, with its parts and assumptions.
@@ -112,12 +117,20 @@ pub struct EstimateDto {
     /// What a running engine of this model really held on this host's GPU (NVML), once
     /// one ran; null before.
     pub measured: Option<u64>,
+    /// What a running engine of this model held in host memory when it ran on the CPU
+    /// (its container's cgroup), once one ran; null before.
+    pub measured_ram: Option<u64>,
 }
 
 impl EstimateDto {
-    pub fn new(engine: &str, e: crate::domain::MemoryEstimate, measured: Option<u64>) -> Self {
+    pub fn new(
+        engine: &str,
+        e: crate::domain::MemoryEstimate,
+        (measured, measured_ram): (Option<u64>, Option<u64>),
+    ) -> Self {
         Self {
             measured,
+            measured_ram,
             engine: engine.to_owned(),
             weights: e.weights,
             kv_cache: e.kv_cache,
@@ -328,7 +341,7 @@ impl ServiceDto {
                 .iter()
                 .find(|e| e.name == service.engine)?;
             crate::domain::estimate(&m.facts, &spec.memory, None)
-                .map(|e| EstimateDto::new(spec.name, e, m.facts.measured_on(spec.name)))
+                .map(|e| EstimateDto::new(spec.name, e, measurements(&m.facts, spec.name)))
         });
         Self {
             estimate,
@@ -662,6 +675,8 @@ pub struct LoadedDto {
     pub gpu: Option<u32>,
     /// The GPU memory it claims.
     pub gpu_memory_mib: Option<u64>,
+    /// The host memory it claims, when its engine runs on the CPU.
+    pub host_memory_mib: Option<u64>,
     /// Gateway requests being answered now.
     pub in_flight: usize,
     /// When the last gateway request ended.
@@ -747,7 +762,7 @@ impl From<Recommendation> for RecommendDto {
                 .map(|m| ModelAdviceDto {
                     estimate: m
                         .estimate
-                        .map(|e| EstimateDto::new(&m.engine, e, m.measured)),
+                        .map(|e| EstimateDto::new(&m.engine, e, (m.measured, None))),
                     placements: m
                         .placements
                         .into_iter()

@@ -59,7 +59,12 @@ pub async fn loaded(
                 status: s.status.to_string(),
                 gpu: claim
                     .and_then(|c| gpus.iter().find(|g| g.uuid == c.gpu_uuid).map(|g| g.index)),
-                gpu_memory_mib: claim.map(|c| c.claim_mib),
+                gpu_memory_mib: claim
+                    .filter(|c| c.gpu_uuid != crate::daemon::HOST_RAM)
+                    .map(|c| c.claim_mib),
+                host_memory_mib: claim
+                    .filter(|c| c.gpu_uuid == crate::daemon::HOST_RAM)
+                    .map(|c| c.claim_mib),
                 in_flight,
                 last_request_at,
                 idle_timeout: s

@@ -41,8 +41,11 @@ fn table(loaded: &[LoadedDto]) -> String {
                 s.port.to_string(),
                 s.status.clone(),
                 s.gpu.map_or_else(|| "-".to_owned(), |g| g.to_string()),
-                s.gpu_memory_mib
-                    .map_or_else(|| "-".to_owned(), |m| format!("{m} MiB")),
+                match (s.gpu_memory_mib, s.host_memory_mib) {
+                    (Some(m), _) => format!("{m} MiB"),
+                    (None, Some(m)) => format!("{m} MiB RAM"),
+                    (None, None) => "-".to_owned(),
+                },
                 s.in_flight.to_string(),
                 s.last_request_at
                     .map_or_else(|| "-".to_owned(), |at| format!("{} ago", age(at, now))),

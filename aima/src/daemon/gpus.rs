@@ -140,11 +140,14 @@ impl Daemon {
         let estimate = estimate(&model.facts, &engine.spec.memory, None);
         if !engine.spec.needs_gpu {
             if engine.spec.gpu_offload.is_none() {
+                self.admit_on_host(service, engine, model).await?;
                 return Ok(None);
             }
             let inventory = self.gpu_inventory().await;
             if inventory.gpus.is_empty() {
-                return Ok(None); // the CPU, as on any host without GPUs
+                // The CPU, as on any host without GPUs.
+                self.admit_on_host(service, engine, model).await?;
+                return Ok(None);
             }
             let Some(estimate) = estimate else {
                 // Nothing to admit it by: a GPU claim of nothing would let it crowd others.
@@ -194,7 +197,12 @@ impl Daemon {
             // Docker not answering, or the image missing, is the real problem then; the
             // launch reports it (with its retries, or the pull) rather than a guess about
             // an image it cannot read.
-            if gpu_optional || !matches!(labels, Ok(Some(_))) {
+            if gpu_optional {
+                // An image built for the CPU: host memory is what it takes.
+                self.admit_on_host(service, engine, model).await?;
+                return Ok(None);
+            }
+            if !matches!(labels, Ok(Some(_))) {
                 return Ok(None);
             }
             return Err(format!(
@@ -596,7 +604,7 @@ impl Daemon {
 }
 
 /// Bytes as GiB with two decimals (`14.96 GiB`).
-fn gib(bytes: u64) -> String {
+pub(super) fn gib(bytes: u64) -> String {
     #[allow(clippy::cast_precision_loss)] // display only
     let gib = bytes as f64 / f64::from(1u32 << 30);
     format!("{gib:.2} GiB")

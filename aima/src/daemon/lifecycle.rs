@@ -290,6 +290,7 @@ impl Daemon {
         let result = match outcome {
             Ok(container_id) => {
                 self.measure_gpu_memory(service.clone(), container_id.clone());
+                self.measure_host_memory(service.clone(), container_id.clone());
                 service.container_id = Some(container_id);
                 service.restarts.running_since = Some(Utc::now());
                 self.set_status(

@@ -5,21 +5,25 @@ mod database;
 mod events;
 mod gpus;
 mod health;
+mod host_ram;
 mod lifecycle;
 mod lock;
 mod models;
 mod ports;
 mod reconcile;
 mod restart;
+mod room;
 mod services;
 mod watch;
 
 pub use events::EventBus;
 pub use gpus::{DeviceReport, GpuPlacementView, ModelAdvice, Recommendation};
+pub use host_ram::HOST_RAM;
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
 pub use ports::{PortHolder, ephemeral_range};
 pub use reconcile::Reconciled;
+pub use room::{RoomNeed, Want};
 pub use services::{LogOutput, ServiceRequest, ServiceUpdate, Updated};
 
 use std::collections::{BTreeMap, HashMap};

@@ -59,12 +59,21 @@ pub struct ModelFacts {
     /// (NVML's per-process accounting), next to the estimate.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub measured: BTreeMap<String, Known<u64>>,
+    /// Host memory a running engine of this model held on this host when it ran on the
+    /// CPU, by engine (its container's cgroup).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measured_ram: BTreeMap<String, Known<u64>>,
 }
 
 impl ModelFacts {
     /// Bytes an engine of this model was measured to hold on this host.
     pub fn measured_on(&self, engine: &str) -> Option<u64> {
         self.measured.get(engine).map(|k| k.value)
+    }
+
+    /// Bytes of host memory an engine of this model was measured to hold on the CPU.
+    pub fn measured_in_ram(&self, engine: &str) -> Option<u64> {
+        self.measured_ram.get(engine).map(|k| k.value)
     }
 
     /// Bytes of KV cache per token of context: 2 (keys and values) × layers × KV heads ×

@@ -150,8 +150,15 @@ async fn route_and_forward(
     } else {
         body
     };
+    // Engines count a stream's tokens only when asked to.
+    let asked = streaming.then(|| super::stream_usage::ask_for_usage(&body));
+    let (body, hide_usage) = match asked {
+        Some(Some(asked)) => (asked, true),
+        _ => (body, false),
+    };
     *target = Some(labels.clone());
     let mut exchange = gateway.enter(&service, labels, arrived).await;
+    exchange.hide_usage = hide_usage;
     // Entering may have waited for an unload: go by the service as it is now.
     let service = match gateway.inner.catalog.current(daemon).await {
         Ok(now) => now

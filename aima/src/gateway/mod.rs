@@ -12,6 +12,7 @@ mod loading;
 mod metrics;
 mod openai;
 mod proxy;
+mod stream_usage;
 mod swap;
 mod target;
 
@@ -93,6 +94,8 @@ struct Exchange {
     arrived: Instant,
     in_flight: Gauge,
     usage: Option<UsageTap>,
+    /// The gateway asked the engine for a stream's usage the client did not ask for.
+    hide_usage: bool,
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The answer's status, once its head went out.
     status: Option<u16>,
@@ -237,6 +240,7 @@ impl Gateway {
             arrived,
             in_flight,
             usage: None,
+            hide_usage: false,
             turn: None,
             status: None,
             first_byte: None,

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 
 use super::Exchange;
 use super::openai::OpenAiError;
+use super::stream_usage::HideUsage;
 
 /// Connection-level headers (RFC 9110 §7.6.1) that a proxy must not forward, plus the
 /// ones it sets itself.
@@ -101,24 +102,37 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 /// the client gets an error event before the end instead of a silent cut. The exchange
 /// lives as long as the body and sees each chunk, so it is in flight until the client
 /// has the last byte or hangs up (which drops this stream and the engine connection).
-pub(super) fn pass_through(
-    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+/// A usage event the gateway asked for on the client's behalf is left out.
+pub(super) fn pass_through<S>(
+    body: S,
     streaming: bool,
     exchange: Exchange,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    futures::stream::unfold(
-        (Box::pin(body), Some(exchange), false),
-        move |(mut body, mut guard, ended)| async move {
-            if ended {
-                drop(guard);
-                return None;
-            }
-            match body.next().await {
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    let passing = Passing {
+        hide: (streaming && exchange.hide_usage).then(HideUsage::default),
+        body: Box::pin(body),
+        exchange,
+        ended: false,
+    };
+    futures::stream::unfold(passing, move |mut state| async move {
+        if state.ended {
+            return None;
+        }
+        loop {
+            match state.body.next().await {
                 Some(Ok(chunk)) => {
-                    if let Some(exchange) = &mut guard {
-                        exchange.saw(&chunk);
+                    state.exchange.saw(&chunk);
+                    let chunk = match &mut state.hide {
+                        Some(hide) => hide.filter(&chunk),
+                        None => chunk,
+                    };
+                    // A chunk that held only the hidden event: nothing to send yet.
+                    if !chunk.is_empty() {
+                        return Some((Ok(chunk), state));
                     }
-                    Some((Ok(chunk), (body, guard, false)))
                 }
                 Some(Err(e)) if streaming => {
                     let error = OpenAiError {
@@ -128,14 +142,40 @@ pub(super) fn pass_through(
                         code: Some("engine_error"),
                         retry_after: None,
                     };
-                    let event = Bytes::from(format!("data: {}\n\n", error.body()));
-                    Some((Ok(event), (body, guard, true)))
+                    let mut event = state.held_back();
+                    event.extend_from_slice(format!("data: {}\n\n", error.body()).as_bytes());
+                    state.ended = true;
+                    return Some((Ok(Bytes::from(event)), state));
                 }
-                Some(Err(e)) => Some((Err(std::io::Error::other(e)), (body, guard, true))),
-                None => None,
+                Some(Err(e)) => {
+                    state.ended = true;
+                    return Some((Err(std::io::Error::other(e)), state));
+                }
+                None => {
+                    let rest = state.held_back();
+                    state.ended = true;
+                    return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), state));
+                }
             }
-        },
-    )
+        }
+    })
+}
+
+struct Passing<S> {
+    body: std::pin::Pin<Box<S>>,
+    /// Dropped with the stream: the request is in flight until then.
+    exchange: Exchange,
+    hide: Option<HideUsage>,
+    ended: bool,
+}
+
+impl<S> Passing<S> {
+    fn held_back(&mut self) -> Vec<u8> {
+        self.hide
+            .as_mut()
+            .map(|hide| hide.finish().to_vec())
+            .unwrap_or_default()
+    }
 }
 
 /// The root cause of a request error, without the layers around it.

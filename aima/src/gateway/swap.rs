@@ -1,7 +1,8 @@
 //! Bringing a cold service up: when its memory claim does not fit, the least recently
-//! used idle services on one GPU are stopped (never a pinned one, never one with a
-//! request in flight), then the gateway waits until the GPU's measured free memory
-//! really has room, since engines take seconds to release it, and starts it. Meanwhile
+//! used idle services on one device (a GPU, or host memory for engines on the CPU) are
+//! stopped (never a pinned one, never one with a request in flight), then the gateway
+//! waits until the device's measured free memory really has room, since engines take
+//! seconds to release it, and starts it. Meanwhile
 //! the request waits in the gateway's bounded queue. A waiting request looks again
 //! every [`POLL`] (a service went idle, stopped, released memory, a start failed), and
 //! a start refused for room because another start took it first is made room for and
@@ -12,9 +13,8 @@ use std::time::{Duration, Instant};
 use super::Gateway;
 use super::metrics::Target;
 use super::openai::OpenAiError;
-use crate::domain::{
-    EventKind, Gpu, GpuClaim, Service, ServiceStatus, available_mib, claim_mib, mib, place,
-};
+use crate::daemon::{HOST_RAM, RoomNeed};
+use crate::domain::{EventKind, Gpu, GpuClaim, Service, ServiceStatus, available_mib, mib};
 
 /// How often free memory is measured while waiting (Ollama's scheduler polls as often).
 const POLL: Duration = Duration::from_millis(250);
@@ -48,12 +48,15 @@ pub(super) async fn until_running(
         let left = deadline.saturating_duration_since(Instant::now());
         match gateway.inner.loads.ready(daemon, &service.id, left).await {
             Ok(led) => return Ok(led),
-            // Only where the gateway can make room (a GPU share it places itself); an
-            // estimate that fits on no GPU is the start's verdict, at once.
+            // Only where the gateway can make room: a claim larger than any device is
+            // the start's verdict, at once.
             Err(e)
                 if e.no_room
-                    && daemon.gpu_memory_fraction(service).is_some()
-                    && Instant::now() < deadline =>
+                    && Instant::now() < deadline
+                    && daemon
+                        .room_need(service)
+                        .await
+                        .is_some_and(|need| need.could_ever_fit()) =>
             {
                 // Another start took the memory between our look and this start: make
                 // room again (the other one becomes evictable once idle) and retry,
@@ -75,10 +78,6 @@ async fn make_room(
     target: &Target,
     deadline: Instant,
 ) -> Result<(), OpenAiError> {
-    let daemon = &gateway.inner.daemon;
-    let Some(fraction) = daemon.gpu_memory_fraction(service) else {
-        return Ok(());
-    };
     let mut queued = None;
     loop {
         let unavailable = |e: crate::daemon::DaemonError| OpenAiError::unavailable(e.to_string());
@@ -86,7 +85,7 @@ async fn make_room(
         // one counts, so a hundred waiting requests make room once, not a hundred times.
         let looked = {
             let _placing = gateway.inner.placing.lock().await;
-            look(gateway, service, fraction, target).await
+            look(gateway, service, target).await
         };
         match looked.map_err(unavailable)? {
             Room::Fits => return Ok(()),
@@ -116,13 +115,15 @@ async fn make_room(
 async fn look(
     gateway: &Gateway,
     service: &Service,
-    fraction: f64,
     target: &Target,
 ) -> Result<Room, crate::daemon::DaemonError> {
     let daemon = &gateway.inner.daemon;
-    let inventory = daemon.gpu_inventory().await;
-    if inventory.gpus.is_empty() {
-        // The start's admission says what is wrong.
+    let Some(RoomNeed { devices, want }) = daemon.room_need(service).await else {
+        // It claims nothing, or nothing is known to claim by: the start decides.
+        return Ok(Room::Fits);
+    };
+    if !devices.iter().any(|d| want.on(d) <= d.memory_total_mib) {
+        // Larger than any device: the start's admission refuses it with the numbers.
         return Ok(Room::Fits);
     }
     let claims = daemon.claims().await?;
@@ -131,7 +132,10 @@ async fn look(
         // own): nothing to make room for; the start decides.
         return Ok(Room::Fits);
     }
-    if place(&inventory.gpus, &claims, fraction).is_ok() {
+    if devices
+        .iter()
+        .any(|d| want.on(d) <= available_mib(d, &claims))
+    {
         return Ok(Room::Fits);
     }
     let catalog = gateway.inner.catalog.current(daemon).await?;
@@ -160,18 +164,17 @@ async fn look(
             .map(|c| c.claim_mib)
             .sum()
     };
-    let Some(gpu) = inventory
-        .gpus
+    let Some(gpu) = devices
         .iter()
-        .find(|gpu| claim_mib(gpu, fraction) <= gpu.memory_total_mib.saturating_sub(kept(gpu)))
+        .find(|gpu| want.on(gpu) <= gpu.memory_total_mib.saturating_sub(kept(gpu)))
         .cloned()
     else {
         return Ok(Room::Busy(format!(
-            "the GPUs are held by services that are busy or pinned; {} waits for one of them",
+            "the memory is held by services that are busy or pinned; {} waits for one of them",
             service.name
         )));
     };
-    let need = claim_mib(&gpu, fraction);
+    let need = want.on(&gpu);
     let mut left: Vec<GpuClaim> = claims.clone();
     let by_claims = |claims: &[GpuClaim]| {
         let claimed: u64 = claims
@@ -192,9 +195,8 @@ async fn look(
             continue;
         }
         let reason = format!(
-            "evicted by the gateway: GPU {} ({}) needed {} for {}",
-            gpu.index,
-            gpu.name,
+            "evicted by the gateway: {} needed {} for {}",
+            device(&gpu),
             mib(need),
             service.name
         );
@@ -208,7 +210,7 @@ async fn look(
             .publish(
                 &service.id,
                 EventKind::Note,
-                format!("making room on GPU {}: stopping {}", gpu.index, victim.name),
+                format!("making room on {}: stopping {}", device(&gpu), victim.name),
             )
             .await;
         gateway
@@ -222,8 +224,8 @@ async fn look(
     }
     if by_claims(&left) < need {
         return Ok(Room::Busy(format!(
-            "GPU {} has {} left after evicting what was idle",
-            gpu.index,
+            "{} has {} left after evicting what was idle",
+            device(&gpu),
             mib(by_claims(&left))
         )));
     }
@@ -246,7 +248,11 @@ async fn wait_for_memory(
     let daemon = &gateway.inner.daemon;
     let started = Instant::now();
     loop {
-        let inventory = daemon.gpu_inventory().await;
+        let devices = daemon
+            .room_need(service)
+            .await
+            .map(|need| need.devices)
+            .unwrap_or_default();
         let claims: Vec<GpuClaim> = daemon
             .claims()
             .await
@@ -256,7 +262,7 @@ async fn wait_for_memory(
             // room now (and the memory measured in use is its own).
             return Ok(());
         }
-        let now = inventory.gpus.iter().find(|g| g.uuid == gpu.uuid);
+        let now = devices.iter().find(|g| g.uuid == gpu.uuid);
         let left = now.map_or(0, |g| available_mib(g, &claims));
         if left >= need {
             if evicted {
@@ -266,8 +272,8 @@ async fn wait_for_memory(
                         &service.id,
                         EventKind::Note,
                         format!(
-                            "GPU {} has room after {} ms of waiting for memory to be released",
-                            gpu.index,
+                            "{} has room after {} ms of waiting for memory to be released",
+                            device(gpu),
                             started.elapsed().as_millis()
                         ),
                     )
@@ -279,13 +285,22 @@ async fn wait_for_memory(
             return Err(OpenAiError {
                 retry_after: Some(5),
                 ..OpenAiError::unavailable(format!(
-                    "GPU {} still has only {} free for {} after the evictions; retry shortly",
-                    gpu.index,
+                    "{} still has only {} free for {} after the evictions; retry shortly",
+                    device(gpu),
                     mib(left),
                     service.name
                 ))
             });
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A device as an operator names it: `GPU 0 (NVIDIA H100)`, or `host RAM`.
+fn device(gpu: &Gpu) -> String {
+    if gpu.uuid == HOST_RAM {
+        gpu.name.clone()
+    } else {
+        format!("GPU {} ({})", gpu.index, gpu.name)
     }
 }

@@ -10,7 +10,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -303,6 +303,28 @@ impl ContainerRuntime for DockerRuntime {
             .iter()
             .filter_map(|row| row.get(column)?.parse().ok())
             .collect())
+    }
+
+    async fn memory_usage(&self, id: &str) -> Result<Option<u64>, RuntimeError> {
+        let docker = self.client().await?;
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let Some(stats) = docker.stats(id, Some(options)).next().await else {
+            return Ok(None);
+        };
+        let memory = stats.map_err(|e| self.error(e))?.memory_stats;
+        Ok(memory.and_then(|m| {
+            let stats = m.stats.unwrap_or_default();
+            // cgroup v2 names the droppable cache inactive_file, v1 total_inactive_file.
+            let cache = stats
+                .get("inactive_file")
+                .or_else(|| stats.get("total_inactive_file"))
+                .copied()
+                .unwrap_or(0);
+            m.usage.map(|usage| usage.saturating_sub(cache))
+        }))
     }
 
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError> {

@@ -169,6 +169,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Bytes of host memory a running container holds now, as `docker stats` counts
+    /// them (its cgroup's usage less the page cache it could drop); none where the
+    /// runtime cannot tell.
+    async fn memory_usage(&self, id: &str) -> Result<Option<u64>, RuntimeError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Containers of anyone that publish `host_port`.
     async fn publishers_of(&self, host_port: u16) -> Result<Vec<ContainerInfo>, RuntimeError>;
 

@@ -603,6 +603,22 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
         .await
         .expect("post");
     streamed.text().await.expect("stream");
+    // A stream that did not ask for usage: the gateway asks the engine (real engines
+    // count a stream's tokens only then) and keeps the usage event from the client.
+    let unasked = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&json!({"model": "seen", "stream": true,
+                      "messages": [{"role": "user", "content": "two words"}]}))
+        .send()
+        .await
+        .expect("post")
+        .text()
+        .await
+        .expect("stream");
+    assert!(
+        !unasked.contains("\"usage\"") && unasked.ends_with("data: [DONE]\n\n"),
+        "{unasked}"
+    );
     let missing = client()
         .post(d.url("/v1/chat/completions"))
         .json(&chat("nobody", false))
@@ -621,7 +637,7 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
     };
     assert_eq!(
         at("aima_gateway_requests_total", r#",code="200""#),
-        Some(2.0),
+        Some(3.0),
         "{text}"
     );
     assert_eq!(
@@ -637,21 +653,21 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
         Some(1.0),
         "{text}"
     );
-    // Usage: the JSON answer and the stream's usage chunk (1 + 3 prompt words).
+    // Usage: the JSON answer and the streams' usage chunks (1 + 3 + 2 prompt words).
     assert_eq!(
         at("aima_gateway_tokens_total", r#",kind="prompt""#),
-        Some(4.0),
+        Some(6.0),
         "{text}"
     );
     assert!(at("aima_gateway_tokens_total", r#",kind="completion""#).unwrap_or(0.0) >= 16.0);
     assert_eq!(
         at("aima_gateway_time_to_head_seconds_count", ""),
-        Some(2.0),
+        Some(3.0),
         "{text}"
     );
     assert_eq!(
         at("aima_gateway_request_duration_seconds_count", ""),
-        Some(2.0),
+        Some(3.0),
         "{text}"
     );
     assert_eq!(at("aima_gateway_in_flight", ""), Some(0.0), "{text}");

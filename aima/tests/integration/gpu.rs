@@ -431,6 +431,82 @@ fn without_a_gpu_llamacpp_runs_on_the_cpu() {
     crate::support::remove_containers_with_label(&d.instance_label());
 }
 
+/// On a host without a GPU, engines on the CPU claim their estimate against host memory
+/// (a budget, and what the kernel reports available): refused early with the numbers,
+/// listed in `ps`, measured once running, and made room for by the gateway's swaps.
+#[test]
+fn without_a_gpu_engines_are_admitted_against_host_memory() {
+    let image = ensure_stub_image();
+    let d = TestDaemon::with_engine_and(move |s| {
+        s.engine_images.insert("llamacpp".into(), image.into());
+        s.host_ram_budget = Some(4 << 30);
+    });
+    // 2 GB of weights, no known shape: weights + llama.cpp's overhead, 2676 MiB.
+    let first = sized_model(&d, "two-gb", "2GB");
+    let second = sized_model(&d, "other-two-gb", "2GB");
+    let a = engine_service(&d, &first, "llamacpp", &[]);
+    let b = engine_service(&d, &second, "llamacpp", &[]);
+    assert_eq!(start(&d, &a).0, 0);
+    let expected_mib = (2_000_000_000_u64 + (768 << 20)).div_ceil(1 << 20);
+    let events = events_text(&d, &a);
+    assert!(
+        events.contains(&format!("claimed {expected_mib} MiB (2.6 GiB) of host RAM")),
+        "{events}"
+    );
+    let (_, ps, _) = json(d.cli().args(["ps"]));
+    assert_eq!(ps["items"][0]["host_memory_mib"], expected_mib, "{ps}");
+    assert_eq!(ps["items"][0]["gpu_memory_mib"], Value::Null, "{ps}");
+
+    let (code, stderr) = start(&d, &b);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("not enough host memory: the model needs 2676 MiB")
+            && stderr.contains("a budget of 4096 MiB")
+            && stderr.contains("2676 MiB (2.6 GiB) claimed by services")
+            && stderr.contains("AIMA_HOST_RAM_BUDGET"),
+        "{stderr}"
+    );
+    assert_eq!(
+        d.containers().len(),
+        1,
+        "the refused start created no container"
+    );
+
+    // What the running container holds joins the model's facts (docker stats' number).
+    let measured = poll(
+        Duration::from_secs(30),
+        "the host memory measurement",
+        || {
+            let (_, model, _) = json(d.cli().args(["model", "get", &first]));
+            model["facts"]["measured_ram"]["llamacpp"]["value"].as_u64()
+        },
+    );
+    assert!(measured > 0 && measured < 1 << 30, "{measured}");
+
+    // The gateway makes room on host memory as on a GPU: the idle service is evicted.
+    let (status, body) = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let answer = crate::support::http()
+                .post(d.url("/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "other-two-gb",
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .expect("answered");
+            (answer.status(), answer.text().await.unwrap_or_default())
+        });
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (_, evicted, _) = json(d.cli().args(["service", "get", &a]));
+    assert_eq!(evicted["status"], "stopped", "{evicted}");
+    assert!(
+        events_text(&d, &a).contains("evicted by the gateway: host RAM needed 2676 MiB"),
+        "{}",
+        events_text(&d, &a)
+    );
+    crate::support::remove_containers_with_label(&d.instance_label());
+}
+
 /// The Docker half of measuring a running engine's GPU memory: the host pids of its
 /// container's processes (NVML accounts memory by host pid).
 #[test]

@@ -241,7 +241,8 @@ function renderServices() {
   const body = $("#services tbody");
   const rows = [...state.services.values()].map((s) => {
     const traffic = state.traffic.get(s.id);
-    const claim = traffic?.gpu_memory_mib ? `${mib(traffic.gpu_memory_mib)} on GPU ${traffic.gpu}` : "-";
+    const claim = traffic?.gpu_memory_mib ? `${mib(traffic.gpu_memory_mib)} on GPU ${traffic.gpu}`
+      : traffic?.host_memory_mib ? `${mib(traffic.host_memory_mib)} of host RAM` : "-";
     return el("tr", { "data-service": s.id },
       el("td", {}, el("a", { href: `#/services/${encodeURIComponent(s.id)}`, text: s.name })),
       el("td", { text: modelName(s.model_id) }),

@@ -84,6 +84,7 @@ async fn engine_service(
     expr = "the official OpenAI client chats with model {string} through the gateway, plain and streamed, with usage"
 )]
 async fn openai_chat(w: &mut AimaWorld, model: String) {
+    let before = gateway_tokens(w, &model).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/openai_chat.py");
     let out = tokio::process::Command::new("python3")
         .args([script, &w.url("/v1"), &model])
@@ -116,6 +117,44 @@ async fn openai_chat(w: &mut AimaWorld, model: String) {
         "usage in the stream: {seen}"
     );
     assert!(stream["finish_reason"].is_string(), "{seen}");
+    // Real engines count a stream's tokens only when asked: the gateway asks for every
+    // stream, and a client that did not ask sees no usage event.
+    let unasked = &seen["unasked"];
+    assert!(unasked["chunks"].as_u64() > Some(1), "{seen}");
+    assert_eq!(unasked["usage_events"], 0, "{seen}");
+    let after = gateway_tokens(w, &model).await;
+    let prompt = plain["prompt_tokens"].as_u64().unwrap_or(0);
+    w.note(format!(
+        "gateway token counters: prompt {} -> {}, completion {} -> {}",
+        before.0, after.0, before.1, after.1
+    ));
+    assert_eq!(
+        after.0 - before.0,
+        3 * prompt,
+        "three chats of the same prompt counted, the stream that did not ask for usage too"
+    );
+    assert!(after.1 - before.1 > plain["completion_tokens"].as_u64().unwrap_or(0));
+}
+
+/// (prompt, completion) tokens the gateway counted for `model`.
+async fn gateway_tokens(w: &AimaWorld, model: &str) -> (u64, u64) {
+    let text = reqwest::get(w.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let count = |kind: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("aima_gateway_tokens_total{")
+                    && l.contains(&format!("model=\"{model}\""))
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (count("prompt"), count("completion"))
 }
 
 #[then(expr = "the engine of service {string} serves its own metrics, such as {string}")]
