@@ -21,21 +21,23 @@ pub struct BenchOptions {
     pub aima: PathBuf,
     pub stub_binary: PathBuf,
     pub image: String,
+    /// Only the real-engine rows.
+    pub real_engines_only: bool,
 }
 
 /// Every key of the issue, with the raw numbers behind the ratios.
 pub type BenchResults = BTreeMap<String, Value>;
 
 /// A daemon of the bench with its own home, port range and instance label.
-struct Daemon {
+pub(crate) struct Daemon {
     process: DaemonProcess,
     home: tempfile::TempDir,
     aima: PathBuf,
-    instance: String,
+    pub(crate) instance: String,
 }
 
 impl Daemon {
-    fn start(
+    pub(crate) fn start(
         options: &BenchOptions,
         ports: (u16, u16),
         extra: &[(&str, &str)],
@@ -101,7 +103,7 @@ impl Daemon {
     }
 
     /// Runs the CLI, returns (success, wall time, stderr).
-    fn timed(&self, args: &[&str]) -> anyhow::Result<(bool, Duration, String)> {
+    pub(crate) fn timed(&self, args: &[&str]) -> anyhow::Result<(bool, Duration, String)> {
         let started = Instant::now();
         let out = self.cli(args).output()?;
         Ok((
@@ -111,7 +113,7 @@ impl Daemon {
         ))
     }
 
-    fn cli_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+    pub(crate) fn cli_json(&self, args: &[&str]) -> anyhow::Result<Value> {
         let out = self.cli(args).args(["-o", "json"]).output()?;
         ensure!(
             out.status.success(),
@@ -149,7 +151,7 @@ impl Daemon {
         Ok(service["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.process.addr)
     }
 
@@ -173,7 +175,10 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait_until(
+    deadline: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let until = Instant::now() + deadline;
     while !check() {
         ensure!(Instant::now() < until, "timed out after {deadline:?}");
@@ -182,11 +187,11 @@ fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> anyhow::Re
     Ok(())
 }
 
-fn port_free(port: u16) -> bool {
+pub(crate) fn port_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -199,11 +204,11 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn round(v: f64) -> f64 {
+pub(crate) fn round(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
@@ -217,6 +222,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     let cycles = if options.quick { 10 } else { 20 };
     // Below the kernel's ephemeral ports, which outgoing connections borrow for a moment.
     let base = 10_000 + (std::process::id() % 10) as u16 * 100;
+    if options.real_engines_only {
+        crate::bench_real::run(&options, base + 2600, &mut results).await?;
+        crate::ledger::close();
+        return Ok(results);
+    }
 
     // -- start and stop, AIMA against raw docker, interleaved
     let daemon = tokio::task::block_in_place(|| Daemon::start(&options, (base, base + 49), &[]))?;
@@ -536,6 +546,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchResults> {
     crate::ledger::remove_labelled(&format!("aima.instance={instance}"));
 
     gateway(&options, base + 2400, &mut results).await?;
+    crate::bench_real::run(&options, base + 2600, &mut results).await?;
     crate::ledger::close();
     Ok(results)
 }
@@ -808,11 +819,17 @@ pub fn table(results: &BenchResults) -> String {
         ("gateway_stream64_added_p99_ms", "≤ 1"),
         ("gateway_cold_start_added_ms", "≤ 50"),
         ("gateway_swap_failed", "0 of 200"),
+        ("real_llamacpp_start_ratio", "≤ 1.05"),
+        ("real_llamacpp_stop_ratio", "≤ 1.05"),
+        ("real_llamacpp_tokens_per_s_ratio", "≥ 0.98"),
+        ("real_vllm_start_ratio", "≤ 1.05"),
+        ("real_vllm_stop_ratio", "≤ 1.05"),
+        ("real_vllm_tokens_per_s_ratio", "≥ 0.98"),
     ]);
-    let mut out = String::from("KEY                             VALUE      TARGET\n");
+    let mut out = String::from("KEY                               VALUE      TARGET\n");
     for (key, value) in results {
         out.push_str(&format!(
-            "{key:<31} {:<10} {}\n",
+            "{key:<33} {:<10} {}\n",
             value.to_string(),
             targets.get(key.as_str()).unwrap_or(&"")
         ));

@@ -3,6 +3,7 @@
 //! models, and the operator scenarios.
 
 pub mod bench;
+mod bench_real;
 pub mod docker;
 pub mod docker_proxy;
 pub mod engine_images;

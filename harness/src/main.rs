@@ -52,6 +52,9 @@ struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Only the real-engine rows (llama.cpp and vLLM on the CPU, images built first).
+    #[arg(long)]
+    real_engines: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,9 +113,10 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Build an engine image unless it is already current: the stub (default) from its
-    /// binary; llama.cpp (aima-llamacpp-cpu) from its recipe in harness/engines/.
+    /// binary; llama.cpp (aima-llamacpp-cpu) and vllm (aima-vllm-cpu, about 7 GB and
+    /// 12-15 minutes) from their recipes in harness/engines/.
     Build {
-        /// stub, llama.cpp, or all.
+        /// stub, llama.cpp, vllm, or all.
         #[arg(long, value_name = "ENGINE", default_value = "stub")]
         engine: String,
         /// The stub binary to package [default: aima-stub-engine next to this executable].
@@ -313,6 +317,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             aima: aima.clone(),
             stub_binary,
             image,
+            real_engines_only: args.real_engines,
         };
         harness::bench::run(options).await
     })?;
@@ -328,13 +333,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn image_build(engine: &str, binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
     let real = match engine {
         "stub" => Vec::new(),
-        "all" => vec![harness::engine_images::LLAMACPP_CPU],
-        "vllm" => anyhow::bail!(
-            "--engine vllm: the vLLM CPU image has no recipe in this harness yet; build stub or llama.cpp"
-        ),
+        "all" => harness::engine_images::ALL.to_vec(),
         other => vec![harness::engine_images::by_name(other).ok_or_else(|| {
             anyhow::anyhow!(
-                "--engine {other}: not an engine with an image here; give stub, llama.cpp or all"
+                "--engine {other}: not an engine with an image here; give stub, llama.cpp, vllm or all"
             )
         })?],
     };

@@ -15,8 +15,13 @@ use crate::domain::{
 use crate::engines::Engine;
 use crate::runtime::{ContainerInfo, ContainerSpec, RuntimeError};
 
-/// Health polling starts fast so a quick engine is seen at once, then backs off.
+/// Health polling starts fast so a quick engine is seen at once, then backs off: to
+/// [`HEALTH_QUICK_POLL`] while a start is young (llama.cpp answers within a second, and
+/// a start is measured against `docker run` polled as closely), to [`HEALTH_MAX_POLL`]
+/// for a long load (vLLM's minutes).
 const HEALTH_FIRST_POLL: Duration = Duration::from_millis(10);
+const HEALTH_QUICK_POLL: Duration = Duration::from_millis(25);
+const HEALTH_QUICK_FOR: Duration = Duration::from_secs(10);
 const HEALTH_MAX_POLL: Duration = Duration::from_millis(250);
 /// Time an engine gets to exit on SIGTERM before Docker kills it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -513,7 +518,12 @@ impl Daemon {
                     return;
                 }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 3 / 2).min(HEALTH_MAX_POLL);
+                let cap = if started.elapsed() < HEALTH_QUICK_FOR {
+                    HEALTH_QUICK_POLL
+                } else {
+                    HEALTH_MAX_POLL
+                };
+                pause = (pause * 3 / 2).min(cap);
             }
         };
         tokio::select! {

@@ -35,9 +35,9 @@ impl Criterion {
         self.tags.iter().any(|t| t == tag)
     }
 
-    /// Why this criterion does not run, given whether GPU criteria are enabled and, when
-    /// the real engine images are missing, why.
-    pub fn excluded(&self, gpu: bool, no_real_engines: Option<&str>) -> Option<Excluded> {
+    /// Why this criterion does not run, given whether GPU criteria are enabled and which
+    /// real engine images are missing (by the engine's feature tag, with why).
+    pub fn excluded(&self, gpu: bool, missing_images: &[(&str, String)]) -> Option<Excluded> {
         if self.has_tag("wip") {
             let reason = self
                 .description
@@ -48,8 +48,10 @@ impl Criterion {
         if self.has_tag("gpu") && !gpu {
             return Some(Excluded::NeedsGpu);
         }
-        if let Some(why) = no_real_engines.filter(|_| self.has_tag("real-engine")) {
-            return Some(Excluded::NeedsImage(why.to_owned()));
+        if self.has_tag("real-engine")
+            && let Some((_, why)) = missing_images.iter().find(|(tag, _)| self.has_tag(tag))
+        {
+            return Some(Excluded::NeedsImage(why.clone()));
         }
         None
     }

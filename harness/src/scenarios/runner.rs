@@ -115,20 +115,23 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 .tag
         }
     };
-    // Real engines run where their images were built from the current recipes.
-    let no_real_engines = if criteria.iter().any(|c| c.has_tag("real-engine")) {
+    // Real engines run where their images were built from the current recipes: a
+    // criterion tagged with an engine (`@llamacpp`, `@vllm`) needs that engine's image.
+    let mut missing_images: Vec<(&'static str, String)> = Vec::new();
+    if criteria.iter().any(|c| c.has_tag("real-engine")) {
         let docker = crate::docker::connect().await?;
-        let image = crate::engine_images::LLAMACPP_CPU;
-        match image.current(&docker).await? {
-            Some(_) => None,
-            None => Some(format!(
-                "the image {} is not built from its current recipe: run `cargo harness image build --engine llama.cpp` (about 10 minutes; CI does)",
-                image.tag
-            )),
+        for image in crate::engine_images::ALL {
+            if image.current(&docker).await?.is_none() {
+                missing_images.push((
+                    image.feature_tag,
+                    format!(
+                        "the image {} is not built from its current recipe: run `cargo harness image build --engine {}` ({}; CI does)",
+                        image.tag, image.engine, image.build_time
+                    ),
+                ));
+            }
         }
-    } else {
-        None
-    };
+    }
     configure(RunConfig {
         aima,
         stub_binary,
@@ -145,10 +148,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     })?;
     let to_run: BTreeSet<(String, String)> = criteria
         .iter()
-        .filter(|c| {
-            c.excluded(options.gpu, no_real_engines.as_deref())
-                .is_none()
-        })
+        .filter(|c| c.excluded(options.gpu, &missing_images).is_none())
         .map(|c| (c.feature.clone(), c.name.clone()))
         .collect();
     let outcomes: Outcomes = Arc::default();
@@ -233,7 +233,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 evidence: Vec::new(),
                 daemon_log: None,
             };
-            match c.excluded(options.gpu, no_real_engines.as_deref()) {
+            match c.excluded(options.gpu, &missing_images) {
                 Some(Excluded::Pending(reason)) => without_run(Verdict::Pending(reason)),
                 Some(Excluded::NeedsImage(why)) => without_run(Verdict::Skipped(why)),
                 Some(Excluded::NeedsGpu) => without_run(Verdict::Skipped(

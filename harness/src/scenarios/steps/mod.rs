@@ -29,7 +29,9 @@ use daemon::restart_daemon;
 use monitoring::last_start;
 use services::{create_service_with, start_and_wait};
 
-const WAIT_TIMEOUT: &str = "60";
+/// `--timeout` of every `start --wait`: a cap, not a wait; a real vLLM loads for a minute
+/// on a loaded 2-core machine.
+const WAIT_TIMEOUT: &str = "600";
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
