@@ -87,6 +87,7 @@ struct ConfigFile {
     gateway_queue: Option<String>,
     mcp_max_sessions: Option<String>,
     host_ram_budget: Option<String>,
+    gateway_auto_create: Option<bool>,
     #[serde(default)]
     engines: BTreeMap<String, EngineOverride>,
 }
@@ -151,6 +152,9 @@ pub struct Settings {
     /// (`16GiB`); none: the host's total. Claims never exceed what the kernel reports
     /// available either.
     pub host_ram_budget: Option<u64>,
+    /// `AIMA_GATEWAY_AUTO_CREATE`: a gateway request naming a model with no service
+    /// creates one (the recommended engine; an event says so). Default true.
+    pub gateway_auto_create: bool,
 }
 
 /// A secret that must not end up in logs or `Debug` output.
@@ -404,6 +408,21 @@ impl Settings {
             None => None,
         };
 
+        let gateway_auto_create = match env("AIMA_GATEWAY_AUTO_CREATE") {
+            Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting: "AIMA_GATEWAY_AUTO_CREATE".to_owned(),
+                        value,
+                        expected: "true or false",
+                    });
+                }
+            },
+            None => file.gateway_auto_create.unwrap_or(true),
+        };
+
         let simulate_gpu_release = match env("AIMA_SIMULATE_GPU_RELEASE") {
             Some(value) => parse_duration(&value).ok_or(ConfigError::Invalid {
                 setting: "AIMA_SIMULATE_GPU_RELEASE".to_owned(),
@@ -442,6 +461,7 @@ impl Settings {
             gateway_queue,
             mcp_max_sessions,
             host_ram_budget,
+            gateway_auto_create,
         })
     }
 
@@ -511,6 +531,14 @@ fn read_token_file(path: &Path) -> Result<Option<ApiToken>, ConfigError> {
         })
 }
 
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 /// Colon-separated absolute directories, none empty.
 fn parse_roots(value: &str) -> Option<Vec<PathBuf>> {
     let roots: Vec<PathBuf> = value
@@ -535,7 +563,13 @@ fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.to_owned(),
-            message: e.message().to_owned(),
+            message: match e.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(&text, span.start);
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
         // A home that is not a directory shows up later as "home not writable", with the fix.
@@ -730,11 +764,16 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join("config.toml"), "adr = \"x\"\n").expect("write");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "port_range = \"21000-21100\"\n  adr = \"x\"\n",
+        )
+        .expect("write");
         let msg = resolve(home_flag(dir.path()), &[])
             .expect_err("typo")
             .to_string();
         assert!(msg.contains("config.toml") && msg.contains("adr"), "{msg}");
+        assert!(msg.contains("line 2, column 3"), "{msg}");
     }
 
     #[test]

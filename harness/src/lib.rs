@@ -36,6 +36,11 @@ pub fn build_under_cargo() -> anyhow::Result<()> {
     if release {
         cmd.arg("--release");
     }
+    // Cargo's own progress follows on stderr; a first build takes minutes.
+    eprintln!(
+        "harness: building aima and aima-stub-engine ({} build; the first one takes minutes, later ones seconds)",
+        if release { "release" } else { "debug" }
+    );
     let status = cmd.status()?;
     anyhow::ensure!(
         status.success(),

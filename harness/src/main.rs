@@ -382,7 +382,11 @@ fn stub_image_build(binary: Option<PathBuf>, force: bool) -> anyhow::Result<()> 
             path.display()
         ),
         Some(path) => path,
-        None => stub_image::locate_stub_binary()?,
+        None => {
+            // A fresh clone has not built the stub yet: under cargo, build it now.
+            harness::build_under_cargo()?;
+            stub_image::locate_stub_binary()?
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -303,6 +303,11 @@ pub struct ServiceDto {
     pub status_reason: Option<String>,
     pub container_id: Option<String>,
     pub gpu_memory_utilization: Option<f64>,
+    /// The GPU it is pinned to (`--gpu N`); null: where its model fits best.
+    pub gpu: Option<u32>,
+    /// Its model's name (the name the gateway routes by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
     /// The gateway stops the engine after this long without requests (`5m`); null: never.
     pub idle_timeout: Option<String>,
     /// How long a gateway request waits for the engine to load (`10m`).
@@ -345,6 +350,7 @@ impl ServiceDto {
         });
         Self {
             estimate,
+            model_name: model.map(|m| m.name.clone()),
             ..Self::from(service)
         }
     }
@@ -362,6 +368,8 @@ impl From<Service> for ServiceDto {
             status_reason: s.status_reason,
             container_id: s.container_id,
             gpu_memory_utilization: s.gpu_memory_utilization,
+            gpu: s.gpu_index,
+            model_name: None,
             idle_timeout: s
                 .serving
                 .idle_timeout
@@ -456,6 +464,15 @@ pub struct CreateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub health_retries: Option<u32>,
+    /// Pin it to this GPU (its index in `aima device detect`); default: the GPU where its
+    /// model fits best, as `recommend` ranks them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1023)]
+    pub gpu: Option<u32>,
+    /// When a service like it exists (the same name, or else the same model and engine),
+    /// answer with that one (200) instead of creating another.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_not_exists: bool,
 }
 
 /// Body of `PATCH /api/v1/services/{id}`: only the settings given change.
@@ -500,11 +517,32 @@ pub struct UpdateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub health_retries: Option<u32>,
+    /// Pin it to this GPU (`0`, `1`, …), or `any` to let its model's size place it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(any|0|[1-9][0-9]{0,2})$")]
+    pub gpu: Option<String>,
+    /// A new host port, while the engine does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u16>,
 }
 
-impl From<UpdateServiceRequest> for crate::daemon::ServiceUpdate {
-    fn from(r: UpdateServiceRequest) -> Self {
-        Self {
+impl TryFrom<UpdateServiceRequest> for crate::daemon::ServiceUpdate {
+    type Error = crate::domain::Invalid;
+    fn try_from(r: UpdateServiceRequest) -> Result<Self, Self::Error> {
+        let gpu = match r.gpu.as_deref().map(str::trim) {
+            None => None,
+            Some("any") => Some(None),
+            Some(text) => Some(Some(text.parse::<u32>().map_err(|_| {
+                crate::domain::Invalid::new(
+                    "gpu",
+                    format!("gpu '{text}' is not a GPU index; give 0, 1, … (see 'aima device detect') or any"),
+                )
+            })?)),
+        };
+        Ok(Self {
+            gpu,
+            port: r.port,
             gpu_memory_utilization: r.gpu_memory_utilization,
             env: r.env,
             idle_timeout: r.idle_timeout,
@@ -516,7 +554,7 @@ impl From<UpdateServiceRequest> for crate::daemon::ServiceUpdate {
             start_timeout: r.start_timeout,
             health_interval: r.health_interval,
             health_retries: r.health_retries,
-        }
+        })
     }
 }
 
@@ -546,6 +584,7 @@ impl From<CreateServiceRequest> for ServiceRequest {
             start_timeout: r.start_timeout,
             health_interval: r.health_interval,
             health_retries: r.health_retries,
+            gpu: r.gpu,
         }
     }
 }
@@ -685,6 +724,10 @@ pub struct LoadedDto {
     /// When the gateway unloads it unless a request comes first; null: never, or not
     /// while requests are in flight.
     pub unload_at: Option<DateTime<Utc>>,
+    /// Completion tokens per second of its answers in the last 5 minutes.
+    pub tokens_per_second: Option<f64>,
+    /// Mean time to the first token of its streamed answers in the last 5 minutes.
+    pub time_to_first_token_ms: Option<u64>,
 }
 
 /// One finished gateway request.

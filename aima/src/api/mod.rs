@@ -64,6 +64,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         models::legacy_list_models,
         services::list_services,
         services::create_service,
+        services::ensure_service,
         services::get_service,
         services::delete_service,
         services::update_service,
@@ -126,7 +127,8 @@ pub fn router(
         .route(
             "/models/{id}",
             get(models::get_model).delete(models::delete_model),
-        );
+        )
+        .route("/models/{id}/service", post(services::ensure_service));
     let v1 = v1
         .route(
             "/services",

@@ -11,6 +11,9 @@ use super::{ApiError, ApiJson};
 use crate::daemon::Daemon;
 use crate::domain::{ServiceStatus, TrafficSource};
 
+/// The recent past `aima ps` reports speeds over.
+const SPEED_WINDOW_MINUTES: i64 = 5;
+
 /// Starting and running services with their GPU placement and gateway traffic.
 #[utoipa::path(get, path = "/api/v1/ps", tag = "services",
     responses((status = 200, body = inline(List<LoadedDto>)), (status = 503, body = ErrorBody)))]
@@ -32,10 +35,13 @@ pub async fn loaded(
         .into_iter()
         .map(|t| (t.service_id.clone(), t))
         .collect();
+    let recent = gateway.recent_requests();
+    let window = chrono::Utc::now() - chrono::Duration::minutes(SPEED_WINDOW_MINUTES);
     let items = services
         .into_iter()
         .filter(|s| matches!(s.status, ServiceStatus::Starting | ServiceStatus::Running))
         .map(|s| {
+            let speed = crate::domain::speed(&recent, &s.name, window);
             let claim = claims.iter().find(|c| c.service_id == s.id.as_str());
             let seen = traffic.get(&s.id);
             let in_flight = seen.map_or(0, |t| t.in_flight);
@@ -72,6 +78,10 @@ pub async fn loaded(
                     .idle_timeout
                     .map(|d| humantime::format_duration(d).to_string()),
                 unload_at,
+                tokens_per_second: speed.tokens_per_second.map(|t| (t * 10.0).round() / 10.0),
+                time_to_first_token_ms: speed
+                    .time_to_first_token
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             }
         })
         .collect();

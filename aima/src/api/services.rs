@@ -170,6 +170,7 @@ impl ListCache {
 #[utoipa::path(post, path = "/api/v1/services", tag = "services", request_body = CreateServiceRequest,
     responses(
         (status = 201, body = ServiceDto),
+        (status = 200, description = "with if_not_exists: the service like it that exists", body = ServiceDto),
         (status = 404, description = "unknown model", body = ErrorBody),
         (status = 409, description = "port unavailable", body = ErrorBody),
         (status = 422, description = "invalid field", body = ErrorBody),
@@ -178,8 +179,38 @@ pub async fn create_service(
     State(daemon): State<Daemon>,
     ApiJson(request): ApiJson<CreateServiceRequest>,
 ) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
-    let service = daemon.create_service(request.into()).await?;
+    let if_not_exists = request.if_not_exists;
+    let request: crate::daemon::ServiceRequest = request.into();
+    if if_not_exists && let Some(existing) = daemon.existing_service(&request).await? {
+        return Ok((StatusCode::OK, ApiJson(shown(&daemon, existing).await)));
+    }
+    let service = daemon.create_service(request).await?;
     Ok((StatusCode::CREATED, ApiJson(shown(&daemon, service).await)))
+}
+
+/// The service that serves a model: the one a gateway request for it goes to, or, when
+/// it has none, a new one with the engine its files call for (`aima run`).
+#[utoipa::path(post, path = "/api/v1/models/{id}/service", tag = "services",
+    params(("id" = String, Path, description = "model id, name or unique id prefix")),
+    responses(
+        (status = 200, description = "the service it has", body = ServiceDto),
+        (status = 201, description = "a service made for it now", body = ServiceDto),
+        (status = 404, description = "unknown model", body = ErrorBody),
+        (status = 409, description = "no port left for a new service", body = ErrorBody),
+    ))]
+pub async fn ensure_service(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, ApiJson<ServiceDto>), ApiError> {
+    let (service, created) = daemon
+        .ensure_service(&id, crate::daemon::Asker::Run)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ApiJson(shown(&daemon, service).await)))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
@@ -256,13 +287,16 @@ pub async fn start_service(
     params(("id" = String, Path, description = "service id")),
     request_body = UpdateServiceRequest,
     responses((status = 200, body = UpdatedServiceDto), (status = 404, body = ErrorBody),
+        (status = 409, description = "the port is taken, or the engine runs on it", body = ErrorBody),
         (status = 422, description = "a setting breaks a rule, or nothing to change", body = ErrorBody)))]
 pub async fn update_service(
     State(daemon): State<Daemon>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<UpdateServiceRequest>,
 ) -> Result<ApiJson<UpdatedServiceDto>, ApiError> {
-    let updated = daemon.update_service(&id, request.into()).await?;
+    let update = crate::daemon::ServiceUpdate::try_from(request)
+        .map_err(crate::daemon::DaemonError::from)?;
+    let updated = daemon.update_service(&id, update).await?;
     Ok(ApiJson(UpdatedServiceDto {
         service: shown(&daemon, updated.service).await,
         applies_at_next_start: updated
@@ -636,7 +670,7 @@ where
 }
 
 /// A service as the API shows it: with its model's GPU memory estimate on its engine.
-async fn shown(daemon: &Daemon, service: Service) -> ServiceDto {
+pub(super) async fn shown(daemon: &Daemon, service: Service) -> ServiceDto {
     let model = daemon.get_model(service.model_id.as_str()).await.ok();
     ServiceDto::with_model(service, model.as_ref())
 }

@@ -66,6 +66,23 @@ impl Client {
         self.call(self.request(Method::POST, path).json(body)).await
     }
 
+    /// A POST whose answer says by its status whether it made something: `(true, _)` for
+    /// 201 Created, `(false, _)` for 200.
+    pub async fn post_with_status<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(bool, T), CliError> {
+        let response = self
+            .request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let created = response.status() == StatusCode::CREATED;
+        self.read(response).await.map(|value| (created, value))
+    }
+
     pub async fn patch<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -98,8 +115,27 @@ impl Client {
     /// A streaming GET (logs, events): no overall timeout, and the response is handed back
     /// as soon as its head arrives.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        self.streamed(self.streaming.get(format!("http://{}{path}", self.addr)))
+            .await
+    }
+
+    /// A streaming POST (a chat answer as the engine writes it).
+    pub async fn post_stream<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<reqwest::Response, CliError> {
+        self.streamed(
+            self.streaming
+                .post(format!("http://{}{path}", self.addr))
+                .json(body),
+        )
+        .await
+    }
+
+    async fn streamed(&self, request: RequestBuilder) -> Result<reqwest::Response, CliError> {
         let response = self
-            .authorized(self.streaming.get(format!("http://{}{path}", self.addr)))
+            .authorized(request)
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
@@ -177,6 +213,10 @@ impl Client {
 
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, CliError> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        self.read(response).await
+    }
+
+    async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, CliError> {
         let status = response.status();
         let bytes = response
             .bytes()

@@ -12,6 +12,7 @@ mod ps;
 mod service;
 mod start;
 mod status;
+mod verbs;
 mod version;
 
 use std::path::PathBuf;
@@ -60,8 +61,25 @@ enum Command {
     /// Inspect the host's GPUs.
     #[command(subcommand)]
     Device(device::DeviceCommand),
-    /// What is loaded: engines starting or running, their GPU, traffic and unload time.
+    /// Run a model: give it a service if it has none, start it, then answer PROMPT (or
+    /// chat on a terminal).
+    Run(verbs::RunArgs),
+    /// Talk to a model or service through the gateway (which starts it when cold).
+    Chat(verbs::ChatArgs),
+    /// Stop services (or the service of a model); returns once their ports are free.
+    Stop {
+        /// Services or models: names, ids or unique id prefixes.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Stop and start services again, waiting for each to run.
+    Restart(verbs::RestartArgs),
+    /// Print a service's (or a model's service's) engine output.
+    Logs(service::LogsArgs),
+    /// What is loaded: engines starting or running, their GPU, traffic, speed and unload time.
     Ps,
+    /// 'aima ps' live: again every 2 seconds until Ctrl-C.
+    Top,
     /// Every service's and model's events, oldest first (an audit trail, as docker events).
     Events {
         /// Keep printing new events.
@@ -153,6 +171,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Service(command) => service::run(&client, cli.output, command).await,
             Command::Device(command) => device::run(&client, cli.output, command).await,
             Command::Ps => ps::run(&client, cli.output).await,
+            Command::Top => ps::top(&client, cli.output).await,
+            Command::Run(args) => verbs::run(&client, args).await,
+            Command::Chat(args) => verbs::chat(&client, args).await,
+            Command::Stop { names } => {
+                let command = service::ServiceCommand::Stop { ids: names };
+                verbs::as_service(&client, cli.output, command).await
+            }
+            Command::Restart(args) => verbs::restart(&client, cli.output, args).await,
+            Command::Logs(args) => {
+                let command = service::ServiceCommand::Logs(args);
+                verbs::as_service(&client, cli.output, command).await
+            }
             Command::Mcp => crate::mcp::serve_stdio(client).await,
             Command::Events { follow } => {
                 let path = format!("/api/v1/events?follow={follow}");

@@ -75,26 +75,7 @@ pub enum ServiceCommand {
         timeout: Duration,
     },
     /// Print the engine container's output (its last lines are kept after a stop or failure).
-    Logs {
-        /// The service: its id, its name, or a unique prefix of its id.
-        #[arg(value_name = "ID|NAME")]
-        id: String,
-        /// Keep printing new output.
-        #[arg(short, long)]
-        follow: bool,
-        /// Only the last N lines.
-        #[arg(long, value_name = "N")]
-        tail: Option<usize>,
-        /// Only output since then: 2026-12-02T10:00:00Z, unix seconds, or 10m ago.
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// Begin each line with the time it was written.
-        #[arg(short, long)]
-        timestamps: bool,
-        /// The lines kept from the container before the current one (a crashed engine's).
-        #[arg(short, long, conflicts_with = "follow")]
-        previous: bool,
-    },
+    Logs(LogsArgs),
     /// What fits on the GPUs now: per model the engine, GPU and memory utilization.
     Recommend {
         /// Only this model (default: every registered model).
@@ -110,6 +91,29 @@ pub enum ServiceCommand {
         #[arg(short, long)]
         follow: bool,
     },
+}
+
+/// `service logs` and `aima logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service, or a model it serves: an id, a name, or a unique prefix of an id.
+    #[arg(value_name = "ID|NAME")]
+    id: String,
+    /// Keep printing new output.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Only output since then: 2026-12-02T10:00:00Z, unix seconds, or 10m ago.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Begin each line with the time it was written.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// The lines kept from the container before the current one (a crashed engine's).
+    #[arg(short, long, conflicts_with = "follow")]
+    previous: bool,
 }
 
 /// What `service wait --for` waits for.
@@ -175,6 +179,14 @@ pub struct CreateArgs {
     /// Requests the gateway passes to the engine at once; the rest wait their turn.
     #[arg(long, value_name = "N")]
     max_concurrency: Option<u32>,
+    /// Run it on this GPU (its index in 'aima device detect') [default: the GPU where
+    /// its model fits best, as 'aima service recommend' ranks them].
+    #[arg(long, value_name = "N")]
+    gpu: Option<u32>,
+    /// When a service like it exists (this --name, or else this model and engine), print
+    /// that one instead of creating another.
+    #[arg(long)]
+    if_not_exists: bool,
     /// Never stop this service to make room for another engine on its GPU.
     #[arg(long)]
     pinned: bool,
@@ -228,6 +240,12 @@ pub struct UpdateArgs {
     /// Requests the gateway passes to the engine at once.
     #[arg(long, value_name = "N")]
     max_concurrency: Option<u32>,
+    /// Run it on this GPU, or any: where its model fits best (at the next start).
+    #[arg(long, value_name = "N|any")]
+    gpu: Option<String>,
+    /// A new host port (while the engine does not run; stop it first).
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
     /// Never stop this service to make room for another engine.
     #[arg(long, value_name = "BOOL")]
     pinned: Option<bool>,
@@ -259,15 +277,18 @@ pub async fn run(
                 start_timeout: args.healing.start_timeout,
                 health_interval: args.healing.health_interval,
                 health_retries: args.healing.health_retries,
+                gpu: args.gpu,
+                if_not_exists: args.if_not_exists,
             };
             let service: ServiceDto = client.post("/api/v1/services", &request).await?;
-            // Stdout stays the id alone, for scripts; what the model needs is a note.
-            if matches!(format, OutputFormat::Table | OutputFormat::Wide)
-                && let Some(estimate) = &service.estimate
-            {
-                eprintln!("{} will need {}", service.id, needs(estimate));
+            if matches!(format, OutputFormat::Table | OutputFormat::Wide) {
+                created_notes(client, &service, args.if_not_exists).await;
             }
-            output::print(format, &service, || service.id.clone())
+            // Stdout stays the name alone (the id with -o wide), for scripts.
+            output::print(format, &service, || match format {
+                OutputFormat::Wide => service.id.clone(),
+                _ => service.name.clone(),
+            })
         }
         ServiceCommand::Update(args) => {
             let env = if args.clear_env {
@@ -287,6 +308,8 @@ pub async fn run(
                 start_timeout: args.healing.start_timeout,
                 health_interval: args.healing.health_interval,
                 health_retries: args.healing.health_retries,
+                gpu: args.gpu,
+                port: args.port,
             };
             let path = format!("/api/v1/services/{}", path_segment(&args.id));
             let updated: UpdatedServiceDto = client.patch(&path, &request).await?;
@@ -338,14 +361,14 @@ pub async fn run(
             wanted,
             timeout,
         } => wait_for(client, format, &id, wanted, timeout).await,
-        ServiceCommand::Logs {
+        ServiceCommand::Logs(LogsArgs {
             id,
             follow,
             tail,
             since,
             timestamps,
             previous,
-        } => {
+        }) => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             if previous {
                 query.append_pair("previous", "true");
@@ -395,6 +418,35 @@ pub async fn run(
             );
             print_events(client, format, &path).await
         }
+    }
+}
+
+/// What a person creating a service should know, on stderr: what its model needs, and
+/// that its model already had a service of this engine (a rerun script's second create).
+async fn created_notes(client: &Client, service: &ServiceDto, if_not_exists: bool) {
+    if let Some(estimate) = &service.estimate {
+        eprintln!("{} will need {}", service.name, needs(estimate));
+    }
+    let path = format!(
+        "/api/v1/services?model={}&engine={}",
+        path_segment(&service.model_id),
+        path_segment(&service.engine)
+    );
+    let Ok(List { items }) = client.get::<List<ServiceDto>>(&path).await else {
+        return;
+    };
+    let others: Vec<&str> = items
+        .iter()
+        .filter(|s| s.id != service.id)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !others.is_empty() && !if_not_exists {
+        eprintln!(
+            "note: {} is another {} service of its model beside {}; pass --if-not-exists to reuse one instead",
+            service.name,
+            service.engine,
+            others.join(", ")
+        );
     }
 }
 
@@ -488,7 +540,7 @@ async fn wait_for(
     }
 }
 
-async fn get(client: &Client, id: &str) -> Result<ServiceDto, CliError> {
+pub(super) async fn get(client: &Client, id: &str) -> Result<ServiceDto, CliError> {
     client
         .get(&format!("/api/v1/services/{}", path_segment(id)))
         .await
@@ -502,6 +554,32 @@ async fn start(
     wait: bool,
     timeout: Duration,
 ) -> Result<(), CliError> {
+    start_service(client, Some(format), id, wait, timeout)
+        .await
+        .map(drop)
+}
+
+/// Starts a service (and waits, showing each phase, with `wait`); prints the outcome in
+/// `format`, or with `None` shows the phases on stderr and prints nothing, for commands
+/// whose stdout is something else (`aima run`'s answer).
+pub(super) async fn start_service(
+    client: &Client,
+    format: Option<OutputFormat>,
+    id: &str,
+    wait: bool,
+    timeout: Duration,
+) -> Result<ServiceDto, CliError> {
+    let (format, quiet) = match format {
+        Some(format) => (format, false),
+        None => (OutputFormat::Json, true),
+    };
+    let print = |service: &ServiceDto, text: String| {
+        if quiet {
+            Ok(())
+        } else {
+            output::print(format, service, || text)
+        }
+    };
     let segment = path_segment(id);
     // Subscribe before starting, so no phase is missed.
     let events = if wait {
@@ -521,14 +599,15 @@ async fn start(
         )
         .await?;
     let Some(events) = events else {
-        return output::print(format, &service, || {
-            format!("{} {}", service.id, service.status)
-        });
+        print(&service, format!("{} {}", service.id, service.status))?;
+        return Ok(service);
     };
     if service.status == "running" {
-        return output::print(format, &service, || {
-            format!("{} is already running on port {}", service.id, service.port)
-        });
+        print(
+            &service,
+            format!("{} is already running on port {}", service.id, service.port),
+        )?;
+        return Ok(service);
     }
     let progress = Progress::new(format);
     let mut events = std::pin::pin!(events);
@@ -555,14 +634,16 @@ async fn start(
     progress.finish();
     let service = get(client, id).await?;
     match outcome {
-        Ok(Ok(true)) => output::print(format, &service, || {
-            format!(
+        Ok(Ok(true)) => {
+            let text = format!(
                 "{} running on port {} ({:.1}s)",
                 service.id,
                 service.port,
                 started.elapsed().as_secs_f64()
-            )
-        }),
+            );
+            print(&service, text)?;
+            Ok(service)
+        }
         Ok(Ok(false)) => Err(CliError::new(
             CliError::FAILED,
             format!(
@@ -576,10 +657,10 @@ async fn start(
             CliError::FAILED,
             format!(
                 "{} is still {} after {} (last phase: {last_phase}); the start goes on: follow it with 'aima service events {} --follow'",
-                service.id,
+                service.name,
                 service.status,
                 humantime::format_duration(timeout),
-                service.id
+                service.name
             ),
         )),
     }
@@ -686,7 +767,11 @@ fn table(services: &[ServiceDto], loaded: &[LoadedDto], wide: bool) -> String {
             let mut row = vec![
                 s.id.clone(),
                 s.name.clone(),
-                s.model_id.clone(),
+                // The name people route by; the id with -o wide.
+                match (&s.model_name, wide) {
+                    (Some(name), false) => name.clone(),
+                    _ => s.model_id.clone(),
+                },
                 s.engine.clone(),
                 s.port.to_string(),
                 s.status.clone(),

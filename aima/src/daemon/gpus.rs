@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use super::placement::pinned;
 use super::{Daemon, DaemonError};
 use crate::domain::{
     EventKind, Gpu, GpuClaim, GpuInventory, MemoryEstimate, Model, Service, StartPhase,
     available_mib, bytes_to_mib, estimate, fitting_gpus, largest_fitting_fraction, memory_of_pids,
-    mib, place,
+    mib,
 };
 use crate::engines::{CATALOG, Engine};
 
@@ -20,6 +21,8 @@ pub const GPU_OPTIONAL_LABEL: (&str, &str) = ("ai.aima.gpu", "optional");
 pub(super) struct Placement {
     /// A real device to pass to the container (none for simulated GPUs).
     pub device: Option<String>,
+    /// The GPU share chosen by the model's size, for a service that named none.
+    pub share: Option<f64>,
     /// Held until the engine is healthy or the start fails.
     pub _loading: Arc<tokio::sync::OwnedMutexGuard<()>>,
 }
@@ -134,7 +137,10 @@ impl Daemon {
         // and must not count as memory in use meanwhile.
         let id = service.id.clone();
         self.store()
-            .run(move |store| store.set_gpu_placement(&id, None))
+            .run(move |store| {
+                store.set_placed_share(&id, None)?;
+                store.set_gpu_placement(&id, None)
+            })
             .await
             .map_err(|e| e.to_string())?;
         let estimate = estimate(&model.facts, &engine.spec.memory, None);
@@ -172,8 +178,9 @@ impl Daemon {
                     .map(|m| format!("; measured {} on this host", gib(m)))
                     .unwrap_or_default()
             );
+            let candidates = pinned(service, inventory.clone())?;
             let (gpu, claim) = self
-                .claim(service, &inventory, |gpus, claims| {
+                .claim(service, &candidates, |gpus, claims| {
                     crate::domain::place_mib(gpus, claims, want, &what)
                 })
                 .await?;
@@ -211,51 +218,13 @@ impl Daemon {
                 inventory.none_reason.as_deref().unwrap_or("no GPU found")
             ));
         }
-        let fraction = service
-            .gpu_memory_utilization
-            .unwrap_or(engine.spec.default_gpu_memory_utilization);
-        let (gpu, claim) = self
-            .claim(service, &inventory, |gpus, claims| {
-                place(gpus, claims, fraction)
-            })
-            .await?;
-        if let Some(e) = &estimate
-            && claim << 20 < e.weights
-        {
-            // A warning, not a refusal: the estimate may be wrong, the engine is not.
-            let needed =
-                (bytes_to_mib(e.total) as f64 / gpu.memory_total_mib as f64 * 20.0).ceil() / 20.0;
-            self.events()
-                .publish(
-                    &service.id,
-                    EventKind::Note,
-                    format!(
-                        "warning: a share of {fraction} ({}) is smaller than the model's weights ({}); the engine will likely run out of memory: pass --gpu-memory-utilization {} or more",
-                        gib(claim << 20),
-                        gib(e.weights),
-                        needed.min(1.0)
-                    ),
-                )
-                .await;
-        }
-        Ok(Some(
-            self.hold(
-                service,
-                &inventory,
-                &gpu,
-                format!(
-                    "claimed {} ({fraction} of {})",
-                    mib(claim),
-                    mib(gpu.memory_total_mib)
-                ),
-            )
-            .await,
-        ))
+        let inventory = pinned(service, inventory)?;
+        self.admit_share(service, engine, model, &inventory).await
     }
 
     /// Places `service` with `place` and records the claim, one admission at a time so
     /// two starts never count the same free memory.
-    async fn claim(
+    pub(super) async fn claim(
         &self,
         service: &Service,
         inventory: &GpuInventory,
@@ -282,7 +251,7 @@ impl Daemon {
     }
 
     /// Announces the placement and waits for the GPU's loading turn.
-    async fn hold(
+    pub(super) async fn hold(
         &self,
         service: &Service,
         inventory: &GpuInventory,
@@ -331,6 +300,7 @@ impl Daemon {
         };
         Placement {
             device: (!inventory.simulated).then(|| gpu.uuid.clone()),
+            share: None,
             _loading: Arc::new(loading),
         }
     }

@@ -337,6 +337,18 @@ impl Daemon {
     ) -> Result<String, StartFailure> {
         let device = placement.and_then(|p| p.device.as_deref());
         let on_gpu = placement.is_some();
+        // The engine takes the share its placement chose, when the service named none.
+        let sized;
+        let service = match placement.and_then(|p| p.share) {
+            Some(share) => {
+                sized = Service {
+                    gpu_memory_utilization: Some(share),
+                    ..service.clone()
+                };
+                &sized
+            }
+            None => service,
+        };
         let mut attempts: Vec<String> = Vec::new();
         let failed = |mut attempts: Vec<String>, cause| {
             StartFailure::Failed(Failure::new(

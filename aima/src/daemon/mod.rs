@@ -9,10 +9,12 @@ mod host_ram;
 mod lifecycle;
 mod lock;
 mod models;
+mod placement;
 mod ports;
 mod reconcile;
 mod restart;
 mod room;
+mod serve;
 mod services;
 mod watch;
 
@@ -24,6 +26,7 @@ pub use models::ModelRequest;
 pub use ports::{PortHolder, ephemeral_range};
 pub use reconcile::Reconciled;
 pub use room::{RoomNeed, Want};
+pub use serve::Asker;
 pub use services::{LogOutput, ServiceRequest, ServiceUpdate, Updated};
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +50,9 @@ pub enum DaemonError {
     Invalid(#[from] Invalid),
     #[error("no {kind} with id, name or id prefix '{id}'; list them with 'aima {kind} list'")]
     NotFound { kind: &'static str, id: String },
+    /// A model was named where a service was wanted, and it has none.
+    #[error("{0}")]
+    NoService(String),
     /// The request is valid but clashes with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -63,6 +69,9 @@ impl From<StoreError> for DaemonError {
             // Names are the caller's to choose: a taken one is a conflict, not a fault.
             StoreError::NameTaken { name, holder } => Self::Conflict(format!(
                 "the name '{name}' is taken by {holder}; pick another --name, or delete {holder}"
+            )),
+            StoreError::PortHeld(port) => Self::Conflict(format!(
+                "port {port} is held by another service; pick another --port"
             )),
             other => Self::Store(other),
         }
@@ -89,6 +98,8 @@ struct Inner {
     gpus: Arc<dyn GpuProbe>,
     /// Serializes GPU admission, so two starts never both count the same free memory.
     admission: tokio::sync::Mutex<()>,
+    /// Serializes `ensure_service`, so a cold model gets one service however many ask.
+    ensuring: tokio::sync::Mutex<()>,
     /// One engine loading at a time per GPU (by uuid): engines that load together
     /// misjudge free memory.
     gpu_loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -155,6 +166,7 @@ impl Daemon {
                 metrics,
                 gpus,
                 admission: tokio::sync::Mutex::new(()),
+                ensuring: tokio::sync::Mutex::new(()),
                 gpu_loading: Mutex::default(),
                 settings,
                 store,

@@ -215,7 +215,8 @@ impl Daemon {
             return Err(Invalid::new(
                 "path",
                 format!(
-                    "path {shown} is outside the model roots ({listed}); move or link the weights under a root, or add their directory to AIMA_MODEL_ROOTS"
+                    "path {shown} is outside the model roots ({listed}); move or copy the weights under a root (a symlink would point outside still), or start the daemon with AIMA_MODEL_ROOTS={listed}:{}",
+                    resolved.parent().unwrap_or(&resolved).display()
                 ),
             ));
         }

@@ -285,6 +285,18 @@ impl Daemon {
     async fn expected_spec(&self, service: &Service) -> Option<Vec<(String, Vec<String>)>> {
         let engine = self.inner.engines.get(&service.engine)?;
         let model = self.get_model(service.model_id.as_str()).await.ok()?;
+        // A start that chose the share by the model's size gave the engine that share.
+        let id = service.id.clone();
+        let placed = self
+            .store()
+            .run(move |store| store.placed_share(&id))
+            .await
+            .ok()
+            .flatten();
+        let service = &Service {
+            gpu_memory_utilization: service.gpu_memory_utilization.or(placed),
+            ..service.clone()
+        };
         Some(
             [false, true]
                 .into_iter()

@@ -31,6 +31,8 @@ pub struct ServiceRequest {
     pub start_timeout: Option<String>,
     pub health_interval: Option<String>,
     pub health_retries: Option<u32>,
+    /// The GPU it must run on; `None`: where its model fits best.
+    pub gpu: Option<u32>,
 }
 
 /// What `service update` changes; absent fields keep their value.
@@ -49,6 +51,10 @@ pub struct ServiceUpdate {
     pub start_timeout: Option<String>,
     pub health_interval: Option<String>,
     pub health_retries: Option<u32>,
+    /// `Some(None)` unpins it.
+    pub gpu: Option<Option<u32>>,
+    /// Only while the engine does not run.
+    pub port: Option<u16>,
 }
 
 /// A service after `service update`, and what of the change waits for its next start.
@@ -126,25 +132,11 @@ impl Daemon {
             None => (format!("{}-{}", model.name, request.engine), true),
         };
         let range = self.settings().port_range;
-        if request.port == Some(0) {
-            return Err(Invalid::new(
-                "port",
-                format!("port 0 is not a port; pass a --port in {range} or leave it out"),
-            )
-            .into());
-        }
-        if let Some(port) = request.port
-            && !(range.first..=range.last).contains(&port)
-        {
-            return Err(Invalid::new(
-                "port",
-                format!(
-                    "port {port} is outside the service port range {range}; pick a port in it, leave --port out, or widen AIMA_PORT_RANGE"
-                ),
-            )
-            .into());
+        if let Some(port) = request.port {
+            in_range(port, range)?;
         }
         let engine = request.engine.clone();
+        let gpu_index = request.gpu;
         let model_id = model.id.clone();
         let explicit = request.port;
         let service = self
@@ -178,6 +170,7 @@ impl Daemon {
                         Utc::now(),
                     );
                     service.serving = serving.clone();
+                    service.gpu_index = gpu_index;
                     service.restart = restart;
                     service.health = health;
                     match store.insert_service(&service) {
@@ -246,6 +239,28 @@ impl Daemon {
                 .collect::<Result<Vec<_>, _>>()?;
             changed.push(format!("env ({} entries)", service.env.len()));
             shapes_container.push("env");
+        }
+        if let Some(gpu) = update.gpu {
+            service.gpu_index = gpu;
+            changed.push(gpu.map_or("gpu=any".to_owned(), |g| format!("gpu={g}")));
+            shapes_container.push("gpu");
+        }
+        if let Some(port) = update.port.filter(|p| *p != service.port) {
+            in_range(port, self.settings().port_range)?;
+            if !matches!(
+                service.status,
+                ServiceStatus::Creating | ServiceStatus::Stopped | ServiceStatus::Failed
+            ) {
+                return Err(DaemonError::Conflict(format!(
+                    "{} is {}: its engine holds port {}; stop it first ('aima stop {}'), then change the port",
+                    service.name, service.status, service.port, service.name
+                )));
+            }
+            if !ports::is_free(port) {
+                return Err(port_in_use(port));
+            }
+            service.port = port;
+            changed.push(format!("port={port}"));
         }
         let format = |d: std::time::Duration| humantime::format_duration(d).to_string();
         let idle = match update.idle_timeout.as_deref().map(str::trim) {
@@ -357,7 +372,7 @@ impl Daemon {
             )
         {
             return Err(DaemonError::Conflict(format!(
-                "service {id} is {}; stop it first, or delete it with --force (?force=true)",
+                "service {id} is {}; stop it first ('aima stop {id}'), or force the delete ('aima service delete --force {id}')",
                 current.status
             )));
         }
@@ -483,18 +498,6 @@ fn select_saved(saved: &str, query: &LogQuery) -> String {
     text
 }
 
-impl Daemon {
-    /// The service `reference` names: its id, its name, or a unique prefix of its id.
-    pub(super) async fn resolve_service(&self, reference: &str) -> Result<ServiceId, DaemonError> {
-        let wanted = reference.to_owned();
-        let found = self
-            .store()
-            .run(move |store| store.find_service(&wanted))
-            .await?;
-        resolved("service", reference, found)
-    }
-}
-
 /// Turns a store lookup into an id, or the error that tells the caller what to type.
 pub(super) fn resolved<T: std::str::FromStr>(
     kind: &'static str,
@@ -530,6 +533,25 @@ pub(super) fn model_in_use(model: &ModelId, services: &[String]) -> DaemonError 
             "those services"
         }
     ))
+}
+
+/// A port the caller chose must lie in the service port range.
+fn in_range(port: u16, range: crate::config::PortRange) -> Result<(), Invalid> {
+    if port == 0 {
+        return Err(Invalid::new(
+            "port",
+            format!("port 0 is not a port; pass a --port in {range} or leave it out"),
+        ));
+    }
+    if !(range.first..=range.last).contains(&port) {
+        return Err(Invalid::new(
+            "port",
+            format!(
+                "port {port} is outside the service port range {range}; pick a port in it, leave --port out, or widen AIMA_PORT_RANGE"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn no_port_left(range: crate::config::PortRange, held: usize) -> DaemonError {

@@ -190,6 +190,48 @@ pub fn fitting_gpus<'a>(
         .collect()
 }
 
+/// Where a fixed-share engine (vLLM, SGLang) goes, by its model's size when known:
+/// with no `share` given, the GPU and share `fitting_gpus` ranks first (as `recommend`
+/// does), so a big model lands where it fits rather than where the default share does;
+/// with a `share`, a GPU where that share holds the model before one where it does not.
+/// Nowhere holding the model, or its size unknown, it is placed by the share alone (the
+/// caller warns). Returns the GPU, the claim in MiB and the share taken.
+pub fn place_sized<'a>(
+    gpus: &'a [Gpu],
+    claims: &[GpuClaim],
+    share: Option<f64>,
+    default_share: f64,
+    needed_mib: Option<u64>,
+) -> Result<(&'a Gpu, u64, f64), DoesNotFit> {
+    if let Some(needed) = needed_mib {
+        let holding = match share {
+            None => fitting_gpus(gpus, claims, needed, Some(default_share))
+                .into_iter()
+                .find_map(|(gpu, share)| Some((gpu, share?))),
+            Some(share) => gpus
+                .iter()
+                .filter(|gpu| {
+                    let want = claim_mib(gpu, share);
+                    want >= needed && want <= available_mib(gpu, claims)
+                })
+                .max_by_key(|gpu| available_mib(gpu, claims))
+                .map(|gpu| (gpu, share)),
+        };
+        if let Some((gpu, share)) = holding {
+            return Ok((gpu, claim_mib(gpu, share), share));
+        }
+    }
+    let share = share.unwrap_or(default_share);
+    place(gpus, claims, share).map(|(gpu, claim)| (gpu, claim, share))
+}
+
+/// The share of `gpu` (a step of 0.05) that holds `needed_mib`, or `None` when even the
+/// whole GPU does not: advice never names a share that cannot be given.
+pub fn share_that_holds(gpu: &Gpu, needed_mib: u64) -> Option<f64> {
+    let steps = (needed_mib as f64 / gpu.memory_total_mib.max(1) as f64 * 20.0).ceil();
+    (steps <= 20.0).then(|| steps.max(1.0) / 20.0)
+}
+
 /// Bytes to whole MiB, rounded up.
 pub fn bytes_to_mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
@@ -289,6 +331,33 @@ mod tests {
         let gpus = [a, b];
         let (chosen, _) = place(&gpus, &claims, 0.3).expect("fits");
         assert_eq!(chosen.uuid, "b");
+    }
+
+    #[test]
+    fn a_sized_model_goes_where_it_fits_with_a_share_that_holds_it() {
+        // The host: an H200 with 98 GiB free, an L4 with 22.5 GiB.
+        let (h200, l4) = (gpu("h200", 143_771, 100_352), gpu("l4", 23_034, 23_034));
+        let gpus = [l4, h200];
+        let model = 64 * 1024 + 2 * 1024; // 64 GiB of weights and a little more
+        let (gpu, claim, share) =
+            place_sized(&gpus, &[], None, 0.9, Some(model)).expect("fits on the H200");
+        assert_eq!(gpu.uuid, "h200");
+        assert!(claim >= model && claim <= 100_352, "{claim}");
+        assert!((share - 0.65).abs() < 1e-9, "{share}");
+        // By the default share alone the L4 was the only place: 0.9 of the H200 is more
+        // than it has free.
+        assert_eq!(place(&gpus, &[], 0.9).expect("L4").0.uuid, "l4");
+        // A given share goes where it holds the model.
+        let (gpu, _, share) = place_sized(&gpus, &[], Some(0.5), 0.9, Some(model)).expect("H200");
+        assert_eq!((gpu.uuid.as_str(), share), ("h200", 0.5));
+        // Unsized, the share decides.
+        let (gpu, _, _) = place_sized(&gpus, &[], None, 0.9, None).expect("L4");
+        assert_eq!(gpu.uuid, "l4");
+        // Held nowhere: placed by the share (the caller warns).
+        let (gpu, _, share) = place_sized(&gpus, &[], None, 0.9, Some(200_000)).expect("L4");
+        assert_eq!((gpu.uuid.as_str(), share), ("l4", 0.9));
+        assert_eq!(share_that_holds(&gpus[1], 200_000), None);
+        assert_eq!(share_that_holds(&gpus[1], 71_000), Some(0.5));
     }
 
     #[test]

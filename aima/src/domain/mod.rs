@@ -17,7 +17,8 @@ pub use event::{Event, EventKind, EventSubject, StartPhase};
 pub use failure::{Failure, FailureCause};
 pub use gpu::{
     DoesNotFit, Gpu, GpuClaim, GpuInventory, ProcessMemory, available_mib, bytes_to_mib, claim_mib,
-    fitting_gpus, largest_fitting_fraction, memory_of_pids, mib, place, place_mib,
+    fitting_gpus, largest_fitting_fraction, memory_of_pids, mib, place, place_mib, place_sized,
+    share_that_holds,
 };
 pub use id::random_hex8;
 pub use memory::{DEFAULT_CONTEXT, EngineMemory, Known, MemoryEstimate, ModelFacts, estimate};
@@ -25,10 +26,10 @@ pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CH
 pub use restart::{Backoff, HealthChecks, RestartPolicy, Restarts, Verdict, verdict};
 pub use service::{
     EnvVar, Service, ServiceId, ServiceStatus, ServingPolicy, is_engine_name, lowest_free_port,
-    validate_gpu_memory_utilization, validate_service_name,
+    service_of_model, validate_gpu_memory_utilization, validate_service_name,
 };
 pub use text::{error_line, is_unsafe_char, one_line, shorten};
-pub use traffic::{RecentRequest, ServiceTraffic, TrafficSource};
+pub use traffic::{RecentRequest, ServiceTraffic, Speed, TrafficSource, speed};
 
 /// True for text that parses as a model or service id: names must not, so that a name
 /// and an id can never be confused.

@@ -255,6 +255,16 @@ pub fn lowest_free_port(
     (range.0..=range.1).find(|port| !held.contains(port) && is_free(*port))
 }
 
+/// The service that a name of `model` means (to the gateway and the CLI): its running
+/// one, else the one marked default (the newest so marked), else its oldest.
+pub fn service_of_model<'a>(services: &'a [Service], model: &ModelId) -> Option<&'a Service> {
+    let of_model = || services.iter().filter(|s| &s.model_id == model);
+    of_model()
+        .find(|s| s.status == ServiceStatus::Running)
+        .or_else(|| of_model().rfind(|s| s.serving.default))
+        .or_else(|| of_model().next())
+}
+
 /// A service: one engine serving one model on one host port.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
@@ -267,6 +277,8 @@ pub struct Service {
     pub status_reason: Option<String>,
     pub container_id: Option<String>,
     pub gpu_memory_utilization: Option<f64>,
+    /// The GPU it must run on (`--gpu N`); `None`: wherever its model fits best.
+    pub gpu_index: Option<u32>,
     pub env: Vec<EnvVar>,
     /// How the gateway starts, shares and unloads it.
     pub serving: ServingPolicy,
@@ -396,6 +408,7 @@ impl Service {
             status_reason: None,
             container_id: None,
             gpu_memory_utilization,
+            gpu_index: None,
             env,
             serving: ServingPolicy::default(),
             restart: super::RestartPolicy::default(),

@@ -407,9 +407,13 @@ impl Engine {
 }
 
 /// The engine a service of `model` most likely runs on, for its memory estimate and the
-/// recommendation: llama.cpp for GGUF weights, vLLM otherwise.
+/// recommendation, and the one a service made for it runs: Ollama for Ollama's library,
+/// llama.cpp for GGUF weights, vLLM otherwise.
 pub fn default_engine_for(model: &crate::domain::Model) -> &'static str {
-    if model.facts.format.as_deref() == Some("gguf") {
+    if model.source == crate::domain::ModelSource::Ollama {
+        // Ollama's names (`llama3.2:1b`) mean Ollama's library: only Ollama loads them.
+        "ollama"
+    } else if model.facts.format.as_deref() == Some("gguf") {
         "llamacpp"
     } else {
         "vllm"

@@ -30,13 +30,14 @@ pub(super) async fn list_models(State(gateway): State<Gateway>) -> Result<Respon
     let data = catalog
         .models
         .iter()
-        .filter_map(|model| {
+        .map(|model| {
             let services: Vec<&Service> = catalog
                 .services
                 .iter()
                 .filter(|s| s.model_id == model.id)
                 .collect();
             let has = |status| services.iter().any(|s| s.status == status);
+            // A model with no service is served too: the first request makes one.
             let status = if has(ServiceStatus::Running) {
                 "running"
             } else if has(ServiceStatus::Starting) {
@@ -44,7 +45,7 @@ pub(super) async fn list_models(State(gateway): State<Gateway>) -> Result<Respon
             } else {
                 "stopped"
             };
-            (!services.is_empty()).then(|| ModelEntry {
+            ModelEntry {
                 id: model.name.clone(),
                 object: "model",
                 created: model.created_at.timestamp(),
@@ -54,7 +55,7 @@ pub(super) async fn list_models(State(gateway): State<Gateway>) -> Result<Respon
                     model_id: model.id.to_string(),
                     services: services.iter().map(|s| s.name.clone()).collect(),
                 },
-            })
+            }
         })
         .collect();
     Ok(axum::Json(ModelList {
@@ -99,6 +100,7 @@ pub(super) async fn forward(
                 duration: arrived.elapsed(),
                 first_byte: None,
                 tokens: None,
+                streamed: false,
             });
             error.into_response()
         }
@@ -137,12 +139,26 @@ async fn route_and_forward(
                 listed(&catalog.names())
             )));
         }
+        Err(Unroutable::NoService) if daemon.settings().gateway_auto_create => {
+            daemon
+                .ensure_service(&name, crate::daemon::Asker::Gateway)
+                .await
+                .map_err(|e| OpenAiError::unavailable(e.to_string()))?
+                .0
+        }
         Err(Unroutable::NoService) => {
             return Err(OpenAiError::model_not_found(format!(
-                "the model '{name}' has no service; create one with 'aima service create --model-id {name} --engine-type vllm'"
+                "the model '{name}' has no service (AIMA_GATEWAY_AUTO_CREATE is off); create one with 'aima service create --model-id {name} --engine-type ENGINE'"
             )));
         }
     };
+    // A service made just now is in the catalog the next time it is read.
+    let catalog = gateway
+        .inner
+        .catalog
+        .current(daemon)
+        .await
+        .map_err(|e| OpenAiError::unavailable(e.to_string()))?;
     let labels = catalog.target_of(&service);
     // The engine answers to the model's name: a request that named the service says so.
     let body = if name != labels.model && daemon.serves_model_name(&service) {

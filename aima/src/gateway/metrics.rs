@@ -1,6 +1,7 @@
 //! What the gateway counts, per service and model: requests by status code, time to the
-//! answer's head, whole durations, queue waits, cold starts, idle unloads, tokens the
-//! engines report in `usage`, and what is queued and in flight now. Served in
+//! answer's head and to a stream's first token, whole durations, queue waits, cold
+//! starts, idle unloads, tokens the engines report in `usage` and how fast they came,
+//! and what is queued and in flight now. Served in
 //! Prometheus text at `/metrics`, after the daemon's own metrics.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,12 +39,19 @@ fn timing() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
+/// 1 to 8192 tokens per second, doubling.
+fn speeds() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
 /// The gateway's metrics and their registry.
 #[derive(Debug)]
 pub struct GatewayMetrics {
     registry: Registry,
     requests: Family<Answered, Counter>,
     time_to_head: Timings,
+    time_to_first_token: Timings,
+    generation_speed: Timings,
     duration: Timings,
     queue_wait: Timings,
     cold_starts: Family<Target, Counter>,
@@ -59,6 +67,8 @@ impl Default for GatewayMetrics {
         let mut registry = Registry::with_prefix("aima_gateway");
         let requests = Family::<Answered, Counter>::default();
         let time_to_head = Timings::new_with_constructor(timing);
+        let time_to_first_token = Timings::new_with_constructor(timing);
+        let generation_speed = Timings::new_with_constructor(speeds);
         let duration = Timings::new_with_constructor(timing);
         let queue_wait = Timings::new_with_constructor(timing);
         let cold_starts = Family::<Target, Counter>::default();
@@ -76,6 +86,16 @@ impl Default for GatewayMetrics {
             "time_to_head_seconds",
             "From a request's arrival to the engine's answer head (cold starts and queue waits included)",
             time_to_head.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "From a streamed request's arrival to its first token (cold starts and queue waits included)",
+            time_to_first_token.clone(),
+        );
+        registry.register(
+            "completion_tokens_per_second",
+            "Completion tokens per second of each answer, after its first token when streamed",
+            generation_speed.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -121,6 +141,8 @@ impl Default for GatewayMetrics {
             registry,
             requests,
             time_to_head,
+            time_to_first_token,
+            generation_speed,
             duration,
             queue_wait,
             cold_starts,
@@ -148,6 +170,22 @@ impl GatewayMetrics {
         self.time_to_head
             .get_or_create(target)
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn first_token_after(&self, target: &Target, elapsed: std::time::Duration) {
+        self.time_to_first_token
+            .get_or_create(target)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An answer of `completion` tokens generated in `took`.
+    pub fn generated(&self, target: &Target, completion: u64, took: std::time::Duration) {
+        if completion > 0 && !took.is_zero() {
+            #[allow(clippy::cast_precision_loss)] // token counts stay far below 2^52
+            self.generation_speed
+                .get_or_create(target)
+                .observe(completion as f64 / took.as_secs_f64());
+        }
     }
 
     pub fn finished_after(&self, target: &Target, elapsed: std::time::Duration) {

@@ -100,6 +100,8 @@ struct Exchange {
     /// The answer's status, once its head went out.
     status: Option<u16>,
     first_byte: Option<std::time::Duration>,
+    /// The answer is an event stream: its first byte is its first token.
+    streamed: bool,
     arrived_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -107,11 +109,19 @@ impl Exchange {
     /// Reads usage from the answer's body as it passes.
     fn tap(&mut self, streaming: bool) {
         self.usage = Some(UsageTap::new(streaming));
+        self.streamed = streaming;
     }
 
     fn saw(&mut self, chunk: &[u8]) {
         if self.first_byte.is_none() && !chunk.is_empty() {
-            self.first_byte = Some(self.arrived.elapsed());
+            let first = self.arrived.elapsed();
+            self.first_byte = Some(first);
+            if self.streamed {
+                self.gateway
+                    .inner
+                    .metrics
+                    .first_token_after(&self.target, first);
+            }
         }
         if let Some(tap) = &mut self.usage {
             tap.feed(chunk);
@@ -133,6 +143,13 @@ impl Drop for Exchange {
         let tokens = self.usage.take().and_then(UsageTap::finish);
         if let Some((prompt, completion)) = tokens {
             metrics.usage(&self.target, prompt, completion);
+            let generating = match (self.streamed, self.first_byte) {
+                (true, Some(first)) => self.arrived.elapsed().saturating_sub(first),
+                _ => self.arrived.elapsed(),
+            };
+            if self.status == Some(200) {
+                metrics.generated(&self.target, completion, generating);
+            }
         }
         if let Some(status) = self.status {
             self.gateway.remember(RecentRequest {
@@ -143,6 +160,7 @@ impl Drop for Exchange {
                 duration: self.arrived.elapsed(),
                 first_byte: self.first_byte,
                 tokens,
+                streamed: self.streamed,
             });
         }
     }
@@ -244,6 +262,7 @@ impl Gateway {
             turn: None,
             status: None,
             first_byte: None,
+            streamed: false,
             arrived_at: chrono::Utc::now()
                 - chrono::Duration::from_std(arrived.elapsed()).unwrap_or_default(),
         }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::daemon::{Daemon, DaemonError};
-use crate::domain::{Model, Service, ServiceStatus};
+use crate::domain::{Model, Service};
 
 /// Models and services as of one store generation; rebuilt when any model or service
 /// changes (created, updated, deleted, a status, measured facts), so routing a request
@@ -27,12 +27,7 @@ impl Catalog {
             .iter()
             .find(|m| m.name == name)
             .ok_or(Unroutable::Unknown)?;
-        let of_model = || self.services.iter().filter(|s| s.model_id == model.id);
-        of_model()
-            .find(|s| s.status == ServiceStatus::Running)
-            .or_else(|| of_model().rfind(|s| s.serving.default))
-            .or_else(|| of_model().next())
-            .ok_or(Unroutable::NoService)
+        crate::domain::service_of_model(&self.services, &model.id).ok_or(Unroutable::NoService)
     }
 
     /// The metric labels of `service`: its model's name and its own.
@@ -54,7 +49,6 @@ impl Catalog {
         let mut names: Vec<&str> = self
             .models
             .iter()
-            .filter(|m| self.services.iter().any(|s| s.model_id == m.id))
             .map(|m| m.name.as_str())
             .chain(self.services.iter().map(|s| s.name.as_str()))
             .collect();
@@ -100,7 +94,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::domain::{ModelId, ModelSpec, ServiceId};
+    use crate::domain::{ModelId, ModelSpec, ServiceId, ServiceStatus};
 
     fn model(name: &str) -> Model {
         let spec = ModelSpec::new(name, "ollama", Some("r"), None).expect("spec");
@@ -150,6 +144,10 @@ mod tests {
         assert_eq!(routed(&catalog, "tiny"), Ok("tiny-a".into()), "the oldest");
         assert_eq!(routed(&catalog, "lonely"), Err(Unroutable::NoService));
         assert_eq!(routed(&catalog, "nope"), Err(Unroutable::Unknown));
-        assert_eq!(catalog.names(), ["tiny", "tiny-a", "tiny-b", "tiny-c"]);
+        // A model without a service is a name too: the gateway gives it one.
+        assert_eq!(
+            catalog.names(),
+            ["lonely", "tiny", "tiny-a", "tiny-b", "tiny-c"]
+        );
     }
 }

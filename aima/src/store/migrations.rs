@@ -83,6 +83,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE services ADD COLUMN health_retries INTEGER NOT NULL DEFAULT 5;",
     // 8: what AIMA read from a model's files (or was told), as JSON with provenance.
     "ALTER TABLE models ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';",
+    // 9: the GPU a service is pinned to (`service create --gpu N`), and the share of
+    // its GPU a start chose by the model's size when none was given.
+    "ALTER TABLE services ADD COLUMN gpu_index INTEGER;
+    ALTER TABLE services ADD COLUMN placed_share REAL;",
 ];
 
 /// The migration that makes names unique (renaming later duplicates).

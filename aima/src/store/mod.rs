@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Names are unique; `holder` is the id of the row that has it.
     #[error("the name '{name}' is taken by {holder}")]
     NameTaken { name: String, holder: String },
+    /// Ports are unique too: another service holds this one.
+    #[error("port {0} is held by another service")]
+    PortHeld(u16),
     #[error("{0} is still referenced by other rows")]
     Referenced(String),
     #[error("stored row is corrupt: {0}")]

@@ -15,7 +15,8 @@ const COLUMNS: &str = "id, name, model_id, engine, port, status, status_reason, 
                        gpu_memory_utilization, env, created_at, updated_at, \
                        idle_timeout_ms, load_timeout_ms, max_concurrency, pinned, is_default, \
                        restart_policy, restarts, restarts_in_a_row, next_restart_at, last_exit_code, \
-                       running_since, start_timeout_ms, health_interval_ms, health_retries";
+                       running_since, start_timeout_ms, health_interval_ms, health_retries, \
+                       gpu_index";
 
 /// Why a service could not be inserted.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,7 @@ impl Store {
     /// two concurrent creates can never both get one port.
     pub fn insert_service(&self, service: &Service) -> Result<(), InsertServiceError> {
         let result = self.conn().execute(
-            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"),
+            &format!("INSERT INTO services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"),
             params![
                 service.id.as_str(),
                 service.name,
@@ -95,6 +96,7 @@ impl Store {
                 service.health.start_timeout.map(millis),
                 millis(service.health.interval),
                 service.health.retries,
+                service.gpu_index,
             ],
         );
         match result {
@@ -156,7 +158,7 @@ impl Store {
             "UPDATE services SET gpu_memory_utilization = ?2, env = ?3, idle_timeout_ms = ?4,
                 load_timeout_ms = ?5, max_concurrency = ?6, pinned = ?7, is_default = ?8,
                 restart_policy = ?9, start_timeout_ms = ?10, health_interval_ms = ?11,
-                health_retries = ?12, updated_at = ?13
+                health_retries = ?12, updated_at = ?13, gpu_index = ?14, port = ?15
              WHERE id = ?1",
             params![
                 service.id.as_str(),
@@ -172,8 +174,20 @@ impl Store {
                 millis(service.health.interval),
                 service.health.retries,
                 format_time(service.updated_at),
+                service.gpu_index,
+                service.port,
             ],
-        )?;
+        );
+        let changed = match changed {
+            Ok(changed) => changed,
+            Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && msg.contains("services.port") =>
+            {
+                return Err(StoreError::PortHeld(service.port));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.changed();
         Ok(changed == 1)
     }
@@ -234,6 +248,29 @@ impl Store {
         )?;
         self.changed();
         Ok(())
+    }
+
+    /// Records the GPU share a start chose for a service that named none (`None`: the
+    /// service's own setting or the engine's default holds).
+    pub fn set_placed_share(&self, id: &ServiceId, share: Option<f64>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE services SET placed_share = ?2 WHERE id = ?1",
+            params![id.as_str(), share],
+        )?;
+        Ok(())
+    }
+
+    /// The share the last start chose, if it chose one.
+    pub fn placed_share(&self, id: &ServiceId) -> Result<Option<f64>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT placed_share FROM services WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// GPU memory held by services that are starting or running; a stopped or failed
@@ -426,6 +463,7 @@ struct RawService {
     start_timeout_ms: Option<i64>,
     health_interval_ms: i64,
     health_retries: u32,
+    gpu_index: Option<u32>,
 }
 
 /// A duration as stored: whole milliseconds.
@@ -466,6 +504,7 @@ impl RawService {
             start_timeout_ms: row.get(23)?,
             health_interval_ms: row.get(24)?,
             health_retries: row.get(25)?,
+            gpu_index: row.get(26)?,
         })
     }
 
@@ -485,6 +524,7 @@ impl RawService {
             status_reason: self.status_reason,
             container_id: self.container_id,
             gpu_memory_utilization: self.gpu_memory_utilization,
+            gpu_index: self.gpu_index,
             serving: crate::domain::ServingPolicy {
                 idle_timeout: self.idle_timeout_ms.map(from_millis),
                 load_timeout: from_millis(self.load_timeout_ms),

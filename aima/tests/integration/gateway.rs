@@ -74,7 +74,14 @@ async fn the_official_openai_client_is_routed_started_streamed_and_embedded() {
         return;
     };
     let d = TestDaemon::with_engine();
-    let service = model_with_service(&d, "tiny", &[]).await;
+    // A bare model: the gateway gives it a service (the engine its files call for, vLLM
+    // for a Hugging Face repository) on its first request.
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "tiny", "source": "huggingface", "repo": "org/tiny"}),
+    )
+    .await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/openai_gateway.py"
@@ -127,9 +134,60 @@ async fn the_official_openai_client_is_routed_started_streamed_and_embedded() {
             .contains("tiny, tiny-vllm"),
         "{unknown}"
     );
+    let service: Value = client()
+        .get(d.url("/api/v1/services/tiny-vllm"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(status_of(&d, &service).await, "running");
     assert_eq!(starts(&d, &service), 1, "the cold request started it once");
+    let id = service["id"].as_str().expect("id").parse().expect("id");
+    let events = d.store.events(Some(&id), 0).expect("events");
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .contains("created by the gateway: a request named model tiny")),
+        "{events:?}"
+    );
     crate::support::remove_containers_with_label(&d.instance_label());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_create_off_a_bare_model_is_listed_but_not_served() {
+    let d = TestDaemon::with_engine_and(|s| s.gateway_auto_create = false);
+    post(
+        &d,
+        "/api/v1/models",
+        json!({"name": "bare", "source": "huggingface", "repo": "org/bare"}),
+    )
+    .await;
+    let models: Value = client()
+        .get(d.url("/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models["data"][0]["id"], "bare", "{models}");
+    assert_eq!(models["data"][0]["aima"]["services"], json!([]), "{models}");
+    let answer = client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&chat("bare", false))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let body: Value = answer.json().await.expect("json");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("'bare' has no service (AIMA_GATEWAY_AUTO_CREATE is off)"),
+        "{body}"
+    );
+    assert!(d.containers().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,22 +206,34 @@ async fn a_model_created_after_a_request_is_routed_at_once() {
     post(
         &d,
         "/api/v1/models",
-        json!({"name": "second", "source": "ollama", "repo": "second"}),
+        json!({"name": "second", "source": "huggingface", "repo": "org/second"}),
     )
     .await;
-    let unserved = client()
+    let served = client()
         .post(d.url("/v1/chat/completions"))
         .json(&chat("second", false))
         .send()
         .await
         .expect("second request");
-    assert_eq!(unserved.status(), StatusCode::NOT_FOUND);
-    let body: Value = unserved.json().await.expect("json");
-    let message = body["error"]["message"].as_str().expect("message");
-    assert!(
-        message.contains("'second' has no service"),
-        "the new model is known at once: {body}"
+    assert_eq!(
+        served.status(),
+        StatusCode::OK,
+        "the new model is known at once, and given a service"
     );
+    let deleted = client()
+        .delete(d.url("/api/v1/services/second-vllm?force=true"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success());
+    poll(Duration::from_secs(30), "the service deleted", || {
+        d.store
+            .list_services()
+            .expect("services")
+            .iter()
+            .all(|s| s.name != "second-vllm")
+            .then_some(())
+    });
     let deleted = client()
         .delete(d.url("/api/v1/models/second"))
         .send()
@@ -671,6 +741,21 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
         "{text}"
     );
     assert_eq!(at("aima_gateway_in_flight", ""), Some(0.0), "{text}");
+    // Speed: the two streams' first tokens, and every answer's tokens per second.
+    assert_eq!(
+        at("aima_gateway_time_to_first_token_seconds_count", ""),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        at("aima_gateway_completion_tokens_per_second_count", ""),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        at("aima_gateway_completion_tokens_per_second_sum", "").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
 
     // While a long stream runs, ps and the gauge show it in flight, with no unload time.
     let body = json!({
@@ -715,10 +800,25 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
     let unload: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(idle["items"][0]["unload_at"].clone()).expect("unload time");
     assert_eq!((unload - last).num_seconds(), 600, "{idle}");
+    // ps has the speed of the last five minutes' answers.
+    assert!(
+        idle["items"][0]["tokens_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{idle}"
+    );
+    assert!(
+        idle["items"][0]["time_to_first_token_ms"].is_u64(),
+        "{idle}"
+    );
     let table = d.cli().arg("ps").output().expect("aima ps");
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(
-        table.starts_with("NAME") && table.contains("seen-vllm") && table.contains("in 9m"),
+        table.starts_with("NAME")
+            && table.contains("TOK/S")
+            && table.contains("seen-vllm")
+            && table.contains("in 9m"),
         "{table}"
     );
     crate::support::remove_containers_with_label(&d.instance_label());

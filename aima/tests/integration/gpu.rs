@@ -22,7 +22,14 @@ fn simulated(gpus: &str) -> TestDaemon {
 
 fn model(d: &TestDaemon) -> String {
     let (_, m, _) = json(d.cli().args([
-        "model", "create", "--name", "m", "--source", "ollama", "--repo", "r",
+        "model",
+        "create",
+        "--name",
+        "m",
+        "--source",
+        "huggingface",
+        "--repo",
+        "org/r",
     ]));
     m["id"].as_str().expect("id").to_owned()
 }
@@ -410,7 +417,8 @@ fn llamacpp_runs_on_a_gpu_when_there_is_one_and_claims_its_estimate() {
     let events = events_text(&d, &vllm);
     assert!(
         events.contains("warning: a share of 0.05")
-            && events.contains("smaller than the model's weights"),
+            && events.contains("smaller than the model needs")
+            && events.contains("or more"),
         "{events}"
     );
     crate::support::remove_containers_with_label(&d.instance_label());

@@ -477,7 +477,7 @@ fn delete_stops_and_frees_the_port() {
     assert_eq!(
         stderr,
         format!(
-            "error: service {id} is running; stop it first, or delete it with --force (?force=true)\n"
+            "error: service {id} is running; stop it first ('aima stop {id}'), or force the delete ('aima service delete --force {id}')\n"
         )
     );
     assert_eq!(

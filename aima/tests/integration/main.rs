@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod contract;
+mod first_hour;
 mod gateway;
 mod gpu;
 mod hardening;

@@ -119,8 +119,8 @@ fn local_model_files_are_read_for_size_shape_and_a_gpu_memory_estimate() {
     }
 
     // `service create` shows what the model needs on the service's engine: on stderr in
-    // a table, so stdout stays the id for scripts, and in the JSON.
-    let (code, id, note) = run(d.cli().args([
+    // a table, so stdout stays the name for scripts, and in the JSON.
+    let (code, name, note) = run(d.cli().args([
         "service",
         "create",
         "--model-id",
@@ -129,18 +129,18 @@ fn local_model_files_are_read_for_size_shape_and_a_gpu_memory_estimate() {
         "vllm",
     ]));
     assert_eq!(code, 0, "{note}");
-    assert!(id.trim().starts_with("svc-vllm-"), "{id}");
+    assert_eq!(name.trim(), "llama8b-vllm");
     assert!(
         note.contains("will need 17.96 GiB of GPU memory (weights 14.96 GiB + KV cache 1.00 GiB for 8192 tokens + overhead 2.00 GiB)"),
         "{note}"
     );
-    let service = run_json(d.cli().args(["service", "get", id.trim()]));
+    let service = run_json(d.cli().args(["service", "get", name.trim()]));
     assert_eq!(service["estimate"]["engine"], "vllm");
     assert_eq!(
         service["estimate"]["total"],
         params * 2 + kv_per_token * 8192 + VLLM_OVERHEAD
     );
-    run(d.cli().args(["service", "delete", id.trim()]));
+    run(d.cli().args(["service", "delete", name.trim()]));
 
     // Really quantized tensors: the writer's byte count, Q8_0 named.
     let q8 = create("tiny-q8", "tiny-q8");

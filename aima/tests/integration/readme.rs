@@ -23,13 +23,19 @@ const SETUP: [&str; 3] = [
 
 /// The `sh` lines of the tour section, with `\` continuations joined.
 fn tour_lines() -> Vec<String> {
+    section_lines("## A short tour")
+}
+
+/// The `sh` lines of the README section under `heading` (to the next `## `), with `\`
+/// continuations joined.
+fn section_lines(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let section = readme
-        .split("\n## A short tour\n")
+        .split(&format!("\n{heading}\n"))
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("a '## A short tour' section");
+        .unwrap_or_else(|| panic!("a '{heading}' section"));
     let mut lines = Vec::new();
     let mut in_sh = false;
     let mut pending = String::new();
@@ -149,4 +155,126 @@ fn the_readme_tour_runs_as_written() {
         containers_with_label(&label).is_empty(),
         "the tour left containers"
     );
+}
+
+/// The quick start's lines the test does itself: the install (the binaries under test are
+/// first on PATH) and the daemon (started with that setting on a free port).
+const QUICK_SETUP: [&str; 2] = [
+    "cargo install --path aima --locked && cargo install --path harness --locked",
+    "AIMA_ENGINE_IMAGE_LLAMACPP=aima-llamacpp-cpu:latest aima start &",
+];
+
+/// The README's quick start as written, on the real llama.cpp engine: the image line (a
+/// no-op when the image is current), the tiny model, `model create` and `aima run`, which
+/// must print an answer. It prints how long each line took.
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    let lines = section_lines("## Quick start (Docker, no GPU needed)");
+    for setup in QUICK_SETUP {
+        assert!(
+            lines.iter().any(|l| l == setup),
+            "the quick start no longer has the line {setup:?}; update this test with it"
+        );
+    }
+    let required = std::env::var_os("AIMA_REQUIRE_TOOLS").is_some();
+    let harness = bin_dir().join("harness");
+    if !harness.is_file() {
+        assert!(!required, "no harness binary at {}", harness.display());
+        eprintln!(
+            "SKIPPED: no harness binary at {} (cargo test --workspace builds it)",
+            harness.display()
+        );
+        return;
+    }
+    let image = Command::new("docker")
+        .args(["image", "inspect", "aima-llamacpp-cpu:latest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !image {
+        assert!(!required, "the image aima-llamacpp-cpu:latest is not built");
+        eprintln!(
+            "SKIPPED: aima-llamacpp-cpu:latest is not built; run 'cargo run -p harness -- image build --engine llama.cpp'"
+        );
+        return;
+    }
+    // Python's user packages (the model writers' gguf) live under the real home.
+    let user_base = Command::new("python3")
+        .args(["-m", "site", "--user-base"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let home = tempfile::tempdir().expect("home");
+    let aima_home = home.path().join(".aima");
+    let range = port_range();
+    let range = format!("{}-{}", range.0, range.1);
+    let mut start = DaemonProcess::command(
+        &aima_home,
+        "127.0.0.1:0",
+        &[
+            ("AIMA_ENGINE_IMAGE_LLAMACPP", "aima-llamacpp-cpu:latest"),
+            ("AIMA_PORT_RANGE", range.as_str()),
+        ],
+    );
+    start.env("HOME", home.path());
+    let daemon = DaemonProcess::launch(start, &aima_home);
+    let addr = daemon.addr.to_string();
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let began = std::time::Instant::now();
+    let mut answer = String::new();
+    for line in lines.iter().filter(|l| !QUICK_SETUP.contains(&l.as_str())) {
+        let took = std::time::Instant::now();
+        let out = Command::new("bash")
+            .args(["-c", line])
+            .env("PATH", &path)
+            .env("HOME", home.path())
+            .env("PYTHONUSERBASE", &user_base)
+            .env("AIMA_ADDR", &addr)
+            .env_remove("AIMA_HOME")
+            .output()
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{line}\nexited {}:\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "quick start: {:.1}s for {line}",
+            took.elapsed().as_secs_f64()
+        );
+        answer = stdout.into_owned();
+    }
+    eprintln!(
+        "quick start: first answer {:.1}s after the daemon started",
+        began.elapsed().as_secs_f64()
+    );
+    assert!(!answer.trim().is_empty(), "aima run printed no answer");
+    let out = Command::new(crate::support::aima_bin())
+        .args(["service", "delete", "--force", "tiny"])
+        .env("HOME", home.path())
+        .env("AIMA_ADDR", &addr)
+        .output()
+        .expect("delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let label = format!("aima.instance={}", daemon_instance(&aima_home));
+    crate::support::poll(
+        std::time::Duration::from_secs(60),
+        "the quick start's engine to be removed",
+        || containers_with_label(&label).is_empty().then_some(()),
+    );
+}
+
+/// The instance id of the daemon whose home is `aima_home`.
+fn daemon_instance(aima_home: &std::path::Path) -> String {
+    let store = aima::store::Store::open(&aima_home.join("data/aima.db")).expect("store");
+    store.instance_id().expect("instance")
 }

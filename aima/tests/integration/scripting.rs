@@ -223,7 +223,7 @@ fn start_stop_and_delete_take_several_services_and_report_each_failure() {
     assert_eq!(
         stderr,
         format!(
-            "error: service {a} is running; stop it first, or delete it with --force (?force=true)\nerror: service {b} is running; stop it first, or delete it with --force (?force=true)\n"
+            "error: service {a} is running; stop it first ('aima stop {a}'), or force the delete ('aima service delete --force {a}')\nerror: service {b} is running; stop it first ('aima stop {b}'), or force the delete ('aima service delete --force {b}')\n"
         )
     );
     // One unknown id among several: the others are still stopped, and the exit says so.

@@ -205,9 +205,9 @@ async fn the_dashboard_follows_the_daemon_live_in_a_real_browser() {
             "--name",
             "tiny",
             "--source",
-            "ollama",
+            "huggingface",
             "--repo",
-            "tinyllama",
+            "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
             "--size",
             "2GiB",
         ]));
