@@ -155,6 +155,11 @@ pub struct Settings {
     /// `AIMA_GATEWAY_AUTO_CREATE`: a gateway request naming a model with no service
     /// creates one (the recommended engine; an event says so). Default true.
     pub gateway_auto_create: bool,
+    /// `HF_ENDPOINT`: the Hugging Face hub pulls and registrations ask (a mirror, or a
+    /// test's server); `https://huggingface.co` by default.
+    pub hf_endpoint: String,
+    /// `HF_TOKEN`: the hub token for private and gated repositories.
+    pub hf_token: Option<String>,
 }
 
 /// A secret that must not end up in logs or `Debug` output.
@@ -462,6 +467,10 @@ impl Settings {
             mcp_max_sessions,
             host_ram_budget,
             gateway_auto_create,
+            hf_endpoint: env("HF_ENDPOINT")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "https://huggingface.co".to_owned()),
+            hf_token: env("HF_TOKEN").filter(|v| !v.trim().is_empty()),
         })
     }
 

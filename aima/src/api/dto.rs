@@ -827,3 +827,78 @@ impl From<Recommendation> for RecommendDto {
         }
     }
 }
+
+/// One line of a pull's progress (`POST /api/v1/models/{id}/pull`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PullProgressDto {
+    /// `downloading`, then `success` or `failed`.
+    pub status: String,
+    /// The file being downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Bytes of the file done, and its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Bytes of the whole pull done, and its size (on `success`: every byte).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_completed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_total: Option<u64>,
+    /// Where the files are, on `success`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Why it stopped, on `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<crate::daemon::PullUpdate> for PullProgressDto {
+    fn from(update: crate::daemon::PullUpdate) -> Self {
+        use crate::daemon::PullUpdate;
+        let empty = Self {
+            status: String::new(),
+            file: None,
+            completed: None,
+            total: None,
+            all_completed: None,
+            all_total: None,
+            path: None,
+            error: None,
+        };
+        match update {
+            PullUpdate::Progress {
+                file,
+                completed,
+                total,
+                all_completed,
+                all_total,
+            } => Self {
+                status: "downloading".into(),
+                file: Some(file),
+                completed: Some(completed),
+                total: Some(total),
+                all_completed: Some(all_completed),
+                all_total: Some(all_total),
+                ..empty
+            },
+            PullUpdate::Done {
+                path,
+                files: _,
+                bytes,
+            } => Self {
+                status: "success".into(),
+                all_completed: Some(bytes),
+                all_total: Some(bytes),
+                path: Some(path),
+                ..empty
+            },
+            PullUpdate::Failed(why) => Self {
+                status: "failed".into(),
+                error: Some(why),
+                ..empty
+            },
+        }
+    }
+}

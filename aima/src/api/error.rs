@@ -63,8 +63,9 @@ impl From<DaemonError> for ApiError {
     fn from(err: DaemonError) -> Self {
         let status = match &err {
             DaemonError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            DaemonError::NotFound { .. } | DaemonError::NoService(_) => StatusCode::NOT_FOUND,
+            DaemonError::NotFound { .. } | DaemonError::Missing(_) => StatusCode::NOT_FOUND,
             DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            DaemonError::NoRoom(_) => StatusCode::INSUFFICIENT_STORAGE,
             DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // A full disk or a read-only file is the host's state, not a bug: 503 says retry.
             DaemonError::Store(e) if crate::store::Store::is_unavailable(e) => {

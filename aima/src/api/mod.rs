@@ -61,6 +61,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         models::create_model,
         models::get_model,
         models::delete_model,
+        models::pull_model,
         models::legacy_list_models,
         services::list_services,
         services::create_service,
@@ -90,6 +91,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::LogsDto,
         dto::ErrorDetail,
         dto::ModelDto,
+        dto::PullProgressDto,
         dto::EstimateDto,
         dto::CreateModelRequest,
         dto::ServiceDto,
@@ -128,7 +130,8 @@ pub fn router(
             "/models/{id}",
             get(models::get_model).delete(models::delete_model),
         )
-        .route("/models/{id}/service", post(services::ensure_service));
+        .route("/models/{id}/service", post(services::ensure_service))
+        .route("/models/{id}/pull", post(models::pull_model));
     let v1 = v1
         .route(
             "/services",

@@ -3,7 +3,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::dto::{CreateModelRequest, ErrorBody, List, ModelDto};
+use futures::StreamExt;
+
+use super::dto::{CreateModelRequest, ErrorBody, List, ModelDto, PullProgressDto};
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::daemon::Daemon;
 
@@ -123,4 +125,34 @@ pub async fn delete_model(
     Path(id): Path<String>,
 ) -> Result<ApiJson<ModelDto>, ApiError> {
     Ok(ApiJson(daemon.delete_model(&id).await?.into()))
+}
+
+/// Downloads a Hugging Face model's files into the first model root, answering with its
+/// progress as it goes: one JSON object per line (`application/x-ndjson`, as Ollama's
+/// pull), the last `success` (with the path) or `failed` (with why). Closing the
+/// connection stops it; pulling again resumes from what was fetched.
+#[utoipa::path(post, path = "/api/v1/models/{id}/pull", tag = "models",
+    params(("id" = String, Path, description = "model id, name or unique id prefix")),
+    responses(
+        (status = 200, description = "progress lines, one JSON object each", body = PullProgressDto, content_type = "application/x-ndjson"),
+        (status = 404, description = "unknown model, or a repository the hub does not have", body = ErrorBody),
+        (status = 409, description = "a pull of it runs already", body = ErrorBody),
+        (status = 422, description = "not a Hugging Face model", body = ErrorBody),
+        (status = 503, description = "the hub cannot be reached", body = ErrorBody),
+        (status = 507, description = "not enough disk space for its files", body = ErrorBody),
+    ))]
+pub async fn pull_model(
+    State(daemon): State<Daemon>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let updates = daemon.pull_model(&id).await?;
+    let lines = tokio_stream::wrappers::ReceiverStream::new(updates).map(|update| {
+        let mut line = serde_json::to_vec(&PullProgressDto::from(update)).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line))
+    });
+    Ok(axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_default())
 }

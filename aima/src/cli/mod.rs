@@ -9,6 +9,7 @@ mod listing;
 mod model;
 mod output;
 mod ps;
+mod pull;
 mod service;
 mod start;
 mod status;
@@ -64,6 +65,8 @@ enum Command {
     /// Run a model: give it a service if it has none, start it, then answer PROMPT (or
     /// chat on a terminal).
     Run(verbs::RunArgs),
+    /// Download a Hugging Face model's files into the model root (org/name registers it).
+    Pull(pull::PullArgs),
     /// Talk to a model or service through the gateway (which starts it when cold).
     Chat(verbs::ChatArgs),
     /// Stop services (or the service of a model); returns once their ports are free.
@@ -174,6 +177,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Top => ps::top(&client, cli.output).await,
             Command::Run(args) => verbs::run(&client, args).await,
             Command::Chat(args) => verbs::chat(&client, args).await,
+            Command::Pull(args) => pull::run(&client, cli.output, args).await,
             Command::Stop { names } => {
                 let command = service::ServiceCommand::Stop { ids: names };
                 verbs::as_service(&client, cli.output, command).await

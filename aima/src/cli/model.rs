@@ -34,6 +34,9 @@ pub enum ModelCommand {
         #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
         context: Option<u32>,
     },
+    /// Download a Hugging Face model's files into the model root, resumably; its engine
+    /// then mounts them instead of downloading.
+    Pull(super::pull::PullArgs),
     /// Delete one or more models (refused while a service uses one).
     #[command(visible_alias = "rm")]
     Delete {
@@ -171,6 +174,7 @@ pub async fn run(
                 .await?;
             output::print(format, &model, || inspect(&model))
         }
+        ModelCommand::Pull(args) => super::pull::run(client, format, args).await,
         ModelCommand::Delete { ids } => {
             super::each(&ids, |id| async move {
                 let model: ModelDto = client

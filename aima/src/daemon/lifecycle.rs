@@ -986,9 +986,10 @@ impl Daemon {
         let gpu = service
             .gpu_memory_utilization
             .unwrap_or(engine.spec.default_gpu_memory_utilization);
-        // Local weights are mounted read-only at a fixed path; the engine sees that path.
-        let (model_ref, read_only_mounts) = match model.source {
-            ModelSource::Local => {
+        // Local weights (and pulled ones) are mounted read-only at a fixed path; the
+        // engine sees that path.
+        let (model_ref, read_only_mounts) = match (model.source, &model.path) {
+            (ModelSource::Local, _) | (_, Some(_)) => {
                 let path = model.path.clone().unwrap_or_default();
                 // An engine that takes one file gets the model's file inside the mount.
                 let inside = engine

@@ -11,6 +11,7 @@ mod lock;
 mod models;
 mod placement;
 mod ports;
+mod pull;
 mod reconcile;
 mod restart;
 mod room;
@@ -24,6 +25,7 @@ pub use host_ram::HOST_RAM;
 pub use lock::{HomeLock, LockError};
 pub use models::ModelRequest;
 pub use ports::{PortHolder, ephemeral_range};
+pub use pull::PullUpdate;
 pub use reconcile::Reconciled;
 pub use room::{RoomNeed, Want};
 pub use serve::Asker;
@@ -50,9 +52,13 @@ pub enum DaemonError {
     Invalid(#[from] Invalid),
     #[error("no {kind} with id, name or id prefix '{id}'; list them with 'aima {kind} list'")]
     NotFound { kind: &'static str, id: String },
-    /// A model was named where a service was wanted, and it has none.
+    /// What was named is not there, in the words of whoever knows (a model with no
+    /// service, a repository the hub does not have).
     #[error("{0}")]
-    NoService(String),
+    Missing(String),
+    /// The disk has no room for what was asked.
+    #[error("{0}")]
+    NoRoom(String),
     /// The request is valid but clashes with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -100,6 +106,8 @@ struct Inner {
     admission: tokio::sync::Mutex<()>,
     /// Serializes `ensure_service`, so a cold model gets one service however many ask.
     ensuring: tokio::sync::Mutex<()>,
+    /// Models being pulled now.
+    pulls: Mutex<std::collections::HashSet<crate::domain::ModelId>>,
     /// One engine loading at a time per GPU (by uuid): engines that load together
     /// misjudge free memory.
     gpu_loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -167,6 +175,7 @@ impl Daemon {
                 gpus,
                 admission: tokio::sync::Mutex::new(()),
                 ensuring: tokio::sync::Mutex::new(()),
+                pulls: Mutex::default(),
                 gpu_loading: Mutex::default(),
                 settings,
                 store,

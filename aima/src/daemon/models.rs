@@ -3,7 +3,9 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 
 use super::{Daemon, DaemonError};
-use crate::domain::{EventKind, Invalid, Known, Model, ModelFacts, ModelId, ModelSpec};
+use crate::domain::{
+    EventKind, Invalid, Known, Model, ModelFacts, ModelId, ModelSource, ModelSpec,
+};
 use crate::store::StoreError;
 
 /// Fields of a model registration as the caller gave them, before validation.
@@ -31,6 +33,24 @@ impl Daemon {
             request.path.as_deref(),
         )?;
         let mut spec = spec;
+        // A Hugging Face repository is asked after: one the hub does not have is refused
+        // in its words; an unreachable hub (offline hosts) lets the registration go on.
+        let mut unchecked = None;
+        if spec.source == ModelSource::Huggingface
+            && let Some(repo) = &spec.repo
+        {
+            let (hub, asked) = (self.hub(), repo.clone());
+            let answer = tokio::task::spawn_blocking(move || hub.check(&asked))
+                .await
+                .unwrap_or_else(|e| Err(crate::models::hub::HubError::Unreachable(e.to_string())));
+            match answer {
+                Ok(()) => {}
+                Err(crate::models::hub::HubError::NoSuchRepo(why)) => {
+                    return Err(Invalid::new("repo", why).into());
+                }
+                Err(crate::models::hub::HubError::Unreachable(why)) => unchecked = Some(why),
+            }
+        }
         if let Some(path) = &spec.path {
             // Stored resolved, so the mount is the directory that was checked.
             spec.path = Some(
@@ -108,6 +128,16 @@ impl Daemon {
                 format!("registered {} from {} {from}", model.name, model.source),
             )
             .await;
+        if let Some(why) = unchecked {
+            tracing::warn!(model = %model.name, "repository not checked: {why}");
+            self.events()
+                .publish_model(
+                    &model.id,
+                    EventKind::Note,
+                    format!("the repository was not checked: {why}"),
+                )
+                .await;
+        }
         Ok(model)
     }
 

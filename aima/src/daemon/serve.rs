@@ -123,7 +123,7 @@ impl Daemon {
 
 /// A model named where a service is wanted, with nothing serving it.
 pub(super) fn no_service(model: &str) -> DaemonError {
-    DaemonError::NoService(format!(
+    DaemonError::Missing(format!(
         "model '{model}' has no service; create one with 'aima run {model}' or 'aima service create --model-id {model} --engine-type ENGINE'"
     ))
 }

@@ -7,6 +7,7 @@
 
 mod gguf;
 mod hf_config;
+pub mod hub;
 mod safetensors;
 
 use std::io::Read;

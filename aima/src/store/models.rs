@@ -64,6 +64,25 @@ impl Store {
     }
 
     /// Replaces what is known of a model (a measurement joins its facts).
+    /// A pulled model's files: where they are, and what was read from them.
+    pub fn set_model_files(
+        &self,
+        id: &ModelId,
+        path: &str,
+        facts: &crate::domain::ModelFacts,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE models SET path = ?2, facts = ?3 WHERE id = ?1",
+            params![
+                id.as_str(),
+                path,
+                serde_json::to_string(facts).unwrap_or_else(|_| "{}".to_owned())
+            ],
+        )?;
+        self.changed();
+        Ok(())
+    }
+
     pub fn update_model_facts(
         &self,
         id: &ModelId,

@@ -14,6 +14,7 @@ mod mcp;
 mod metrics;
 mod model_memory;
 mod process;
+mod pull;
 mod readme;
 mod restart;
 mod scripting;

@@ -39,7 +39,7 @@ pub fn poll<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option
 
 /// Settings for a daemon rooted in `home`, with no environment leaking in.
 pub fn settings_for(home: &Path) -> Settings {
-    Settings::resolve_with(
+    let mut settings = Settings::resolve_with(
         &Flags {
             home: Some(home.to_owned()),
             addr: Some("127.0.0.1:0".into()),
@@ -47,7 +47,10 @@ pub fn settings_for(home: &Path) -> Settings {
         |_| None,
         Vec::new(),
     )
-    .expect("test settings resolve")
+    .expect("test settings resolve");
+    // No hub here: registrations find it unreachable at once and go ahead.
+    settings.hf_endpoint = "http://127.0.0.1:9".to_owned();
+    settings
 }
 
 /// The image the tests run as vLLM.
