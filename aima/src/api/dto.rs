@@ -902,3 +902,40 @@ impl From<crate::daemon::PullUpdate> for PullProgressDto {
         }
     }
 }
+
+/// The last hour a minute at a time (`GET /api/v1/history`), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryDto {
+    pub minutes: Vec<MinuteDto>,
+}
+
+/// One minute of the gateway's traffic and the services' memory claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MinuteDto {
+    /// When the minute began.
+    pub time: DateTime<Utc>,
+    /// Gateway requests that ended in it, and those answered with an error (≥ 400).
+    pub requests: u64,
+    pub errors: u64,
+    pub completion_tokens: u64,
+    /// Completion tokens per second of generating; null without tokens.
+    pub tokens_per_second: Option<f64>,
+    /// The most GPU memory services claimed on each GPU (index → MiB).
+    pub gpu_claimed_mib: std::collections::BTreeMap<u32, u64>,
+    /// The most host memory engines on the CPU claimed, MiB.
+    pub host_claimed_mib: Option<u64>,
+}
+
+impl From<crate::domain::Minute> for MinuteDto {
+    fn from(m: crate::domain::Minute) -> Self {
+        Self {
+            time: m.start,
+            requests: m.requests,
+            errors: m.errors,
+            completion_tokens: m.completion_tokens,
+            tokens_per_second: m.tokens_per_second().map(|t| (t * 10.0).round() / 10.0),
+            gpu_claimed_mib: m.gpu_claimed_mib,
+            host_claimed_mib: m.host_claimed_mib,
+        }
+    }
+}

@@ -83,6 +83,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         devices::legacy_recommend,
         ps::loaded,
         ps::recent_requests,
+        ps::history,
     ),
     modifiers(&Contract),
     components(schemas(
@@ -105,7 +106,9 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
         dto::ModelAdviceDto,
         dto::PlacementDto,
         dto::LoadedDto,
-        dto::RequestDto
+        dto::RequestDto,
+        dto::HistoryDto,
+        dto::MinuteDto
     ))
 )]
 pub struct ApiDoc;
@@ -151,6 +154,7 @@ pub fn router(
         .route("/devices", get(devices::devices))
         .route("/ps", get(ps::loaded))
         .route("/requests", get(ps::recent_requests))
+        .route("/history", get(ps::history))
         .route("/recommend", get(devices::recommend));
     // The operator scenario scripts use these older routes; same bodies.
     let legacy = Router::new()

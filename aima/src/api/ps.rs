@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 
-use super::dto::{ErrorBody, List, LoadedDto, RequestDto};
+use super::dto::{ErrorBody, HistoryDto, List, LoadedDto, MinuteDto, RequestDto};
 use super::{ApiError, ApiJson};
 use crate::daemon::Daemon;
 use crate::domain::{ServiceStatus, TrafficSource};
@@ -101,4 +101,14 @@ pub async fn recent_requests(
         .map(RequestDto::from)
         .collect();
     ApiJson(List { items })
+}
+
+/// The last hour a minute at a time: gateway requests, errors, tokens per second, and
+/// the memory services claimed on each GPU and on the host (the dashboard's charts).
+#[utoipa::path(get, path = "/api/v1/history", tag = "services",
+    responses((status = 200, body = HistoryDto)))]
+pub async fn history(Extension(gateway): Extension<Arc<dyn TrafficSource>>) -> ApiJson<HistoryDto> {
+    ApiJson(HistoryDto {
+        minutes: gateway.history().into_iter().map(MinuteDto::from).collect(),
+    })
 }

@@ -4,6 +4,7 @@ mod duration;
 mod event;
 mod failure;
 mod gpu;
+mod history;
 mod id;
 mod memory;
 mod model;
@@ -20,6 +21,7 @@ pub use gpu::{
     fitting_gpus, largest_fitting_fraction, memory_of_pids, mib, place, place_mib, place_sized,
     share_that_holds,
 };
+pub use history::{History, Minute};
 pub use id::random_hex8;
 pub use memory::{DEFAULT_CONTEXT, EngineMemory, Known, MemoryEstimate, ModelFacts, estimate};
 pub use model::{Model, ModelId, ModelSource, ModelSpec, ModelStatus, NAME_MAX_CHARS};

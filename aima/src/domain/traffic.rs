@@ -88,6 +88,8 @@ pub trait TrafficSource: Send + Sync {
     fn recent_requests(&self) -> Vec<RecentRequest>;
     /// Appends the gateway's metrics in Prometheus' text format.
     fn render_metrics(&self, out: &mut String);
+    /// The last hour, a minute at a time.
+    fn history(&self) -> Vec<super::Minute>;
 }
 
 #[cfg(test)]

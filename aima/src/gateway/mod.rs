@@ -7,6 +7,7 @@
 //! progress, traffic per service, metrics) lives here.
 
 mod forward;
+mod history;
 mod idle;
 mod loading;
 mod metrics;
@@ -56,6 +57,8 @@ struct Inner {
     metrics: GatewayMetrics,
     /// The latest finished requests, newest last, at most [`RECENT_KEPT`].
     recent: Mutex<std::collections::VecDeque<RecentRequest>>,
+    /// The last hour a minute at a time, for the dashboard's charts.
+    history: Mutex<crate::domain::History>,
 }
 
 /// Finished requests kept for the dashboard's activity list.
@@ -215,9 +218,11 @@ impl Gateway {
                 queue_limit,
                 metrics: GatewayMetrics::default(),
                 recent: Mutex::default(),
+                history: Mutex::default(),
             }),
         };
         tokio::spawn(idle::run(gateway.clone()));
+        tokio::spawn(history::sample(gateway.clone()));
         gateway
     }
 
@@ -270,6 +275,16 @@ impl Gateway {
 
     /// Keeps a finished request for the activity list, dropping the oldest.
     fn remember(&self, request: RecentRequest) {
+        let generating = match (request.streamed, request.first_byte) {
+            (true, Some(first)) => request.duration.saturating_sub(first),
+            _ => request.duration,
+        };
+        let completion = request.tokens.map_or(0, |(_, c)| c);
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .request(chrono::Utc::now(), request.status, completion, generating);
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == RECENT_KEPT {
             recent.pop_front();
@@ -342,6 +357,14 @@ impl TrafficSource for Gateway {
     fn recent_requests(&self) -> Vec<RecentRequest> {
         let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().cloned().collect()
+    }
+
+    fn history(&self) -> Vec<crate::domain::Minute> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_hour(chrono::Utc::now())
     }
 }
 

@@ -99,10 +99,14 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation_in_any_opera
     };
     let image = ensure_stub_image();
     // Every engine runs the stub, so starts get as far as a real engine would here.
+    // A hub that knows no repository: registrations and pulls get its 404, as from the
+    // real one, rather than a hub that cannot be reached.
+    let hub = crate::pull::serve(std::sync::Arc::default());
     let d = TestDaemon::with_engine_and(|settings| {
         for engine in ["sglang", "llamacpp", "ollama"] {
             settings.engine_images.insert(engine.into(), image.into());
         }
+        settings.hf_endpoint = hub;
     });
     let dir = tempfile::tempdir().expect("dir");
     fetch_document(&d, dir.path()).await;
@@ -202,6 +206,11 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
 [[operations]]
 include-method = "PATCH"
 include-path-regex = "^/api/v1/services/"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
+
+# Only a Hugging Face model the hub has can be pulled; this hub has none.
+[[operations]]
+include-path-regex = "/pull$"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
 
 # Event streams are cut after max-stream-events or a second.

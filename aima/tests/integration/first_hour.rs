@@ -185,6 +185,31 @@ fn a_models_name_is_enough_for_run_chat_logs_restart_and_stop() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("running on port"), "{stdout}");
 
+    // `aima top` prints ps again and again until stopped.
+    let mut top = std::process::Command::new(crate::support::aima_bin())
+        .args(["top"])
+        .env("AIMA_ADDR", d.addr.to_string())
+        .env("AIMA_HOME", d.home.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("aima top");
+    let mut seen = String::new();
+    let mut reader = std::io::BufReader::new(top.stdout.take().expect("stdout"));
+    while seen.matches("NAME").count() < 2 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).expect("read") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    top.kill().expect("kill top");
+    let _ = top.wait();
+    assert_eq!(seen.matches("NAME").count(), 2, "two tables: {seen}");
+    assert!(
+        seen.contains("tiny-vllm") && seen.contains("TOK/S"),
+        "{seen}"
+    );
+
     let (code, stdout, stderr) = run(d.cli().args(["stop", "tiny"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("stopped"), "{stdout}");

@@ -741,6 +741,30 @@ async fn metrics_and_ps_show_requests_tokens_cold_starts_and_what_is_loaded() {
         "{text}"
     );
     assert_eq!(at("aima_gateway_in_flight", ""), Some(0.0), "{text}");
+    // The last hour, a minute at a time, for the dashboard's charts.
+    let history: Value = client()
+        .get(d.url("/api/v1/history"))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let minutes = history["minutes"].as_array().expect("minutes");
+    let count = |key: &str| -> u64 { minutes.iter().filter_map(|m| m[key].as_u64()).sum() };
+    // Three answered, and the one for a model that does not exist.
+    assert_eq!((count("requests"), count("errors")), (4, 1), "{history}");
+    let tokens: u64 = minutes
+        .iter()
+        .filter_map(|m| m["completion_tokens"].as_u64())
+        .sum();
+    assert!(tokens >= 16, "{history}");
+    assert!(
+        minutes
+            .iter()
+            .any(|m| m["tokens_per_second"].as_f64().is_some()),
+        "{history}"
+    );
     // Speed: the two streams' first tokens, and every answer's tokens per second.
     assert_eq!(
         at("aima_gateway_time_to_first_token_seconds_count", ""),

@@ -23,7 +23,7 @@ struct HubFile {
 }
 
 #[derive(Default)]
-struct Hub {
+pub struct Hub {
     repos: HashMap<String, Vec<(String, HubFile)>>,
     /// The first download of this path (repo/path) stops after this many bytes.
     cut: Mutex<Option<(String, usize)>>,
@@ -149,7 +149,7 @@ async fn resolve(
 }
 
 /// Serves `hub` on a free loopback port; returns its address.
-fn serve(hub: Arc<Hub>) -> String {
+pub fn serve(hub: Arc<Hub>) -> String {
     let app = axum::Router::new()
         .route("/api/models/{org}/{name}", axum::routing::get(info))
         .route(

@@ -205,6 +205,16 @@ async fn container_still_running(w: &mut AimaWorld, name: String) {
 #[when(expr = "someone removes the container of service {string} with docker")]
 async fn remove_behind_back(w: &mut AimaWorld, name: String) {
     let id = w.service(&name).id;
+    let url = w.url(&format!("/api/v1/services/{id}"));
+    let read = || async {
+        reqwest::get(&url)
+            .await
+            .expect("GET service")
+            .json::<Value>()
+            .await
+            .expect("JSON")
+    };
+    let before = read().await;
     let out = Command::new("docker")
         .args(["rm", "-f", &format!("aima-{id}")])
         .output()
@@ -216,6 +226,20 @@ async fn remove_behind_back(w: &mut AimaWorld, name: String) {
     );
     w.removed_at = Some(Instant::now());
     w.note(format!("docker rm -f aima-{id}"));
+    // Until the daemon has noticed, the service still reads as it was: a later "is
+    // running" must not be that stale view.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = read().await;
+        if now["status"] != before["status"] || now["container_id"] != before["container_id"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not notice the removal within 10 s: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[then(expr = "within {int} ms service {string} is {string} with a reason mentioning {string}")]
