@@ -99,9 +99,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation_in_any_opera
     };
     let image = ensure_stub_image();
     // Every engine runs the stub, so starts get as far as a real engine would here.
-    // A hub that knows no repository: registrations and pulls get its 404, as from the
-    // real one, rather than a hub that cannot be reached.
-    let hub = crate::pull::serve(std::sync::Arc::default());
+    // A hub with one repository (the seeded model's): other registrations get its 404,
+    // as from the real one, rather than a hub that cannot be reached.
+    let hub = crate::pull::serve(crate::pull::hub_with("org/model"));
     let d = TestDaemon::with_engine_and(|settings| {
         for engine in ["sglang", "llamacpp", "ollama"] {
             settings.engine_images.insert(engine.into(), image.into());
@@ -208,7 +208,7 @@ include-method = "PATCH"
 include-path-regex = "^/api/v1/services/"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]
 
-# Only a Hugging Face model the hub has can be pulled; this hub has none.
+# Only a Hugging Face model the hub has can be pulled; this hub has one.
 [[operations]]
 include-path-regex = "/pull$"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "404", "409", "422"]

@@ -148,6 +148,14 @@ async fn resolve(
     response
 }
 
+/// A hub that has one repository, `repo`, holding a small Llama.
+pub fn hub_with(repo: &str) -> Arc<Hub> {
+    Arc::new(Hub {
+        repos: HashMap::from([(repo.to_owned(), tiny_files())]),
+        ..Hub::default()
+    })
+}
+
 /// Serves `hub` on a free loopback port; returns its address.
 pub fn serve(hub: Arc<Hub>) -> String {
     let app = axum::Router::new()
