@@ -20,24 +20,43 @@ pub struct PullArgs {
 }
 
 pub async fn run(client: &Client, format: OutputFormat, args: PullArgs) -> Result<(), CliError> {
+    pull(client, format, &args.model, false).await
+}
+
+/// Pulls `reference` (a registered model, or `org/name`, registered first); with
+/// `on_stderr` its lines go to stderr (`aima run` keeps stdout for the answer).
+pub async fn pull(
+    client: &Client,
+    format: OutputFormat,
+    reference: &str,
+    on_stderr: bool,
+) -> Result<(), CliError> {
+    let say = |text: String| -> Result<(), CliError> {
+        if on_stderr {
+            eprintln!("{text}");
+            Ok(())
+        } else {
+            output::line(&text)
+        }
+    };
     let model = match client
-        .get::<ModelDto>(&format!("/api/v1/models/{}", path_segment(&args.model)))
+        .get::<ModelDto>(&format!("/api/v1/models/{}", path_segment(reference)))
         .await
     {
         Ok(model) => model,
-        Err(unknown) => match args.model.split_once('/') {
+        Err(unknown) => match reference.split_once('/') {
             // `aima pull org/name`, as `ollama pull NAME`: register it, then pull.
             Some((_, name)) if !name.is_empty() && !name.contains('/') => {
                 let request = CreateModelRequest {
                     name: name.to_owned(),
                     source: "huggingface".to_owned(),
-                    repo: Some(args.model.clone()),
+                    repo: Some(reference.to_owned()),
                     ..CreateModelRequest::default()
                 };
                 let model: ModelDto = client.post("/api/v1/models", &request).await?;
                 eprintln!(
-                    "registered model {} from huggingface {}",
-                    model.name, args.model
+                    "registered model {} from huggingface {reference}",
+                    model.name
                 );
                 model
             }
@@ -90,7 +109,7 @@ pub async fn run(client: &Client, format: OutputFormat, args: PullArgs) -> Resul
                         && file != last_file
                         && update.completed == Some(0)
                     {
-                        output::line(&format!(
+                        say(format!(
                             "downloading {file} ({} bytes)",
                             update.total.unwrap_or(0)
                         ))?;
@@ -102,7 +121,7 @@ pub async fn run(client: &Client, format: OutputFormat, args: PullArgs) -> Resul
                         bar.finish_and_clear();
                     }
                     if format == OutputFormat::Table {
-                        output::line(&format!(
+                        say(format!(
                             "pulled {} ({} bytes) into {}",
                             model.name,
                             update.all_total.unwrap_or(0),

@@ -341,7 +341,8 @@ pub async fn run(
             super::each(&ids, |id| async move {
                 let path = format!("/api/v1/services/{}/stop", path_segment(id));
                 let service: ServiceDto = client.post(&path, &serde_json::json!({})).await?;
-                output::print(format, &service, || format!("{} stopped", service.id))
+                // What was typed, as docker stop echoes it.
+                output::print(format, &service, || format!("{id} stopped"))
             })
             .await
         }
@@ -352,7 +353,7 @@ pub async fn run(
                     path.push_str("?force=true");
                 }
                 let service: ServiceDto = client.delete(&path).await?;
-                output::print(format, &service, || service.id.clone())
+                output::print(format, &service, || id.to_owned())
             })
             .await
         }

@@ -54,13 +54,29 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `aima run MODEL [PROMPT]`: makes sure the model has a service (creating one with the
-/// engine its files call for), starts it with its phases on stderr, then answers.
+/// engine its files call for; a Hugging Face `org/name` not registered yet is pulled
+/// first), starts it with its phases on stderr, then answers.
 pub async fn run(client: &Client, args: RunArgs) -> Result<(), CliError> {
     let path = format!("/api/v1/models/{}/service", path_segment(&args.model));
-    let response = client
+    let (created, service) = match client
         .post_with_status::<_, ServiceDto>(&path, &json!({}))
-        .await?;
-    let (created, service) = response;
+        .await
+    {
+        Ok(answer) => answer,
+        // `aima run org/name`, as `ollama run`: pull it first (which registers it).
+        Err(unknown) if args.model.contains('/') => {
+            if super::pull::pull(client, OutputFormat::Table, &args.model, true)
+                .await
+                .is_err()
+            {
+                return Err(unknown);
+            }
+            let name = args.model.rsplit('/').next().unwrap_or(&args.model);
+            let path = format!("/api/v1/models/{}/service", path_segment(name));
+            client.post_with_status(&path, &json!({})).await?
+        }
+        Err(e) => return Err(e),
+    };
     if created {
         eprintln!(
             "created service {} ({} on port {}) for model {}",

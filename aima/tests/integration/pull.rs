@@ -227,6 +227,7 @@ fn a_pull_shows_progress_resumes_verifies_and_checks_room_and_names_first() {
             ("org/tiny".to_owned(), tiny_files()),
             ("org/bad".to_owned(), bad),
             ("org/huge".to_owned(), huge),
+            ("org/runme".to_owned(), tiny_files()),
         ]),
         cut: Mutex::new(Some(("org/tiny/model.safetensors".to_owned(), 1 << 20))),
         seen: Mutex::default(),
@@ -356,6 +357,17 @@ fn a_pull_shows_progress_resumes_verifies_and_checks_room_and_names_first() {
             && mounts.contains("/aima/model"),
         "{mounts}"
     );
+    crate::support::remove_containers_with_label(&d.instance_label());
+
+    // `aima run org/name`, as `ollama run`: registered, pulled, served, answered.
+    let (code, stdout, stderr) = run(d.cli().args(["run", "org/runme", "hi"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "Hello from the aima stub engine serving runme.",
+        "{stderr}"
+    );
+    assert!(stderr.contains("registered model runme"), "{stderr}");
     crate::support::remove_containers_with_label(&d.instance_label());
 
     // A download whose SHA-256 is not the hub's is refused and removed.
