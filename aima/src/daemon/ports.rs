@@ -1,7 +1,11 @@
-//! Host port probing: is a port free, and if not, who holds it.
+//! Host port probing (is a port free, and if not, who holds it), and the errors a port
+//! a caller chose gets.
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
+
+use super::DaemonError;
+use crate::domain::Invalid;
 
 /// Longest command line quoted in an error.
 const COMMAND_MAX_CHARS: usize = 120;
@@ -178,6 +182,40 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut parts = text.split_whitespace().map(str::parse::<u16>);
     Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+/// A port the caller chose must lie in the service port range.
+pub(super) fn in_range(port: u16, range: crate::config::PortRange) -> Result<(), Invalid> {
+    if port == 0 {
+        return Err(Invalid::new(
+            "port",
+            format!("port 0 is not a port; pass a --port in {range} or leave it out"),
+        ));
+    }
+    if !(range.first..=range.last).contains(&port) {
+        return Err(Invalid::new(
+            "port",
+            format!(
+                "port {port} is outside the service port range {range}; pick a port in it, leave --port out, or widen AIMA_PORT_RANGE"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn no_port_left(range: crate::config::PortRange, held: usize) -> DaemonError {
+    DaemonError::Conflict(format!(
+        "no free port left in the service port range {range} ({held} held by services, the rest in use on the host); widen AIMA_PORT_RANGE or delete services"
+    ))
+}
+
+pub(super) fn port_in_use(port: u16) -> DaemonError {
+    let holder = process_listening_on(port)
+        .map(|(pid, command)| format!(" by pid {pid} ({command})"))
+        .unwrap_or_default();
+    DaemonError::Conflict(format!(
+        "port {port} is in use on this host{holder}; pick another --port or leave it out"
+    ))
 }
 
 #[cfg(test)]

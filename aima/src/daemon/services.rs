@@ -2,7 +2,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::{Daemon, DaemonError, ports};
+use super::ports::{self, in_range, no_port_left, port_in_use};
+use super::{Daemon, DaemonError};
 use crate::domain::{
     EnvVar, EventKind, HealthChecks, Invalid, ModelId, RestartPolicy, Service, ServiceId,
     ServiceStatus, ServingPolicy, lowest_free_port, validate_gpu_memory_utilization,
@@ -532,40 +533,6 @@ pub(super) fn model_in_use(model: &ModelId, services: &[String]) -> DaemonError 
         } else {
             "those services"
         }
-    ))
-}
-
-/// A port the caller chose must lie in the service port range.
-fn in_range(port: u16, range: crate::config::PortRange) -> Result<(), Invalid> {
-    if port == 0 {
-        return Err(Invalid::new(
-            "port",
-            format!("port 0 is not a port; pass a --port in {range} or leave it out"),
-        ));
-    }
-    if !(range.first..=range.last).contains(&port) {
-        return Err(Invalid::new(
-            "port",
-            format!(
-                "port {port} is outside the service port range {range}; pick a port in it, leave --port out, or widen AIMA_PORT_RANGE"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn no_port_left(range: crate::config::PortRange, held: usize) -> DaemonError {
-    DaemonError::Conflict(format!(
-        "no free port left in the service port range {range} ({held} held by services, the rest in use on the host); widen AIMA_PORT_RANGE or delete services"
-    ))
-}
-
-fn port_in_use(port: u16) -> DaemonError {
-    let holder = ports::process_listening_on(port)
-        .map(|(pid, command)| format!(" by pid {pid} ({command})"))
-        .unwrap_or_default();
-    DaemonError::Conflict(format!(
-        "port {port} is in use on this host{holder}; pick another --port or leave it out"
     ))
 }
 
