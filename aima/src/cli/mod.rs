@@ -293,6 +293,51 @@ mod tests {
     }
 
     #[test]
+    fn typo_hints_name_the_flag_people_meant() {
+        let hint = |args: &[&str]| {
+            let err = Cli::try_parse_from(args).expect_err("a typo");
+            one_line(&err.render().to_string())
+        };
+        // --gpu-share is accepted as the share; a near miss is not steered to --gpu.
+        assert!(
+            Cli::try_parse_from([
+                "aima",
+                "service",
+                "create",
+                "--model-id",
+                "m",
+                "--engine-type",
+                "vllm",
+                "--gpu-share",
+                "0.5",
+            ])
+            .is_ok()
+        );
+        let line = hint(&[
+            "aima",
+            "service",
+            "create",
+            "--model-id",
+            "m",
+            "--engine-type",
+            "vllm",
+            "--gpu-shares",
+            "0.5",
+        ]);
+        assert!(
+            line.contains("similar argument exists: '--gpu-share'")
+                && line.contains("--gpu-memory-utilization <F>"),
+            "{line}"
+        );
+        assert!(
+            Cli::try_parse_from([
+                "aima", "model", "create", "--name", "x", "--source", "hf", "--repo", "a/b"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

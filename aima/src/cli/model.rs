@@ -111,7 +111,9 @@ fn count(n: u64) -> String {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Source {
     Ollama,
+    #[value(alias = "hf")]
     Huggingface,
+    #[value(alias = "ms")]
     Modelscope,
     Local,
 }

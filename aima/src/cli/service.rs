@@ -165,7 +165,8 @@ pub struct CreateArgs {
     #[arg(long)]
     port: Option<u16>,
     /// Fraction of GPU memory the engine may use, in (0, 1].
-    #[arg(long, value_name = "F")]
+    // The words people reach for, so a typo hint never offers --gpu (an index) instead.
+    #[arg(long, value_name = "F", aliases = ["gpu-share", "gpu-memory", "gpu-util", "mem-fraction-static"])]
     gpu_memory_utilization: Option<f64>,
     /// Environment for the engine container; repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
@@ -223,7 +224,7 @@ pub struct UpdateArgs {
     #[command(flatten)]
     healing: HealingArgs,
     /// Fraction of GPU memory the engine may use, in (0, 1] (at the next start).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", aliases = ["gpu-share", "gpu-memory", "gpu-util", "mem-fraction-static"])]
     gpu_memory_utilization: Option<f64>,
     /// Replace the container's environment; repeatable (at the next start).
     #[arg(long = "env", value_name = "KEY=VALUE")]
